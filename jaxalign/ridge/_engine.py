@@ -1,0 +1,316 @@
+"""The stateful-free driver of the ridge engine: validation, target batching
+sized from a memory budget, sharding over devices, progress.
+
+``ridge_cv`` is what :class:`~jaxalign.ridge.RidgeCV` calls; use it directly
+for the functional interface (several feature sets sharing targets, custom
+splits, a memory cap).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxalign.ridge._cv import check_cv
+from jaxalign.ridge._scores import check_scoring
+from jaxalign.ridge._solve import (
+    cv_batch,
+    cv_batch_layers,
+    fold_plan,
+    fold_plan_layers,
+)
+from jaxalign.ridge._spectral import choose_method, spectral_basis
+from jaxalign.ridge._validation import (
+    check_alphas,
+    check_design,
+    check_targets,
+    constant_targets,
+)
+
+__all__ = ["RidgeCVResult", "ridge_cv", "parse_bytes", "default_memory_budget", "target_batch_size"]
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 10**3, "KIB": 2**10, "M": 2**20, "MB": 10**6,
+          "MIB": 2**20, "G": 2**30, "GB": 10**9, "GIB": 2**30, "T": 2**40, "TB": 10**12,
+          "TIB": 2**40}
+
+
+def parse_bytes(value) -> int:
+    """``4 * 2**30``, ``"4GiB"``, ``"512MB"`` or ``"1.5G"`` -> bytes."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        out = int(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
+        if not m or m.group(2).upper() not in _UNITS:
+            raise ValueError(f"cannot parse a memory size from {value!r} (try '4GiB')")
+        out = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if out <= 0:
+        raise ValueError(f"memory budget must be positive, got {value!r}")
+    return out
+
+
+def default_memory_budget(devices) -> int:
+    """Bytes the engine may use per device for one target batch.
+
+    Accelerators: 60% of the free device memory (from ``memory_stats``).
+    CPU: 25% of the available host RAM, at most 8 GiB (larger batches do not
+    run faster on CPU, they only compete with the rest of the process).
+    """
+    dev = devices[0]
+    stats = None
+    try:
+        stats = dev.memory_stats()
+    except Exception:  # pragma: no cover - backend without stats
+        stats = None
+    if dev.platform != "cpu" and stats and "bytes_limit" in stats:
+        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+        return int(0.6 * free)
+    import psutil
+
+    return int(min(0.25 * psutil.virtual_memory().available / len(devices), 8 * 2**30))
+
+
+def _bytes_per_target(n, p, n_alphas, splits, n_layers, method):
+    """Upper estimate of device bytes per target in one batch (float32)."""
+    floats_layer = 0
+    floats_shared = n  # the batch of Y
+    for tr, va in splits:
+        n_tr, n_val = len(tr), len(va)
+        r = min(n_tr, p) if method == "primal" else n_tr
+        m = min(n_val, r)
+        floats_layer += r + m + 2 * n_alphas * m + 8 * n_alphas
+        floats_shared += n_tr + n_val
+    r_full = min(n, p) if method == "primal" else n
+    floats_layer += 2 * r_full + 2 * p + 2
+    return int(4 * 1.5 * (floats_shared + n_layers * floats_layer))
+
+
+def target_batch_size(n_targets, bytes_per_target, budget, n_devices=1, max_batch=16384):
+    """Largest batch that fits ``budget`` per device, a multiple of ``n_devices``.
+
+    Batches are then balanced: ``ceil(T / n_batches)`` rounded up to a
+    multiple of 128 * n_devices (fewer distinct shapes, aligned GEMMs).
+    """
+    per_device = budget // max(bytes_per_target, 1)
+    cap = min(per_device * n_devices, max_batch * n_devices, max(n_targets, n_devices))
+    if per_device < 1:
+        raise MemoryError(
+            f"memory budget {budget} bytes is too small for even one target per device "
+            f"({bytes_per_target} bytes each); raise memory_budget"
+        )
+    n_batches = math.ceil(n_targets / cap)
+    size = math.ceil(n_targets / n_batches)
+    quantum = 128 * n_devices
+    if size > quantum:
+        size = min(math.ceil(size / quantum) * quantum, cap - cap % n_devices or n_devices)
+    size = math.ceil(size / n_devices) * n_devices
+    return int(size)
+
+
+@dataclass
+class RidgeCVResult:
+    """Outputs of :func:`ridge_cv` (numpy arrays, optional leading layer axis).
+
+    Attributes
+    ----------
+    best_alphas : ([L,] T) chosen penalty per target (NaN for undefined targets)
+    best_alpha_index : ([L,] T) its index in ``alphas`` (-1 if undefined)
+    cv_scores : ([L,] A, T) score of every penalty, averaged over folds
+    coef : ([L,] p, T) coefficients refitted on all samples with each
+        target's own penalty
+    intercept : ([L,] T) zeros unless ``fit_intercept``
+    alphas, splits, scoring, method, batch_size, constant : the settings used
+    """
+
+    best_alphas: np.ndarray
+    best_alpha_index: np.ndarray
+    cv_scores: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    alphas: np.ndarray
+    splits: list = field(repr=False)
+    scoring: str = "pearson"
+    method: str = "primal"
+    batch_size: int = 0
+    constant: np.ndarray | None = field(default=None, repr=False)
+
+
+def _resolve_devices(devices):
+    if devices is None:
+        return jax.devices()
+    if isinstance(devices, int):
+        devs = jax.devices()
+        if devices < 1 or devices > len(devs):
+            raise ValueError(f"devices={devices} but {len(devs)} available")
+        return devs[:devices]
+    return list(devices)
+
+
+def ridge_cv(
+    X,
+    Y,
+    alphas=np.logspace(-2, 8, 11),
+    cv=5,
+    *,
+    groups=None,
+    scoring: str = "pearson",
+    fit_intercept: bool = False,
+    method: str = "auto",
+    memory_budget=None,
+    batch_size: int | None = None,
+    devices=None,
+    progress: bool | None = None,
+) -> RidgeCVResult:
+    """Multi-target ridge with a per-target penalty chosen by cross-validation.
+
+    Parameters
+    ----------
+    X : (n, p) or (L, n, p)
+        Features; a leading axis stacks L feature sets (e.g. layers) that
+        share the targets: all are fitted in one vmapped pass.
+    Y : (n, T) or (n,)
+        Targets (voxels, channels...). Kept on the host and streamed to the
+        devices batch by batch, so T is limited by host memory only.
+    alphas : 1-D sequence of penalties (> 0)
+    cv : int, splitter or list of (train, val) index pairs
+        ``int k`` means k contiguous folds (no shuffling).
+    groups : optional group labels for group splitters
+    scoring : "pearson" | "r2" | "neg_mse"
+        Score maximised (mean over folds) to choose each target's penalty.
+    fit_intercept : bool
+        Centre X and Y on each training set and fit an intercept.
+    method : "auto" | "primal" | "dual"
+        Eigendecomposition of X^T X (primal) or X X^T (dual); auto picks the
+        smaller one.
+    memory_budget : bytes or str like "4GiB", per device; default from the
+        device's free memory (see :func:`default_memory_budget`).
+    batch_size : force a number of targets per batch (overrides the budget).
+    devices : None (all), an int (the first k) or a list of jax devices;
+        with several devices targets are sharded across them.
+    progress : show a progress bar over target batches (default: when there
+        is more than one batch).
+
+    Returns
+    -------
+    RidgeCVResult
+    """
+    X = check_design(X)
+    n, p = X.shape[-2:]
+    n_layers = X.shape[0] if X.ndim == 3 else None
+    Y, _ = check_targets(Y, n)
+    alphas = check_alphas(alphas)
+    scoring = check_scoring(scoring)
+    splits = check_cv(cv, n, groups=groups)
+    method = choose_method(min(len(tr) for tr, _ in splits), p, method)
+    n_targets = Y.shape[1]
+    const = constant_targets(Y)
+
+    devs = _resolve_devices(devices)
+    n_dev = len(devs)
+    L = n_layers or 1
+    if batch_size is None:
+        budget = parse_bytes(memory_budget) if memory_budget is not None else default_memory_budget(devs)
+        bpt = _bytes_per_target(n, p, len(alphas), splits, L, method)
+        batch_size = target_batch_size(n_targets, bpt, budget, n_dev)
+    else:
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = math.ceil(batch_size / n_dev) * n_dev
+
+    # Decompositions, once per fold (and once on all samples for the refit).
+    Xj = jnp.asarray(X, jnp.float32)
+    plan_fn = fold_plan_layers if n_layers else fold_plan
+    plans, idx = [], []
+    for tr, va in splits:
+        tr_j, va_j = jnp.asarray(tr, jnp.int32), jnp.asarray(va, jnp.int32)
+        basis = spectral_basis(
+            jnp.take(Xj, tr_j, axis=-2), jnp.take(Xj, va_j, axis=-2),
+            method=method, fit_intercept=fit_intercept,
+        )
+        plans.append(plan_fn(basis))
+        idx.append((tr_j, va_j))
+    full = spectral_basis(Xj, Xj[..., :1, :], method=method, fit_intercept=fit_intercept)
+    full = full._replace(ev=None)  # the refit needs no evaluation design
+    alphas_j = jnp.asarray(alphas, jnp.float32)
+    plans, idx = tuple(plans), tuple(idx)
+
+    if n_dev > 1:
+        mesh = Mesh(np.asarray(devs), ("targets",))
+        rep = NamedSharding(mesh, PartitionSpec())
+        y_sharding = NamedSharding(mesh, PartitionSpec(None, "targets"))
+        plans, full, idx, alphas_j = jax.device_put((plans, full, idx, alphas_j), rep)
+    else:
+        y_sharding = devs[0]
+        plans, full, idx, alphas_j = jax.device_put((plans, full, idx, alphas_j), devs[0])
+
+    fn = cv_batch_layers if n_layers else cv_batch
+    lead = (n_layers,) if n_layers else ()
+    A = len(alphas)
+    cv_scores = np.empty(lead + (A, n_targets), np.float32)
+    best_idx = np.empty(lead + (n_targets,), np.int32)
+    coef = np.empty(lead + (p, n_targets), np.float32)
+    intercept = np.empty(lead + (n_targets,), np.float32)
+
+    starts = list(range(0, n_targets, batch_size))
+    show = progress if progress is not None else len(starts) > 1
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_targets, desc="ridge CV", unit="target")
+
+    def collect(pending):
+        sl, width, out = pending
+        s, b, c, i = (np.asarray(o) for o in out)
+        cv_scores[..., sl] = s[..., :width]
+        best_idx[..., sl] = b[..., :width]
+        coef[..., sl] = c[..., :width]
+        intercept[..., sl] = i[..., :width]
+        if bar is not None:
+            bar.update(width)
+
+    pending = None
+    for start in starts:
+        stop = min(start + batch_size, n_targets)
+        width = stop - start
+        Yb = np.asarray(Y[:, start:stop], dtype=np.float32)
+        if width < batch_size:  # pad to one static shape; padded columns are dropped
+            Yb = np.pad(Yb, ((0, 0), (0, batch_size - width)))
+        Yb = jax.device_put(Yb, y_sharding)
+        out = fn(plans, full, idx, Yb, alphas_j, scoring=scoring, fit_intercept=fit_intercept)
+        if pending is not None:  # overlap host transfer with the next batch
+            collect(pending)
+        pending = (slice(start, stop), width, out)
+    collect(pending)
+    if bar is not None:
+        bar.close()
+
+    # Undefined targets: constant overall, or no fold with a defined score.
+    undefined = best_idx < 0
+    if const.any():
+        cv_scores[..., const] = np.nan
+        undefined |= const
+        best_idx[undefined] = -1
+        coef = np.where(undefined[..., None, :], np.float32(0), coef)
+        if fit_intercept:
+            intercept[..., const] = Y[0, const]
+    best_alphas = np.where(undefined, np.nan, alphas[np.maximum(best_idx, 0)])
+    return RidgeCVResult(
+        best_alphas=best_alphas,
+        best_alpha_index=best_idx,
+        cv_scores=cv_scores,
+        coef=coef,
+        intercept=intercept,
+        alphas=alphas,
+        splits=splits,
+        scoring=scoring,
+        method=method,
+        batch_size=batch_size,
+        constant=const,
+    )

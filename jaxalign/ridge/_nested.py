@@ -1,0 +1,125 @@
+"""Nested cross-validation: held-out predictions for every sample.
+
+The outer splitter holds out test samples; on each outer training set the
+inner splitter chooses every target's penalty and the model is refitted there;
+the test samples are then predicted. This is the standard encoding-model
+evaluation (e.g. Toneva & Wehbe: 4 outer contiguous folds with a gap, 10
+inner folds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxalign.ridge._cv import check_cv, is_partition
+from jaxalign.ridge._engine import ridge_cv
+from jaxalign.ridge._scores import check_scoring, scores_from_stats, _moments
+from jaxalign.ridge._validation import check_design, check_targets
+
+__all__ = ["NestedCVResult", "nested_cv"]
+
+
+@dataclass
+class NestedCVResult:
+    """Outputs of :func:`nested_cv` (optional leading layer axis ``L``).
+
+    Attributes
+    ----------
+    predictions : ([L,] n, T) held-out prediction of every sample, or None
+        when the outer splitter does not test each sample exactly once.
+    scores : ([L,] T) score of the concatenated held-out predictions
+        (None when ``predictions`` is None).
+    fold_scores : ([L,] n_outer, T) score within each outer test fold.
+    best_alphas : ([L,] n_outer, T) penalty chosen in each outer fold.
+    outer_splits : list of (train, test) index arrays.
+    """
+
+    predictions: np.ndarray | None
+    scores: np.ndarray | None
+    fold_scores: np.ndarray
+    best_alphas: np.ndarray
+    outer_splits: list = field(repr=False)
+    scoring: str = "pearson"
+
+
+def _score(scoring, y, pred):
+    return np.asarray(scores_from_stats(scoring, *_moments(y, pred), y.shape[0]))
+
+
+def nested_cv(
+    X,
+    Y,
+    alphas=np.logspace(-2, 8, 11),
+    outer_cv=5,
+    inner_cv=5,
+    *,
+    groups=None,
+    scoring: str = "pearson",
+    fit_intercept: bool = False,
+    **engine_kwargs,
+) -> NestedCVResult:
+    """Held-out predictions with penalties chosen by an inner CV.
+
+    Parameters
+    ----------
+    X : (n, p) or (L, n, p)
+    Y : (n, T)
+    alphas : penalties to choose from
+    outer_cv, inner_cv : int, splitter or explicit splits. Inner splits
+        are made on the outer training set (indices relative to it); an int
+        means contiguous folds. ``groups`` is passed to both (sliced for the
+        inner one).
+    scoring : score used for the inner choice and reported on held-out data
+    fit_intercept : bool
+    **engine_kwargs : forwarded to :func:`ridge_cv` (memory_budget, devices...)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jaxalign.ridge import nested_cv, ContiguousKFold
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((120, 5))
+    >>> Y = X @ rng.standard_normal((5, 4)) + rng.standard_normal((120, 4))
+    >>> res = nested_cv(X, Y, np.logspace(-1, 3, 5), ContiguousKFold(4, gap=2), 3)
+    >>> res.predictions.shape, res.best_alphas.shape
+    ((120, 4), (4, 4))
+    """
+    X = check_design(X)
+    n = X.shape[-2]
+    Y, _ = check_targets(Y, n)
+    scoring = check_scoring(scoring)
+    outer = check_cv(outer_cv, n, groups=groups)
+    partition = is_partition(outer, n)
+    layered = X.ndim == 3
+    lead = (X.shape[0],) if layered else ()
+    T = Y.shape[1]
+    preds = np.full(lead + (n, T), np.nan, np.float32) if partition else None
+    fold_scores = np.empty(lead + (len(outer), T), np.float32)
+    best_alphas = np.empty(lead + (len(outer), T), np.float64)
+    for k, (train, test) in enumerate(outer):
+        inner_groups = None if groups is None else np.asarray(groups)[train]
+        res = ridge_cv(
+            X[..., train, :], Y[train], alphas, inner_cv, groups=inner_groups,
+            scoring=scoring, fit_intercept=fit_intercept, **engine_kwargs,
+        )
+        pred = np.asarray(
+            jnp.asarray(X[..., test, :], jnp.float32) @ jnp.asarray(res.coef)
+            + jnp.asarray(res.intercept)[..., None, :]
+        )
+        best_alphas[..., k, :] = res.best_alphas
+        y_test = np.asarray(Y[test], np.float32)
+        fold_scores[..., k, :] = _score(scoring, y_test, pred) if not layered else np.stack(
+            [_score(scoring, y_test, pl) for pl in pred]
+        )
+        if preds is not None:
+            preds[..., test, :] = pred
+    scores = None
+    if preds is not None:
+        y = np.asarray(Y, np.float32)
+        scores = _score(scoring, y, preds) if not layered else np.stack(
+            [_score(scoring, y, pl) for pl in preds]
+        )
+    return NestedCVResult(preds, scores, fold_scores, best_alphas, outer, scoring)
