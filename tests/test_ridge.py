@@ -176,6 +176,34 @@ def test_ill_conditioned_and_collinear_design():
         assert pred_err < 1e-4, (alpha, pred_err)
 
 
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_fast_and_accurate_paths_agree_on_well_conditioned_design(fit_intercept):
+    rng = np.random.default_rng(17)
+    X, Y = planted(rng, 300, 40, 60, spectrum=0.5)
+    Y = Y + 500.0 * fit_intercept  # raw-BOLD-like offsets
+    fast = ridge_cv(X, Y, ALPHAS, cv=5, precision="fast", fit_intercept=fit_intercept)
+    acc = ridge_cv(X, Y, ALPHAS, cv=5, precision="accurate", fit_intercept=fit_intercept)
+    auto = ridge_cv(X, Y, ALPHAS, cv=5, fit_intercept=fit_intercept)
+    assert (fast.precision, acc.precision, auto.precision) == ("fast", "accurate", "fast")
+    ref = cv_scores64(X, Y, ALPHAS, list(ContiguousKFold(5).split(300)), "pearson", fit_intercept)
+    for res in (fast, acc):
+        np.testing.assert_allclose(res.cv_scores, ref, atol=2e-4)
+    for t in range(0, 60, 13):
+        W, b = ridge64(X, Y[:, [t]], fast.best_alphas[t], fit_intercept)
+        np.testing.assert_allclose(fast.coef[:, t], W[:, 0], atol=1e-4 * np.abs(W).max())
+        np.testing.assert_allclose(fast.intercept[t], b[0], rtol=1e-5, atol=1e-4)
+
+
+def test_auto_precision_protects_ill_conditioned_designs():
+    rng = np.random.default_rng(18)
+    X = (100 * rng.standard_normal((200, 20)) * np.logspace(0, -4, 20)).astype(np.float32)
+    Y = rng.standard_normal((200, 5)).astype(np.float32)
+    assert ridge_cv(X, Y, ALPHAS, cv=4).precision == "accurate"  # cond ~ 1e8
+    assert ridge_cv(X, Y, [1e5, 1e6], cv=4).precision == "fast"  # large alphas tame it
+    with pytest.raises(ValueError, match="precision"):
+        ridge_cv(X, Y, ALPHAS, precision="sloppy")
+
+
 # ----------------------------------------------------- CV scores vs loops
 
 

@@ -25,7 +25,7 @@ from jaxalign.ridge._solve import (
     fold_plan,
     fold_plan_layers,
 )
-from jaxalign.ridge._spectral import choose_method, spectral_basis
+from jaxalign.ridge._spectral import choose_method, fast_path_ok, spectral_basis
 from jaxalign.ridge._validation import (
     check_alphas,
     check_design,
@@ -83,8 +83,8 @@ def _bytes_per_target(n, p, n_alphas, splits, n_layers, method):
         n_tr, n_val = len(tr), len(va)
         r = min(n_tr, p) if method == "primal" else n_tr
         m = min(n_val, r)
-        floats_layer += r + m + 2 * n_alphas * m + 8 * n_alphas
-        floats_shared += n_tr + n_val
+        floats_layer += 2 * r + 3 * m + 2 * p + 8 * n_alphas
+        floats_shared += n + n_val  # gathered training or out-of-training rows, validation rows
     r_full = min(n, p) if method == "primal" else n
     floats_layer += 2 * r_full + 2 * p + 2
     return int(4 * 1.5 * (floats_shared + n_layers * floats_layer))
@@ -124,7 +124,8 @@ class RidgeCVResult:
     coef : ([L,] p, T) coefficients refitted on all samples with each
         target's own penalty
     intercept : ([L,] T) zeros unless ``fit_intercept``
-    alphas, splits, scoring, method, batch_size, constant : the settings used
+    alphas, splits, scoring, method, precision, batch_size, constant : the
+        settings used
     """
 
     best_alphas: np.ndarray
@@ -136,6 +137,7 @@ class RidgeCVResult:
     splits: list = field(repr=False)
     scoring: str = "pearson"
     method: str = "primal"
+    precision: str = "accurate"
     batch_size: int = 0
     constant: np.ndarray | None = field(default=None, repr=False)
 
@@ -165,6 +167,7 @@ def ridge_cv(
     batch_size: int | None = None,
     devices=None,
     progress: bool | None = None,
+    precision: str = "auto",
 ) -> RidgeCVResult:
     """Multi-target ridge with a per-target penalty chosen by cross-validation.
 
@@ -194,6 +197,12 @@ def ridge_cv(
         with several devices targets are sharded across them.
     progress : show a progress bar over target batches (default: when there
         is more than one batch).
+    precision : "auto" | "accurate" | "fast"
+        Primal method only. "accurate" projects targets through ``X V``
+        formed in float64 (float64-grade answers for ill-conditioned or
+        collinear designs); "fast" through ``V^T X^T Y``, sharing one GEMM
+        across folds (~10% faster, float32 error ~ eps * cond(X)). "auto"
+        takes "fast" only when that error bound is below 1e-5.
 
     Returns
     -------
@@ -205,6 +214,8 @@ def ridge_cv(
     Y, _ = check_targets(Y, n)
     alphas = check_alphas(alphas)
     scoring = check_scoring(scoring)
+    if precision not in ("auto", "accurate", "fast"):
+        raise ValueError(f"precision must be 'auto', 'accurate' or 'fast', got {precision!r}")
     splits = check_cv(cv, n, groups=groups)
     method = choose_method(min(len(tr) for tr, _ in splits), p, method)
     n_targets = Y.shape[1]
@@ -224,30 +235,39 @@ def ridge_cv(
         batch_size = math.ceil(batch_size / n_dev) * n_dev
 
     # Decompositions, once per fold (and once on all samples for the refit).
-    Xj = jnp.asarray(X, jnp.float32)
+    # With an intercept, centre X over all samples first (exact in float64):
+    # the solution is unchanged and float32 products keep their precision.
+    x_offset = X.mean(axis=-2, dtype=np.float64) if fit_intercept else None
+    Xj = jnp.asarray(X - x_offset[..., None, :] if fit_intercept else X, jnp.float32)
+    full = spectral_basis(Xj, Xj[..., :1, :], method=method, fit_intercept=fit_intercept)
+    if precision == "auto":
+        precision = "fast" if fast_path_ok(full.s2, alphas.min()) else "accurate"
+    project = precision == "accurate" or method == "dual"
+    full = full._replace(ev=None, projT=full.projT if project else None,  # refit needs no ev
+                         coef_mapT=None if project else full.coef_map.swapaxes(-1, -2))
     plan_fn = fold_plan_layers if n_layers else fold_plan
     plans, idx = [], []
     for tr, va in splits:
         tr_j, va_j = jnp.asarray(tr, jnp.int32), jnp.asarray(va, jnp.int32)
         basis = spectral_basis(
             jnp.take(Xj, tr_j, axis=-2), jnp.take(Xj, va_j, axis=-2),
-            method=method, fit_intercept=fit_intercept,
+            method=method, fit_intercept=fit_intercept, project=project,
         )
         plans.append(plan_fn(basis))
-        idx.append((tr_j, va_j))
-    full = spectral_basis(Xj, Xj[..., :1, :], method=method, fit_intercept=fit_intercept)
-    full = full._replace(ev=None)  # the refit needs no evaluation design
+        out = np.setdiff1d(np.arange(n), tr, assume_unique=True)
+        idx.append((tr_j, va_j, jnp.asarray(out, jnp.int32)))
     alphas_j = jnp.asarray(alphas, jnp.float32)
     plans, idx = tuple(plans), tuple(idx)
+    XT = None if project else jnp.swapaxes(Xj, -1, -2).copy()  # fast primal path only
 
     if n_dev > 1:
         mesh = Mesh(np.asarray(devs), ("targets",))
         rep = NamedSharding(mesh, PartitionSpec())
         y_sharding = NamedSharding(mesh, PartitionSpec(None, "targets"))
-        plans, full, idx, alphas_j = jax.device_put((plans, full, idx, alphas_j), rep)
+        plans, full, XT, idx, alphas_j = jax.device_put((plans, full, XT, idx, alphas_j), rep)
     else:
         y_sharding = devs[0]
-        plans, full, idx, alphas_j = jax.device_put((plans, full, idx, alphas_j), devs[0])
+        plans, full, XT, idx, alphas_j = jax.device_put((plans, full, XT, idx, alphas_j), devs[0])
 
     fn = cv_batch_layers if n_layers else cv_batch
     lead = (n_layers,) if n_layers else ()
@@ -283,13 +303,15 @@ def ridge_cv(
         if width < batch_size:  # pad to one static shape; padded columns are dropped
             Yb = np.pad(Yb, ((0, 0), (0, batch_size - width)))
         Yb = jax.device_put(Yb, y_sharding)
-        out = fn(plans, full, idx, Yb, alphas_j, scoring=scoring, fit_intercept=fit_intercept)
+        out = fn(plans, full, XT, idx, Yb, alphas_j, scoring=scoring, fit_intercept=fit_intercept)
         if pending is not None:  # overlap host transfer with the next batch
             collect(pending)
         pending = (slice(start, stop), width, out)
     collect(pending)
     if bar is not None:
         bar.close()
+    if fit_intercept:  # back to the caller's (uncentred) features
+        intercept -= np.einsum("...p,...pt->...t", x_offset, coef).astype(np.float32)
 
     # Undefined targets: constant overall, or no fold with a defined score.
     undefined = best_idx < 0
@@ -311,6 +333,7 @@ def ridge_cv(
         splits=splits,
         scoring=scoring,
         method=method,
+        precision=precision if method == "primal" else "accurate",
         batch_size=batch_size,
         constant=const,
     )

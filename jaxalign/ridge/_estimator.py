@@ -33,6 +33,9 @@ class RidgeCV:
     devices : None, int or list of devices
         Targets are sharded over several devices.
     progress : bool, optional
+    precision : {"auto", "accurate", "fast"}, default "auto"
+        See :func:`~jaxalign.ridge.ridge_cv`: "auto" uses the fast target
+        projection only for well-conditioned designs.
 
     Attributes
     ----------
@@ -68,6 +71,7 @@ class RidgeCV:
         batch_size=None,
         devices=None,
         progress=None,
+        precision="auto",
     ):
         self.alphas = alphas
         self.cv = cv
@@ -78,11 +82,12 @@ class RidgeCV:
         self.batch_size = batch_size
         self.devices = devices
         self.progress = progress
+        self.precision = precision
 
     def get_params(self, deep=True):
         return {k: getattr(self, k) for k in (
             "alphas", "cv", "scoring", "fit_intercept", "method", "memory_budget",
-            "batch_size", "devices", "progress")}
+            "batch_size", "devices", "progress", "precision")}
 
     def set_params(self, **params):
         for k, v in params.items():
@@ -110,7 +115,7 @@ class RidgeCV:
             X, Y, self.alphas, self.cv, groups=groups, scoring=self.scoring,
             fit_intercept=self.fit_intercept, method=self.method,
             memory_budget=self.memory_budget, batch_size=self.batch_size,
-            devices=self.devices, progress=self.progress,
+            devices=self.devices, progress=self.progress, precision=self.precision,
         )
         self.result_ = res
         self.n_features_in_ = X.shape[1]

@@ -7,11 +7,14 @@ Algorithm (per target batch; see ``_spectral`` for the decomposition):
    more rows than columns, compressed by a QR (``ev_c = Q R``): only the
    ``m = min(n_val, r)`` rows of ``R`` are needed to score, so the cost per
    penalty is ``2 m r`` per target instead of ``2 n_val r``.
-2. For each batch of targets and each fold: ``Z = proj^T Y_train`` once;
+2. For each batch of targets and each fold: the targets in spectral
+   coordinates ``Z`` once (primal: ``V^T X_train^T Y_train``, where
+   ``X_train^T Y_train`` is the batch's ``X^T Y`` minus the validation rows'
+   product, so folds share one GEMM; dual: ``U^T Y_train``);
    the covariance of every penalty's prediction with the validation targets
    through one small GEMM, ``cov = d @ (Z * R^T Yq)``; the centred
-   predictions ``P_a = R diag(d_a) Z`` of all penalties in one stacked GEMM,
-   reduced at once to their variance; the mean prediction from ``ev_mean``.
+   predictions ``P_a = R diag(d_a) Z`` penalty by penalty (``lax.map``),
+   each reduced at once to its variance; the mean prediction from ``ev_mean``.
    Only these sufficient statistics survive the batch: no (penalties x
    samples x all targets) array ever exists.
 3. Average the scores over folds, pick each target's best penalty (ties
@@ -39,9 +42,12 @@ __all__ = ["FoldPlan", "fold_plan", "cv_batch", "cv_batch_layers", "ridge_cv_flo
 class FoldPlan(NamedTuple):
     """Per-fold arrays needed to score a batch of targets (a pytree)."""
 
-    proj: jax.Array  # (n_train, r)
+    projT: jax.Array | None  # dual / accurate primal: (r, n_train); fast primal: None
+    Vt: jax.Array | None  # (r, p) fast primal: Z = Vt (X^T Y); None otherwise
+    x_mean: jax.Array  # (p,) training feature mean (zeros without intercept)
     s2: jax.Array  # (r,)
     R: jax.Array  # (m, r)  centred evaluation matrix, QR-compressed if n_val > r
+    Rt: jax.Array  # (r, m)  R^T stored contiguous (faster GEMM operand)
     Q: jax.Array | None  # (n_val, m) or None when not compressed
     ev_mean: jax.Array  # (r,)  mean evaluation row
 
@@ -53,7 +59,7 @@ def _fold_plan(basis: Basis) -> FoldPlan:
         Q, R = jnp.linalg.qr(ev_c)
     else:
         Q, R = None, ev_c
-    return FoldPlan(basis.proj, basis.s2, R, Q, ev_mean)
+    return FoldPlan(basis.projT, basis.coef_mapT, basis.x_mean, basis.s2, R, R.T, Q, ev_mean)
 
 
 fold_plan = jax.jit(_fold_plan)
@@ -65,12 +71,39 @@ def _penalty_factors(s2, alphas):
     return 1.0 / (s2[None, :] + alphas[:, None])
 
 
-def _fold_scores(plan: FoldPlan, train_idx, val_idx, Y, alphas, scoring, fit_intercept):
-    """Scores (n_alphas, n_targets) of one fold for a batch of targets."""
-    Y_tr = jnp.take(Y, train_idx, axis=0)
+def _spectral_targets(Vt, x_mean, XtY, y_sum, fit_intercept):
+    """Primal fast path: Z = V^T X_c^T Y from a precomputed ``XtY = X^T Y``,
+    where ``X_c^T Y = X^T Y - x_mean (sum y)^T``."""
+    if fit_intercept:
+        XtY = XtY - x_mean[:, None] * y_sum[None, :]
+    return Vt @ XtY
+
+
+def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, fit_intercept):
+    """Scores (n_alphas, n_targets) of one fold for a batch of targets.
+
+    ``fold_idx = (train, val, out)`` where ``out`` is every sample not in the
+    training set (validation, gaps, unused), so that training sums are the
+    full sums minus the ``out`` rows' when ``out`` is the smaller set.
+    """
+    train_idx, val_idx, out_idx = fold_idx
     Y_val = jnp.take(Y, val_idx, axis=0)
-    n_val = Y_val.shape[0]
-    Z = plan.proj.T @ Y_tr  # (r, T)
+    n_val, n_tr = val_idx.shape[0], train_idx.shape[0]
+    by_difference = out_idx.shape[0] < n_tr
+    if by_difference:
+        Y_out = jnp.take(Y, out_idx, axis=0)
+        y_tr_sum = y_sum - jnp.sum(Y_out, axis=0)
+    else:
+        Y_tr = jnp.take(Y, train_idx, axis=0)
+        y_tr_sum = jnp.sum(Y_tr, axis=0)
+    if plan.projT is not None:  # dual, or primal through (X V)^T
+        Z = plan.projT @ (Y_tr if not by_difference else jnp.take(Y, train_idx, axis=0))
+    else:  # primal, fast: training X^T Y from the shared product
+        if by_difference:
+            XtY_tr = XtY - jnp.take(XT, out_idx, axis=1) @ Y_out
+        else:
+            XtY_tr = jnp.take(XT, train_idx, axis=1) @ Y_tr
+        Z = _spectral_targets(plan.Vt, plan.x_mean, XtY_tr, y_tr_sum, fit_intercept)
     d = _penalty_factors(plan.s2, alphas)  # (A, r)
 
     Yc, y_mean = center(Y_val)
@@ -79,15 +112,19 @@ def _fold_scores(plan: FoldPlan, train_idx, val_idx, Y, alphas, scoring, fit_int
 
     # cov[a, t] = sum_m P[a, m, t] Yq[m, t] = sum_k d[a, k] Z[k, t] (R^T Yq)[k, t]:
     # one GEMM for all penalties instead of a reduction over every prediction.
-    cov = d @ (Z * (plan.R.T @ Yq))
-    n_alphas = alphas.shape[0]
-    m, r = plan.R.shape
-    RD = (plan.R[None, :, :] * d[:, None, :]).reshape(n_alphas * m, r)
-    P = (RD @ Z).reshape(n_alphas, m, -1)  # centred predictions, compressed rows
-    var_pred = jnp.sum(P * P, axis=1)
+    cov = d @ (Z * (plan.Rt @ Yq))
+
+    # Centred predictions of one penalty, P_a = R diag(d_a) Z (m x T), reduced
+    # to their variance at once; one penalty at a time keeps the GEMM output
+    # cache-sized (faster on CPU than one stacked GEMM) and memory at m x T.
+    def variance(d_a):
+        P = (plan.R * d_a[None, :]) @ Z
+        return jnp.sum(P * P, axis=0)
+
+    var_pred = jax.lax.map(variance, d)  # (A, T)
     pred_mean = (plan.ev_mean[None, :] * d) @ Z  # (A, T)
     if fit_intercept:
-        pred_mean = pred_mean + jnp.mean(Y_tr, axis=0)
+        pred_mean = pred_mean + y_tr_sum / n_tr
     sse = var_true - 2.0 * cov + var_pred + n_val * (y_mean - pred_mean) ** 2
     return scores_from_stats(scoring, cov, var_pred, var_true, sse, n_val)
 
@@ -111,16 +148,23 @@ def _best_alpha_index(mean_scores, alphas):
     return jnp.argmax(key, axis=0), jnp.any(is_best, axis=0)
 
 
-def _cv_batch(plans, full: Basis, idx, Y, alphas, scoring, fit_intercept):
+def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept):
     """CV scores, best penalties and refitted coefficients for one batch.
 
     Parameters
     ----------
     plans : tuple of FoldPlan, one per fold
     full : Basis of the whole design (refit)
-    idx : tuple of (train_idx, val_idx) int32 arrays, one per fold
+    XT : (p, n_samples) float32 transposed design (used by the fast primal
+        path; stored transposed so that ``X^T Y`` is a plain GEMM)
+    idx : tuple of (train_idx, val_idx, out_idx) int32 arrays, one per fold
+        (``out_idx``: the samples outside the training set)
     Y : (n_samples, T) float32
     alphas : (A,) float32
+
+    With ``fit_intercept`` the caller has centred ``X`` over all samples;
+    ``Y`` is centred here (over all samples) before any product, so large
+    offsets (raw BOLD) cost no float32 precision.
 
     Returns
     -------
@@ -129,10 +173,15 @@ def _cv_batch(plans, full: Basis, idx, Y, alphas, scoring, fit_intercept):
     coef : (p, T)
     intercept : (T,)
     """
+    if fit_intercept:
+        Y, y_offset = center(Y)
+    primal = full.projT is None
+    XtY = XT @ Y if primal else None  # shared by every fold and the refit
+    y_sum = jnp.sum(Y, axis=0)
     fold_scores = jnp.stack(
         [
-            _fold_scores(plan, tr, va, Y, alphas, scoring, fit_intercept)
-            for plan, (tr, va) in zip(plans, idx)
+            _fold_scores(plan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, fit_intercept)
+            for plan, fold_idx in zip(plans, idx)
         ]
     )
     n_defined = jnp.sum(~jnp.isnan(fold_scores), axis=0)
@@ -140,12 +189,16 @@ def _cv_batch(plans, full: Basis, idx, Y, alphas, scoring, fit_intercept):
     cv_scores = jnp.where(n_defined > 0, total / jnp.maximum(n_defined, 1), jnp.nan)
     best_idx, valid = _best_alpha_index(cv_scores, alphas)
 
-    Z = full.proj.T @ Y  # (r, T)
+    n = Y.shape[0]
+    if primal:
+        Z = _spectral_targets(full.coef_mapT, full.x_mean, XtY, y_sum, fit_intercept)
+    else:
+        Z = full.projT @ Y  # (r, T)
     d_best = _penalty_factors(full.s2, alphas)[best_idx].T  # (r, T)
     coef = full.coef_map @ (d_best * Z)
     coef = jnp.where(valid[None, :], coef, 0.0)
     if fit_intercept:
-        intercept = jnp.mean(Y, axis=0) - full.x_mean @ coef
+        intercept = y_offset + y_sum / n - full.x_mean @ coef
     else:
         intercept = jnp.zeros((Y.shape[1],), Y.dtype)
     best_idx = jnp.where(valid, best_idx, -1).astype(jnp.int32)
@@ -153,10 +206,12 @@ def _cv_batch(plans, full: Basis, idx, Y, alphas, scoring, fit_intercept):
 
 
 cv_batch = jax.jit(_cv_batch, static_argnames=("scoring", "fit_intercept"))
-def _cv_batch_layers(plans, full, idx, Y, alphas, scoring, fit_intercept):
-    """:func:`_cv_batch` vmapped over a leading layer axis of plans/full."""
+
+
+def _cv_batch_layers(plans, full, XT, idx, Y, alphas, scoring, fit_intercept):
+    """:func:`_cv_batch` vmapped over a leading layer axis of plans/full/XT."""
     one = partial(_cv_batch, scoring=scoring, fit_intercept=fit_intercept)
-    return jax.vmap(one, in_axes=(0, 0, None, None, None))(plans, full, idx, Y, alphas)
+    return jax.vmap(one, in_axes=(0, 0, 0, None, None, None))(plans, full, XT, idx, Y, alphas)
 
 
 cv_batch_layers = jax.jit(_cv_batch_layers, static_argnames=("scoring", "fit_intercept"))
@@ -170,28 +225,23 @@ def ridge_cv_flops(n_samples, n_features, n_targets, n_alphas, splits, n_layers=
     list of ``(train_idx, val_idx)`` or of ``(n_train, n_val)`` pairs.
     """
     n, p, T, A = int(n_samples), int(n_features), int(n_targets), int(n_alphas)
-
-    def sizes(split):
-        tr, va = split
-        return (tr if isinstance(tr, int) else len(tr), va if isinstance(va, int) else len(va))
+    sizes = [tuple(x if isinstance(x, int) else len(x) for x in split) for split in splits]
+    primal = p <= min(n_tr for n_tr, _ in sizes)  # as the engine chooses
 
     def decomposition(n_fit, n_eval):
-        r = min(n_fit, p)
-        if p <= n_fit:
-            f = 2 * n_fit * p * p + 9 * r**3 + 2 * n_fit * p * r + 2 * n_eval * p * r
-        else:
-            f = 2 * n_fit * n_fit * p + 9 * r**3 + 2 * n_fit * p * r + 2 * n_eval * p * r
-        return f, r
+        r = p if primal else n_fit
+        gram = 2 * n_fit * p * p if primal else 2 * n_fit * n_fit * p + 2 * n_fit * p * r
+        return gram + 9 * r**3 + 2 * n_eval * p * r, r
 
-    total = 0.0
-    for split in splits:
-        n_tr, n_val = sizes(split)
+    total = 2.0 * n * p * T if primal else 0.0  # X^T Y, shared by folds and refit
+    for n_tr, n_val in sizes:
         f, r = decomposition(n_tr, n_val)
         m = min(n_val, r)
         qr = 4 * n_val * r * r if n_val > r else 0
-        per_target = 2 * n_tr * r + (2 * n_val * m if n_val > r else 0) + 2 * A * m * r
-        per_target += 4 * A * m + 2 * A * r + 4 * n_val
+        z = 2 * n_val * p + 2 * p * r if primal else 2 * n_tr * r
+        per_target = z + (2 * n_val * m if n_val > r else 0) + 2 * r * m + 2 * A * m * r
+        per_target += 2 * A * m + 4 * A * r + r + 4 * n_val
         total += f + qr + per_target * T
     f, r = decomposition(n, 0)
-    total += f + (2 * n * r + 2 * p * r + r) * T
+    total += f + ((2 * p * r) if primal else (2 * n * r)) * T + (2 * p * r + r) * T
     return float(total) * n_layers

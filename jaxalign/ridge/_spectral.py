@@ -8,14 +8,18 @@ ridge regression with penalty ``a`` has the closed form
 
 Both are written through one eigendecomposition of the smaller Gram matrix:
 
-* primal: ``X^T X = V diag(s2) V^T``; ``proj = X V`` (n x p),
-  ``coef_map = V`` (p x p), ``ev = E V`` (m x p);
-* dual:   ``X X^T = U diag(s2) U^T``; ``proj = U`` (n x n),
+* primal: ``X^T X = V diag(s2) V^T``; ``coef_map = V`` (p x p),
+  ``ev = E V`` (m x p), and either ``projT = (X V)^T`` (p x n, accurate) or
+  no ``projT`` and ``Z = V^T (X^T Y)`` (fast: ``X^T Y`` of a training fold is
+  the full data's minus the validation rows', so all folds share one GEMM;
+  its float32 error grows with the design's condition number, so the engine
+  uses it only for well-conditioned designs, see ``fast_path_ok``);
+* dual:   ``X X^T = U diag(s2) U^T``; ``projT = U^T`` (n x n),
   ``coef_map = X^T U`` (p x n), ``ev = E X^T U`` (m x n);
 
 and then, for every penalty at once (``d_a = 1 / (s2 + a)``):
 
-    Z     = proj^T Y                      (r x T, computed once)
+    Z     = projT Y  or  V^T X^T Y        (r x T, computed once)
     W_a   = coef_map diag(d_a) Z
     E W_a = ev diag(d_a) Z
 
@@ -27,7 +31,9 @@ Precision: the Gram matrix and its eigendecomposition are computed in float64
 (products of float32 numbers are exact in float64), which resolves singular
 values down to ~1e-8 of the largest, better than a float32 SVD, and makes
 ill-conditioned or collinear designs give the float64 closed form's answer.
-Everything that scales with the number of targets stays float32. The float64
+``projT = (X V)^T`` is formed in float64 too, so that a direction with a tiny
+singular value keeps its relative precision. Everything that scales with the
+number of targets stays float32. The float64
 part runs inside ``jax.enable_x64``; only these small (p x p or n x n)
 decompositions are float64.
 """
@@ -39,7 +45,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Basis", "choose_method", "spectral_basis"]
+__all__ = ["Basis", "choose_method", "fast_path_ok", "spectral_basis"]
 
 
 class Basis(NamedTuple):
@@ -47,8 +53,10 @@ class Basis(NamedTuple):
 
     Attributes
     ----------
-    proj : (n_train, r) float32
-        ``Z = proj^T Y_train`` gives the targets in spectral coordinates.
+    projT : (r, n_train) float32, or None (primal)
+        Dual: ``Z = projT @ Y_train`` gives the targets in spectral
+        coordinates (stored transposed: a contiguous left operand runs
+        faster). Primal: ``Z = coef_map^T (X_train^T Y_train)``.
     s2 : (r,) float32
         Eigenvalues of the Gram matrix (squared singular values of X), >= 0.
     coef_map : (p, r) float32
@@ -58,13 +66,16 @@ class Basis(NamedTuple):
     x_mean : (p,) float32
         Training feature mean removed before the decomposition (zeros when no
         intercept is fitted).
+    coef_mapT : (r, p) float32 or None
+        Primal fast path: ``V^T`` stored contiguous, for ``Z = V^T (X^T Y)``.
     """
 
-    proj: jax.Array
+    projT: jax.Array | None
     s2: jax.Array
     coef_map: jax.Array
     ev: jax.Array
     x_mean: jax.Array
+    coef_mapT: jax.Array | None = None
 
 
 def choose_method(n_samples: int, n_features: int, method: str = "auto") -> str:
@@ -85,7 +96,7 @@ def _eigh64(gram64: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.clip(s2, 0.0, None), vecs
 
 
-def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool) -> Basis:
+def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool, project: bool) -> Basis:
     """Traced under ``jax.enable_x64(True)``; inputs are float32."""
     f32, f64 = jnp.float32, jnp.float64
     if fit_intercept:
@@ -100,26 +111,44 @@ def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool) -> Basi
     if method == "primal":
         s2, V = _eigh64(X64.T @ X64)
         V32 = V.astype(f32)
-        proj = jnp.dot(X64, V).astype(f32)
+        projT = jnp.dot(V.T, X64.T).astype(f32) if project else None
         coef_map = V32
         ev = E @ V32
     else:
         s2, U = _eigh64(X64 @ X64.T)
         U32 = U.astype(f32)
-        proj = U32
+        projT = U32.T
         coef_map = jnp.dot(X64.T, U).astype(f32)
         ev = E @ coef_map
-    return Basis(proj, s2.astype(f32), coef_map, ev, x_mean)
+    coef_mapT = coef_map.T if projT is None else None
+    return Basis(projT, s2.astype(f32), coef_map, ev, x_mean, coef_mapT)
 
 
-_basis_jit = jax.jit(_basis, static_argnames=("method", "fit_intercept"))
-_basis_jit_layers = jax.jit(
-    jax.vmap(_basis, in_axes=(0, 0, None, None)), static_argnames=("method", "fit_intercept")
-)
+_STATIC = ("method", "fit_intercept", "project")
+_basis_jit = jax.jit(_basis, static_argnames=_STATIC)
+_basis_jit_layers = jax.jit(jax.vmap(_basis, in_axes=(0, 0, None, None, None)),
+                            static_argnames=_STATIC)
+
+
+def fast_path_ok(s2, alpha_min, tolerance=1e-5) -> bool:
+    """Whether ``Z = V^T (X^T Y)`` is accurate enough for this design.
+
+    Its float32 error, relative to the coefficients, is about ``eps32`` times
+    the condition number of the regularised system,
+    ``(s2_max + alpha_min) / (s2_min + alpha_min)``; accept it when that is
+    below ``tolerance``. ``s2`` may carry a leading layer axis (all layers
+    must pass).
+    """
+    import numpy as np
+
+    s2 = np.maximum(np.asarray(s2, np.float64), 0.0)
+    cond = (s2.max(axis=-1) + alpha_min) / (s2.min(axis=-1) + alpha_min)
+    return bool(np.all(np.finfo(np.float32).eps * cond < tolerance))
 
 
 def spectral_basis(
-    X_train, X_eval, *, method: str = "auto", fit_intercept: bool = False
+    X_train, X_eval, *, method: str = "auto", fit_intercept: bool = False,
+    project: bool = True,
 ) -> Basis:
     """Decompose a training design once for all penalties and targets.
 
@@ -134,6 +163,9 @@ def spectral_basis(
     fit_intercept : bool
         Centre features by the training mean (the targets' training mean is
         handled by the caller).
+    project : bool
+        Primal only: also form ``projT = (X V)^T`` (accurate path). Without
+        it, targets are projected as ``V^T (X^T Y)`` (fast path).
 
     Returns
     -------
@@ -146,4 +178,4 @@ def spectral_basis(
     method = choose_method(n, p, method)
     fn = _basis_jit_layers if X_train.ndim == 3 else _basis_jit
     with jax.enable_x64(True):
-        return fn(X_train, X_eval, method, fit_intercept)
+        return fn(X_train, X_eval, method, fit_intercept, project)
