@@ -217,31 +217,35 @@ def _cv_batch_layers(plans, full, XT, idx, Y, alphas, scoring, fit_intercept):
 cv_batch_layers = jax.jit(_cv_batch_layers, static_argnames=("scoring", "fit_intercept"))
 
 
-def ridge_cv_flops(n_samples, n_features, n_targets, n_alphas, splits, n_layers=1):
+def ridge_cv_flops(n_samples, n_features, n_targets, n_alphas, splits, n_layers=1,
+                   precision="fast"):
     """Floating-point operations of :func:`ridge_cv` (multiply-add = 2).
 
     Counts the decompositions (Gram matrices, eigendecompositions as
     ``9 r^3``, QR), the per-target GEMMs and the reductions. ``splits`` is a
-    list of ``(train_idx, val_idx)`` or of ``(n_train, n_val)`` pairs.
+    list of ``(train_idx, val_idx)`` or of ``(n_train, n_val)`` pairs;
+    ``precision`` is the path the engine took (``RidgeCVResult.precision``).
     """
     n, p, T, A = int(n_samples), int(n_features), int(n_targets), int(n_alphas)
     sizes = [tuple(x if isinstance(x, int) else len(x) for x in split) for split in splits]
     primal = p <= min(n_tr for n_tr, _ in sizes)  # as the engine chooses
+    fast = primal and precision == "fast"
 
     def decomposition(n_fit, n_eval):
         r = p if primal else n_fit
         gram = 2 * n_fit * p * p if primal else 2 * n_fit * n_fit * p + 2 * n_fit * p * r
-        return gram + 9 * r**3 + 2 * n_eval * p * r, r
+        proj = 2 * n_fit * p * r if primal and not fast else 0  # (X V)^T
+        return gram + proj + 9 * r**3 + 2 * n_eval * p * r, r
 
-    total = 2.0 * n * p * T if primal else 0.0  # X^T Y, shared by folds and refit
+    total = 2.0 * n * p * T if fast else 0.0  # X^T Y, shared by folds and refit
     for n_tr, n_val in sizes:
         f, r = decomposition(n_tr, n_val)
         m = min(n_val, r)
         qr = 4 * n_val * r * r if n_val > r else 0
-        z = 2 * n_val * p + 2 * p * r if primal else 2 * n_tr * r
+        z = 2 * (n - n_tr) * p + 2 * p * r if fast else 2 * n_tr * r
         per_target = z + (2 * n_val * m if n_val > r else 0) + 2 * r * m + 2 * A * m * r
         per_target += 2 * A * m + 4 * A * r + r + 4 * n_val
         total += f + qr + per_target * T
     f, r = decomposition(n, 0)
-    total += f + ((2 * p * r) if primal else (2 * n * r)) * T + (2 * p * r + r) * T
+    total += f + ((2 * p * r) if fast else (2 * n * r)) * T + (2 * p * r + r) * T
     return float(total) * n_layers

@@ -32,7 +32,10 @@ Precision: the Gram matrix and its eigendecomposition are computed in float64
 values down to ~1e-8 of the largest, better than a float32 SVD, and makes
 ill-conditioned or collinear designs give the float64 closed form's answer.
 ``projT = (X V)^T`` is formed in float64 too, so that a direction with a tiny
-singular value keeps its relative precision. Everything that scales with the
+singular value keeps its relative precision. The primal fast path (no
+``projT``), used only for designs whose regularised condition number is below
+~100 (``fast_path_ok``, checked in float64 on the whole design), decomposes in
+float32, accurate there to ``eps32 * cond``. Everything that scales with the
 number of targets stays float32. The float64
 part runs inside ``jax.enable_x64``; only these small (p x p or n x n)
 decompositions are float64.
@@ -108,7 +111,15 @@ def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool, project
     else:
         X64 = X.astype(f64)
         x_mean = jnp.zeros((X.shape[1],), f32)
-    if method == "primal":
+    if method == "primal" and not project:
+        # Fast path, taken only for designs found well-conditioned in float64
+        # (fast_path_ok): float32 Gram and eigh are accurate to eps * cond.
+        s2, V = _eigh64(X.T @ X)
+        V32 = V
+        projT = None
+        coef_map = V32
+        ev = E @ V32
+    elif method == "primal":
         s2, V = _eigh64(X64.T @ X64)
         V32 = V.astype(f32)
         projT = jnp.dot(V.T, X64.T).astype(f32) if project else None
