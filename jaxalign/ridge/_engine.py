@@ -153,6 +153,38 @@ def _resolve_devices(devices):
     return list(devices)
 
 
+def _decompose(X, x_offset, splits, alphas, method, fit_intercept, precision):
+    """Spectral plans of every fold and of the whole design (for the refit).
+
+    With an intercept, X is first centred over all samples (exactly, in
+    float64): the solution is unchanged and float32 products keep their
+    precision. Returns ``(plans, full, XT, idx, precision)`` where ``XT`` is
+    the transposed design for the fast primal path (else None) and ``idx``
+    holds ``(train, val, out-of-train)`` indices per fold.
+    """
+    n = X.shape[-2]
+    Xj = jnp.asarray(X - x_offset[..., None, :] if x_offset is not None else X, jnp.float32)
+    full = spectral_basis(Xj, Xj[..., :1, :], method=method, fit_intercept=fit_intercept)
+    if precision == "auto":
+        precision = "fast" if fast_path_ok(full.s2, alphas.min()) else "accurate"
+    project = precision == "accurate" or method == "dual"
+    full = full._replace(ev=None, projT=full.projT if project else None,  # refit needs no ev
+                         coef_mapT=None if project else full.coef_map.swapaxes(-1, -2))
+    plan_fn = fold_plan_layers if Xj.ndim == 3 else fold_plan
+    plans, idx = [], []
+    for tr, va in splits:
+        tr_j, va_j = jnp.asarray(tr, jnp.int32), jnp.asarray(va, jnp.int32)
+        basis = spectral_basis(
+            jnp.take(Xj, tr_j, axis=-2), jnp.take(Xj, va_j, axis=-2),
+            method=method, fit_intercept=fit_intercept, project=project,
+        )
+        plans.append(plan_fn(basis))
+        out = np.setdiff1d(np.arange(n), tr, assume_unique=True)
+        idx.append((tr_j, va_j, jnp.asarray(out, jnp.int32)))
+    XT = None if project else jnp.swapaxes(Xj, -1, -2).copy()
+    return tuple(plans), full, XT, tuple(idx), precision
+
+
 def ridge_cv(
     X,
     Y,
@@ -234,32 +266,10 @@ def ridge_cv(
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         batch_size = math.ceil(batch_size / n_dev) * n_dev
 
-    # Decompositions, once per fold (and once on all samples for the refit).
-    # With an intercept, centre X over all samples first (exact in float64):
-    # the solution is unchanged and float32 products keep their precision.
     x_offset = X.mean(axis=-2, dtype=np.float64) if fit_intercept else None
-    Xj = jnp.asarray(X - x_offset[..., None, :] if fit_intercept else X, jnp.float32)
-    full = spectral_basis(Xj, Xj[..., :1, :], method=method, fit_intercept=fit_intercept)
-    if precision == "auto":
-        precision = "fast" if fast_path_ok(full.s2, alphas.min()) else "accurate"
-    project = precision == "accurate" or method == "dual"
-    full = full._replace(ev=None, projT=full.projT if project else None,  # refit needs no ev
-                         coef_mapT=None if project else full.coef_map.swapaxes(-1, -2))
-    plan_fn = fold_plan_layers if n_layers else fold_plan
-    plans, idx = [], []
-    for tr, va in splits:
-        tr_j, va_j = jnp.asarray(tr, jnp.int32), jnp.asarray(va, jnp.int32)
-        basis = spectral_basis(
-            jnp.take(Xj, tr_j, axis=-2), jnp.take(Xj, va_j, axis=-2),
-            method=method, fit_intercept=fit_intercept, project=project,
-        )
-        plans.append(plan_fn(basis))
-        out = np.setdiff1d(np.arange(n), tr, assume_unique=True)
-        idx.append((tr_j, va_j, jnp.asarray(out, jnp.int32)))
+    plans, full, XT, idx, precision = _decompose(X, x_offset, splits, alphas, method,
+                                                 fit_intercept, precision)
     alphas_j = jnp.asarray(alphas, jnp.float32)
-    plans, idx = tuple(plans), tuple(idx)
-    XT = None if project else jnp.swapaxes(Xj, -1, -2).copy()  # fast primal path only
-
     if n_dev > 1:
         mesh = Mesh(np.asarray(devs), ("targets",))
         rep = NamedSharding(mesh, PartitionSpec())
