@@ -1,0 +1,28 @@
+"""Language models in Flax NNX, loaded from Hugging Face checkpoints or GGUF.
+
+``load(name_or_path, revision=None, dtype=jnp.float32) -> (model, tokenizer)``
+reads a local Hugging Face directory, a Hub id from the local cache (e.g.
+``load("EleutherAI/pythia-160m", revision="step1000")``) or a ``.gguf`` file.
+``hidden_states(model, input_ids, attention_mask=None)`` returns every layer,
+shape (n_layers + 1, batch, seq, dim), in transformers' ``output_hidden_states``
+convention (GPT-2 XL: 49 states, the last after the final LayerNorm).
+
+One module per architecture (``gpt2``, ``gpt_neox``, ``llama``, ``bert``),
+each with a ``Config`` dataclass (``Config.from_hf``), a ``Model`` whose call
+returns ``LMOutput(hidden_states, logits)``, and ``load_state``, an explicit
+checkpoint-name table; ``MODEL_TYPES`` maps Hugging Face ``model_type`` to them.
+"""
+
+from jaxalign.lm._common import LMOutput
+from jaxalign.lm._load import build_model, hidden_states, load, read_checkpoint, resolve
+from jaxalign.lm._registry import MODEL_TYPES
+
+__all__ = [
+    "LMOutput",
+    "MODEL_TYPES",
+    "build_model",
+    "hidden_states",
+    "load",
+    "read_checkpoint",
+    "resolve",
+]

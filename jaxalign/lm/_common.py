@@ -1,0 +1,259 @@
+"""Small pieces shared by the architecture modules.
+
+Only what several architectures really share lives here: the output type,
+the attention mask, scaled dot-product attention, the activation table, a
+LayerNorm configured like PyTorch's, and ``fill_params``, the loader that
+copies checkpoint tensors into parameters through an explicit name table and
+refuses partial loads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+class LMOutput(NamedTuple):
+    """What every model returns.
+
+    hidden_states
+        (n_layers + 1, batch, seq, dim), transformers' ``output_hidden_states``
+        convention: index 0 the embeddings (plus positions), index i the output
+        of block i, the last one after the final norm for decoder models.
+    logits
+        (batch, seq, vocab), or None for encoders without an LM head.
+    """
+
+    hidden_states: jax.Array
+    logits: jax.Array | None
+
+
+# --------------------------------------------------------------------- masks
+
+
+def attention_mask_4d(
+    attention_mask: jax.Array | None, seq_len: int, *, causal: bool = True
+) -> jax.Array:
+    """Boolean mask (batch or 1, 1, seq, seq): True where query q may see key k.
+
+    ``attention_mask`` is transformers' (batch, seq) 0/1 padding mask (None:
+    no padding). Keys at padded positions are hidden; with ``causal`` keys
+    after the query are too. Queries at padded positions are not masked
+    themselves (like transformers); their rows may be all False, which
+    ``dot_product_attention`` turns into a finite uniform average, so no NaN
+    ever reaches the real positions.
+    """
+    mask = jnp.ones((1, 1, seq_len, seq_len), dtype=bool)
+    if causal:
+        mask = jnp.tril(mask)
+    if attention_mask is not None:
+        keys = jnp.asarray(attention_mask).astype(bool)[:, None, None, :]
+        mask = mask & keys
+    return mask
+
+
+def dot_product_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float | jax.Array
+) -> jax.Array:
+    """softmax(scale * q k^T, masked) v, heads kept apart.
+
+    q, k, v: (batch, seq, heads, head_dim); mask broadcastable to
+    (batch, heads, seq_q, seq_k). Scores and softmax are computed in float32
+    whatever the input dtype (transformers upcasts the softmax too); masked
+    scores are *set* to the float32 minimum rather than added to it, so a fully
+    masked row gives a uniform, finite average.
+    """
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    scores = scores * scale
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+# ---------------------------------------------------------------- activations
+
+
+def _gelu_tanh(x: jax.Array) -> jax.Array:
+    # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): transformers' gelu_new,
+    # gelu_fast and gelu_pytorch_tanh are all this formula.
+    return jax.nn.gelu(x, approximate=True)
+
+
+def _gelu_erf(x: jax.Array) -> jax.Array:
+    # 0.5 x (1 + erf(x / sqrt(2))): transformers' (and PyTorch's) "gelu".
+    return jax.nn.gelu(x, approximate=False)
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": _gelu_erf,
+    "gelu_new": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "relu": jax.nn.relu,
+}
+
+
+def check_activation(name: str) -> str:
+    """Return ``name`` if ``ACTIVATIONS`` knows it, else raise ValueError."""
+    if name not in ACTIVATIONS:
+        raise ValueError(
+            f"unsupported activation function {name!r}; supported: {sorted(ACTIVATIONS)}"
+        )
+    return name
+
+
+# ---------------------------------------------------------------- layer norm
+
+
+def layer_norm(dim: int, eps: float, *, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """LayerNorm with PyTorch's numerics: two-pass variance, stats in float32.
+
+    Parameters are ``scale`` and ``bias`` (Hugging Face ``weight`` and ``bias``).
+    """
+    return nnx.LayerNorm(
+        dim,
+        epsilon=eps,
+        use_fast_variance=False,
+        dtype=dtype,
+        param_dtype=dtype,
+        rngs=rngs,
+    )
+
+
+# ------------------------------------------------------------- weight loading
+
+
+class Target(NamedTuple):
+    """Where one checkpoint tensor goes.
+
+    path
+        the parameter's path in ``nnx.state(model)``, e.g. ("h", "ln_1", "scale").
+    layer
+        index along the parameter's leading axis for blocks stacked for
+        ``nnx.scan`` (None: the tensor is the whole parameter).
+    transform
+        applied to the numpy tensor first (e.g. ``np.transpose`` for a
+        PyTorch ``nn.Linear`` weight, stored (out, in) where Flax wants (in, out)).
+    """
+
+    path: tuple[str, ...]
+    layer: int | None = None
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def transpose(x: np.ndarray) -> np.ndarray:
+    """(out, in) -> (in, out): PyTorch nn.Linear weight to a Flax kernel."""
+    return x.T
+
+
+def fill_params(
+    model: nnx.Module,
+    tensors: Mapping[str, np.ndarray],
+    table: Mapping[str, Target],
+    *,
+    rename: Callable[[str], str] = lambda name: name,
+    ignore: Iterable[str] = (),
+) -> None:
+    """Copy checkpoint tensors into ``model``'s parameters, all or nothing.
+
+    ``rename`` maps a checkpoint name to the canonical name used in ``table``
+    (e.g. strips a ``transformer.`` prefix); names matching one of the
+    ``ignore`` regular expressions (documented harmless buffers) are skipped.
+    Before anything is written, every problem is collected and raised in one
+    ValueError: checkpoint tensors the table does not map, table entries the
+    checkpoint lacks, parameters no table entry fills, and shape mismatches.
+
+    Each parameter is set whole (``Variable.set_value``), cast to the
+    parameter's dtype on the host and placed on the default device, so
+    ``model`` may be an abstract model from ``nnx.eval_shape`` whose values are
+    only ``jax.ShapeDtypeStruct`` placeholders (this is how ``load`` builds
+    models: no random initialisation, no second copy of the weights).
+    """
+    ignore_re = [re.compile(p) for p in ignore]
+    params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    errors: list[str] = []
+
+    found: dict[str, str] = {}  # canonical name -> checkpoint name
+    unmapped: list[str] = []
+    for name in tensors:
+        canonical = rename(name)
+        if canonical in table:
+            if canonical in found:
+                errors.append(
+                    f"checkpoint tensors {found[canonical]!r} and {name!r} both map to {canonical!r}"
+                )
+            found[canonical] = name
+        elif not any(r.fullmatch(canonical) for r in ignore_re):
+            unmapped.append(name)
+    if unmapped:
+        errors.append(f"checkpoint tensors not mapped to any parameter: {sorted(unmapped)}")
+    missing = [c for c in table if c not in found]
+    if missing:
+        errors.append(f"parameters missing from the checkpoint: {missing}")
+
+    targeted = {t.path for t in table.values()}
+    unknown_paths = sorted(".".join(p) for p in targeted if p not in params)
+    if unknown_paths:  # a bug in an architecture's table, not in the checkpoint
+        errors.append(f"name table points to parameters the model lacks: {unknown_paths}")
+    unfilled = sorted(".".join(p) for p in params if p not in targeted)
+    if unfilled:
+        errors.append(f"model parameters no checkpoint tensor fills: {unfilled}")
+
+    # Group slices per parameter and check shapes.
+    slices: dict[tuple[str, ...], dict[int | None, tuple[str, Target]]] = {}
+    for canonical, name in found.items():
+        target = table[canonical]
+        if target.path not in params:
+            continue
+        slices.setdefault(target.path, {})[target.layer] = (name, target)
+        shape = tuple(params[target.path].get_value().shape)
+        want = shape[1:] if target.layer is not None else shape
+        raw = tuple(tensors[name].shape)
+        got = raw
+        if target.transform is not None:  # transforms are views (.T, reshape): cheap
+            got = tuple(target.transform(np.asarray(tensors[name])).shape)
+        if got != want:
+            after = f" (after transform {got})" if got != raw else ""
+            where = ".".join(target.path) + (f"[{target.layer}]" if target.layer is not None else "")
+            errors.append(
+                f"shape mismatch for {name!r}: checkpoint {raw}{after}, parameter {where} expects {want}"
+            )
+    for path, parts in slices.items() if not missing else ():
+        layers = sorted(i for i in parts if i is not None)
+        n = params[path].get_value().shape[0] if layers else 0
+        if layers and (None in parts or layers != list(range(n))):
+            errors.append(f"name table fills {'.'.join(path)} inconsistently: slices {layers} of {n}")
+    if errors:
+        raise ValueError(
+            f"cannot load checkpoint into {type(model).__module__}.{type(model).__name__}:\n  "
+            + "\n  ".join(errors)
+        )
+
+    for path, parts in slices.items():
+        variable = params[path]
+        dtype = np.dtype(variable.get_value().dtype)
+
+        def host(item: tuple[str, Target]) -> np.ndarray:
+            name, target = item
+            x = np.asarray(tensors[name])
+            if target.transform is not None:
+                x = target.transform(x)
+            return np.asarray(x, dtype=dtype)
+
+        if None in parts:
+            value = host(parts[None])
+            # On CPU, device_put wraps a numpy buffer without copying (even
+            # with may_alias=False): the model would share memory with the
+            # caller's tensors or a memory-mapped checkpoint file (changed
+            # weights, or SIGBUS if the file is rewritten). Copy first.
+            if np.may_share_memory(value, np.asarray(tensors[parts[None][0]])):
+                value = value.copy()
+        else:
+            value = np.stack([host(parts[i]) for i in range(len(parts))])  # a new array
+        variable.set_value(jax.device_put(value))
