@@ -3,38 +3,22 @@ calibration under true nulls (independent and autocorrelated data), power,
 bad inputs and determinism. Small shapes: the whole file runs in well under
 a minute on two cores."""
 
-import importlib
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import signal, stats
 
 
-def _load():
-    """The module under test, even while sibling stats modules are missing."""
-    try:
-        return importlib.import_module("jaxalign.stats._permutation")
-    except ImportError:  # jaxalign/stats/__init__.py imports modules not written yet
-        import jaxalign  # noqa: F401  (jaxlib guard first)
+from jaxalign.stats import _permutation as P
+from jaxalign.stats._permutation import (
+    paired_permutation_test,
+    permutation_indices,
+    permutation_test,
+    sign_flip_signs,
+    sign_flip_test,
+)
 
-        path = Path(__file__).resolve().parents[1] / "jaxalign" / "stats" / "_permutation.py"
-        spec = importlib.util.spec_from_file_location("_jaxalign_stats_permutation", path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-
-
-P = _load()
-permutation_test = P.permutation_test
-paired_permutation_test = P.paired_permutation_test
-sign_flip_test = P.sign_flip_test
-permutation_indices = P.permutation_indices
-sign_flip_signs = P.sign_flip_signs
 TOL = P.TIE_TOL
 
 ALTS = ("greater", "less", "two-sided")
@@ -383,7 +367,7 @@ def test_bad_inputs():
         (lambda: permutation_test(y, f, block_size=31, scheme="block"), "block_size"),
         (lambda: permutation_test(y, f, block_size=30, scheme="block"), "single block"),
         (lambda: permutation_test(y, f, scheme="block"), "needs a block_size"),
-        (lambda: permutation_test(y, f, block_size=5), "only used by"),
+        (lambda: permutation_test(y, f, block_size=5, scheme="permute"), "only used by"),
         (lambda: permutation_test(y, f, block_size=16, scheme="circular"), "n_samples // 2"),
         (lambda: permutation_test(y, f, scheme="bootstrap"), "scheme"),
         (lambda: permutation_test(y, f, alternative="bigger"), "alternative"),
@@ -399,3 +383,14 @@ def test_bad_inputs():
     for call, match in cases:
         with pytest.raises(ValueError, match=match):
             call()
+
+
+def test_block_size_alone_means_block_permutations():
+    rng = np.random.default_rng(42)
+    y = rng.standard_normal((120, 6))
+    f = 0.3 * y + rng.standard_normal((120, 6))
+    implicit = permutation_test(y, f, n_permutations=99, block_size=10, seed=3)
+    explicit = permutation_test(y, f, n_permutations=99, block_size=10, scheme="block", seed=3)
+    np.testing.assert_array_equal(implicit.p, explicit.p)
+    np.testing.assert_array_equal(implicit.r, explicit.r)
+    assert implicit.scheme == "block"

@@ -174,7 +174,13 @@ def _check_seed(seed):
 
 
 def _check_scheme(n_samples, scheme, block_size):
-    """Validated ``(scheme, block_size)``; ``block_size`` None for 'permute'."""
+    """Validated ``(scheme, block_size)``; ``block_size`` None for 'permute'.
+
+    ``scheme=None`` means "block" when a ``block_size`` is given, else
+    "permute".
+    """
+    if scheme is None:
+        scheme = "permute" if block_size is None else "block"
     _check_choice(scheme, "scheme", SCHEMES)
     if scheme == "permute":
         if block_size is not None:
@@ -326,7 +332,7 @@ def _indices_from_orders(orders, starts, lengths, n_samples, block_size):
 def permutation_indices(
     n_samples: int,
     n_permutations: int,
-    scheme: str = "permute",
+    scheme: str | None = None,
     block_size: int | None = None,
     seed: int = 0,
 ) -> np.ndarray:
@@ -798,7 +804,7 @@ def permutation_test(
     y_pred,
     n_permutations: int = 1000,
     block_size: int | None = None,
-    scheme: str = "permute",
+    scheme: str | None = None,
     alternative: str = "greater",
     seed: int = 0,
     max_stat: bool = False,
@@ -818,7 +824,8 @@ def permutation_test(
     n_permutations : K >= 1 random draws of the null.
     block_size : block length (samples) for ``scheme="block"``; minimum
         circular shift for ``scheme="circular"``.
-    scheme : "permute" | "block" | "circular"
+    scheme : None | "permute" | "block" | "circular"
+        Default None: "block" when ``block_size`` is given, else "permute".
         How ``y_true`` is rearranged (the same arrangement for every target
         of a draw); see :func:`permutation_indices`. Autocorrelated series
         (fMRI, time courses) need "block" or "circular": sample permutation
@@ -857,7 +864,7 @@ def paired_permutation_test(
     pred_b,
     n_permutations: int = 1000,
     block_size: int | None = None,
-    scheme: str = "permute",
+    scheme: str | None = None,
     alternative: str = "greater",
     seed: int = 0,
     max_stat: bool = False,
