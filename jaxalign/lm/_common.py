@@ -111,6 +111,18 @@ def check_activation(name: str) -> str:
 # ---------------------------------------------------------------- layer norm
 
 
+def stacked_blocks(make_block, n_layers: int, rngs: nnx.Rngs):
+    """``n_layers`` blocks built by ``make_block(rngs)``, every parameter
+    stacked on a leading layer axis (run them with ``nnx.scan``)."""
+
+    @nnx.split_rngs(splits=n_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def blocks(rngs):
+        return make_block(rngs)
+
+    return blocks(rngs)
+
+
 def layer_norm(dim: int, eps: float, *, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
     """LayerNorm with PyTorch's numerics: two-pass variance, stats in float32.
 

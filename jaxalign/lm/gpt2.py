@@ -37,6 +37,7 @@ from jaxalign.lm._common import (
     dot_product_attention,
     fill_params,
     layer_norm,
+    stacked_blocks,
     transpose,
 )
 
@@ -143,12 +144,7 @@ class Model(nnx.Module):
         self.wte = nnx.Embed(config.vocab_size, d, dtype=dtype, param_dtype=dtype, rngs=rngs)
         self.wpe = nnx.Embed(config.n_positions, d, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
-        @nnx.split_rngs(splits=config.n_layer)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def blocks(rngs):
-            return Block(config, dtype=dtype, rngs=rngs)
-
-        self.h = blocks(rngs)
+        self.h = stacked_blocks(lambda r: Block(config, dtype=dtype, rngs=r), config.n_layer, rngs)
         self.ln_f = layer_norm(d, config.layer_norm_epsilon, dtype=dtype, rngs=rngs)
         if not config.tie_word_embeddings:
             self.lm_head = nnx.Linear(d, config.vocab_size, use_bias=False, dtype=dtype, param_dtype=dtype, rngs=rngs)

@@ -41,6 +41,7 @@ from jaxalign.lm._common import (
     dot_product_attention,
     fill_params,
     layer_norm,
+    stacked_blocks,
     transpose,
 )
 
@@ -195,12 +196,7 @@ class Model(nnx.Module):
         d = config.hidden_size
         self.embed_in = nnx.Embed(config.vocab_size, d, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
-        @nnx.split_rngs(splits=config.num_hidden_layers)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def blocks(rngs):
-            return Block(config, dtype=dtype, rngs=rngs)
-
-        self.layers = blocks(rngs)
+        self.layers = stacked_blocks(lambda r: Block(config, dtype=dtype, rngs=r), config.num_hidden_layers, rngs)
         self.final_layer_norm = layer_norm(d, config.layer_norm_eps, dtype=dtype, rngs=rngs)
         if not config.tie_word_embeddings:
             self.embed_out = nnx.Linear(d, config.vocab_size, use_bias=False, dtype=dtype, param_dtype=dtype, rngs=rngs)
