@@ -1,0 +1,73 @@
+"""Reading stimuli and recordings: words with timing, fMRI, MEG, reading times, tasks.
+
+Every reader returns plain containers (:class:`Stimulus`, :class:`Recording`,
+:class:`MultipleChoice`) of numpy arrays; nothing here knows about language
+models. Missing files raise ``FileNotFoundError`` naming the path; malformed
+or inconsistent inputs raise ``ValueError`` saying what is wrong. Readers that
+return both return ``(stimulus, recording)``.
+
+Readers
+-------
+read_textgrid, read_textgrid_tiers, read_alice_stimulus
+    Praat TextGrid word tiers (long and short formats), pauses dropped by default.
+read_alice_subject, list_alice_subjects
+    Alice in Wonderland ROI time courses (Brennan et al. 2016), bad-file detection.
+read_columns
+    Whitespace-separated numeric text files.
+read_natural_stories
+    Natural Stories reading times in story order, with sentence ids.
+read_piqa, read_siqa, read_multiple_choice
+    JSONL multiple-choice sets with 0-based labels.
+read_harry_potter_fmri, read_harry_potter_meg, read_harry_potter_words
+    Harry Potter fMRI / MEG arrays in the Toneva & Wehbe format.
+read_nifti, targets_to_nifti
+    4-D NIfTI runs + mask (needs nibabel), and score maps back to images.
+read_mne_raw, read_mne_epochs
+    MEG/EEG through MNE (needs mne): continuous data + word onsets, epochs.
+"""
+
+from jaxalign.io._types import KINDS, MultipleChoice, Recording, Stimulus
+from jaxalign.io._tables import (
+    ALICE_FIRST_SCAN,
+    ALICE_ROIS,
+    ALICE_TR,
+    list_alice_subjects,
+    read_alice_subject,
+    read_columns,
+    read_natural_stories,
+    sentence_ids_from_punctuation,
+)
+from jaxalign.io._textgrid import PAUSE_LABELS, read_alice_stimulus, read_textgrid, read_textgrid_tiers
+from jaxalign.io._harry_potter import read_harry_potter_fmri, read_harry_potter_meg, read_harry_potter_words
+from jaxalign.io._mc import read_multiple_choice, read_piqa, read_siqa
+from jaxalign.io._nifti import read_nifti, targets_to_nifti
+from jaxalign.io._meg import read_mne_epochs, read_mne_raw
+
+__all__ = [
+    "ALICE_FIRST_SCAN",
+    "ALICE_ROIS",
+    "ALICE_TR",
+    "KINDS",
+    "MultipleChoice",
+    "PAUSE_LABELS",
+    "Recording",
+    "Stimulus",
+    "list_alice_subjects",
+    "read_alice_stimulus",
+    "read_alice_subject",
+    "read_columns",
+    "read_harry_potter_fmri",
+    "read_harry_potter_meg",
+    "read_harry_potter_words",
+    "read_mne_epochs",
+    "read_mne_raw",
+    "read_multiple_choice",
+    "read_natural_stories",
+    "read_nifti",
+    "read_piqa",
+    "read_siqa",
+    "read_textgrid",
+    "read_textgrid_tiers",
+    "sentence_ids_from_punctuation",
+    "targets_to_nifti",
+]

@@ -1,0 +1,49 @@
+"""Word features -> the brain's sampling: TR alignment, delays, run-wise preprocessing, MEG windows.
+
+Arrays in, arrays out (numpy; jax arrays are accepted). This is the one home
+of the word -> TR mapping (:func:`words_to_trs`) and of the z-score
+(:func:`zscore_per_run`).
+
+fMRI
+----
+words_to_trs
+    Index of the last scan strictly before each word (-1 before the first scan).
+average_per_tr
+    Mean of the word features in each TR (zeros for TRs without words).
+lanczos_resample, lanczos_kernel
+    Huth-lab Lanczos interpolation from word times to scan times.
+fir_delays
+    Delayed copies as extra columns, zero-filled, within runs.
+trim_runs, trim_mask
+    Drop the first/last samples of every run.
+zscore_per_run, detrend
+    Per-run z-score; polynomial or DCT drift removal.
+
+MEG
+---
+word_locked_windows, window_edges
+    (words, channels, time) -> (windows, words, channels) window means.
+onset_impulses, sample_delays
+    Continuous word-onset impulse design and its sample delays.
+"""
+
+from jaxalign.timing._fmri import average_per_tr, lanczos_kernel, lanczos_resample, words_to_trs
+from jaxalign.timing._meg import onset_impulses, sample_delays, window_edges, word_locked_windows
+from jaxalign.timing._preprocess import detrend, fir_delays, run_segments, trim_mask, trim_runs, zscore_per_run
+
+__all__ = [
+    "average_per_tr",
+    "detrend",
+    "fir_delays",
+    "lanczos_kernel",
+    "lanczos_resample",
+    "onset_impulses",
+    "run_segments",
+    "sample_delays",
+    "trim_mask",
+    "trim_runs",
+    "window_edges",
+    "word_locked_windows",
+    "words_to_trs",
+    "zscore_per_run",
+]
