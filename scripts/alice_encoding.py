@@ -60,9 +60,11 @@ def word_vectors(words, layers, cache_dir, model_path=None):
     from jaxalign import features, lm
 
     model, tokenizer = lm.load(model_path or smollm2_path())
+    # SmolLM2 was trained with 8,192-token contexts (its GGUF metadata); the
+    # whole ~2,900-token story then fits one causal pass.
     return features.word_features(
         model, tokenizer, words, pooling="last", context="passage", layers=list(layers),
-        cache_dir=cache_dir,
+        cache_dir=cache_dir, max_length=8192,
     )
 
 
