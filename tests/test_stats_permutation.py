@@ -394,3 +394,14 @@ def test_block_size_alone_means_block_permutations():
     np.testing.assert_array_equal(implicit.p, explicit.p)
     np.testing.assert_array_equal(implicit.r, explicit.r)
     assert implicit.scheme == "block"
+
+
+def test_result_unpacks_as_r_and_p():
+    rng = np.random.default_rng(43)
+    y = rng.standard_normal((100, 4))
+    f = 0.4 * y + rng.standard_normal((100, 4))
+    res = permutation_test(y, f, n_permutations=49, block_size=10, seed=1)
+    r, p = res
+    np.testing.assert_array_equal(r, res.r)
+    np.testing.assert_array_equal(p, res.p)
+    assert res[0] is res.statistic and res[1] is res.p

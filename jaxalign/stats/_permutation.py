@@ -148,6 +148,13 @@ class PermutationResult:
     exact: bool = False
     batch_size: int = 0
 
+    def __iter__(self):
+        """Unpacks as ``(statistic, p)``: ``r, p = permutation_test(y, pred)``."""
+        return iter((self.statistic, self.p))
+
+    def __getitem__(self, index):
+        return (self.statistic, self.p)[index]
+
 
 # --------------------------------------------------------------------------
 # validation
