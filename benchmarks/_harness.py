@@ -277,6 +277,17 @@ def measure(fn: Callable[[], Any], interval: float = 0.02) -> Measurement:
     )
 
 
+def log_background_load(log, seconds: float = 1.0) -> float | None:
+    """Measure :func:`background_load` before a benchmark and log it, with a
+    warning when other processes would disturb the timings."""
+    idle = background_load(seconds)
+    if idle is not None:
+        log(f"load      : {idle:.2f} cores busy during {seconds:g} s idle before the start"
+            + ("  <-- WARNING: other processes are running; timings will be disturbed"
+               if idle > 0.25 else ""))
+    return idle
+
+
 def background_load(seconds: float = 1.0) -> float | None:
     """Average number of cores busy (all processes) over ``seconds`` of sleep."""
     if psutil is None:  # pragma: no cover

@@ -178,11 +178,7 @@ def main(argv=None):
     log(H.format_machine_info(info))
     log(f"problem   : n={n} T={T} K={K} scheme={args.scheme} block_size={args.block_size} "
         f"alternative={args.alternative} max_stat={args.max_stat} float32 seed={args.seed}")
-    idle = H.background_load(1.0)
-    if idle is not None:
-        log(f"load      : {idle:.2f} cores busy during 1 s idle before the start"
-            + ("  <-- WARNING: other processes are running; timings will be disturbed"
-               if idle > 0.25 else ""))
+    idle = H.log_background_load(log)
     gemm_runs = [H.gemm_rate_gflops(n=args.gemm_n, dtype=np.float32)]
     bw_runs = [copy_bandwidth_gbs(args.bandwidth_mib)]
     log(f"gemm      : float32 {args.gemm_n}^2 jax {gemm_runs[0]['jax']:.1f} GFLOP/s, "

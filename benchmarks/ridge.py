@@ -400,11 +400,7 @@ def main(argv=None):
         f"spectrum k^-{args.spectrum_decay:g}")
     if args.memory_budget:
         log(f"jaxalign  : memory_budget={args.memory_budget} ({args.memory_budget_bytes} B)")
-    idle = H.background_load(1.0)
-    if idle is not None:
-        log(f"load      : {idle:.2f} cores busy during 1 s idle before the start"
-            + ("  <-- WARNING: other processes are running; timings will be disturbed"
-               if idle > 0.25 else ""))
+    idle = H.log_background_load(log)
     gemm_runs = [H.gemm_rate_gflops(n=args.gemm_n, dtype=np.float32)]
     log(f"gemm      : float32 {args.gemm_n}^2 GEMM  jax {_g(gemm_runs[0]['jax'])} GFLOP/s, "
         f"numpy {_g(gemm_runs[0]['numpy'])} GFLOP/s (measured again at the end; "
