@@ -263,6 +263,62 @@ def test_alice_bad_inputs(tmp_path):
         io.read_alice_subject(bad, on_bad="skip")
 
 
+def test_alice_regressors_real_aligned():
+    root = need("alice")
+    reg = io.read_alice_regressors("s18", root)
+    assert reg.data.shape == (362, 8) and reg.target_names == io.ALICE_REGRESSORS
+    np.testing.assert_array_equal(reg.times, io.read_alice_subject("s18", root).times)
+    # the 362-row rate file and the 372-row published predictors (first 10 rows
+    # = dropped volumes) describe the same word rate once aligned
+    pred = io.read_alice_predictors(root)
+    assert pred.data.shape == (362, 12) and pred.target_names[0] == "rate_conv"
+    assert np.corrcoef(pred.data[:, 0], reg.data[:, 0])[0, 1] > 0.95
+    raw = np.loadtxt(next((root / "fmri").glob("sept18-generic-predictors*.txt")))
+    np.testing.assert_array_equal(pred.data, raw[io.ALICE_DROPPED:])
+    motion = np.loadtxt(next((root / "fmri").glob("s18-rp_*.txt")))
+    np.testing.assert_array_equal(reg.data[:, 2:], motion[io.ALICE_DROPPED:])
+    # misaligned by 10 rows, the word rates would not agree
+    assert abs(np.corrcoef(raw[:-io.ALICE_DROPPED, 0], reg.data[:, 0])[0, 1]) < 0.5
+
+
+def _write(path, rows):
+    np.savetxt(path, rows)
+    return path
+
+
+def test_alice_regressors_bad_inputs(tmp_path):
+    rng = np.random.default_rng(4)
+    fmri = tmp_path / "fmri"
+    fmri.mkdir()
+    with pytest.raises(FileNotFoundError, match="s01-rate.txt"):
+        io.read_alice_regressors("s01", tmp_path)
+    _write(fmri / "s01-rate.txt", rng.standard_normal(362))
+    _write(fmri / "s01-sndpwr.txt", rng.standard_normal(362))
+    with pytest.raises(FileNotFoundError, match="head-motion"):
+        io.read_alice_regressors("s01", tmp_path)
+    _write(fmri / "s01-rp_a.txt", rng.standard_normal((372, 6)))
+    reg = io.read_alice_regressors(1, tmp_path)
+    assert reg.data.shape == (362, 8)
+    _write(fmri / "s01-rp_a.txt", rng.standard_normal((300, 6)))
+    with pytest.raises(ValueError, match="expected 362 rows .* found 300"):
+        io.read_alice_regressors("s01", tmp_path)
+    _write(fmri / "s01-rp_a.txt", rng.standard_normal((362, 5)))
+    with pytest.raises(ValueError, match="expected 6 columns"):
+        io.read_alice_regressors("s01", tmp_path)
+    _write(fmri / "s01-rp_b.txt", rng.standard_normal((362, 6)))
+    with pytest.raises(FileNotFoundError, match="expected one head-motion"):
+        io.read_alice_regressors("s01", tmp_path)
+    (fmri / "s01-rp_b.txt").unlink()
+    _write(fmri / "s01-rp_a.txt", rng.standard_normal((362, 6)))
+    bad = rng.standard_normal(362)
+    bad[7] = np.nan
+    _write(fmri / "s01-sndpwr.txt", bad)
+    with pytest.raises(ValueError, match="non-finite"):
+        io.read_alice_regressors("s01", tmp_path)
+    with pytest.raises(FileNotFoundError, match="generic-predictors"):
+        io.read_alice_predictors(tmp_path)
+
+
 # --------------------------------------------------------------------------
 # Natural Stories
 # --------------------------------------------------------------------------

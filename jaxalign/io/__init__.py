@@ -10,8 +10,10 @@ Readers
 -------
 read_textgrid, read_textgrid_tiers, read_alice_stimulus
     Praat TextGrid word tiers (long and short formats), pauses dropped by default.
-read_alice_subject, list_alice_subjects
-    Alice in Wonderland ROI time courses (Brennan et al. 2016), bad-file detection.
+read_alice_subject, list_alice_subjects, read_alice_regressors, read_alice_predictors
+    Alice in Wonderland ROI time courses (Brennan et al. 2016), bad-file
+    detection; word-rate, sound-power and head-motion regressors and the 12
+    published predictors, aligned with the time-course rows.
 read_columns
     Whitespace-separated numeric text files.
 read_natural_stories
@@ -28,10 +30,15 @@ read_mne_raw, read_mne_epochs
 
 from jaxalign.io._types import KINDS, MultipleChoice, Recording, Stimulus
 from jaxalign.io._tables import (
+    ALICE_DROPPED,
     ALICE_FIRST_SCAN,
+    ALICE_PREDICTORS,
+    ALICE_REGRESSORS,
     ALICE_ROIS,
     ALICE_TR,
     list_alice_subjects,
+    read_alice_predictors,
+    read_alice_regressors,
     read_alice_subject,
     read_columns,
     read_natural_stories,
@@ -44,7 +51,10 @@ from jaxalign.io._nifti import read_nifti, targets_to_nifti
 from jaxalign.io._meg import read_mne_epochs, read_mne_raw
 
 __all__ = [
+    "ALICE_DROPPED",
     "ALICE_FIRST_SCAN",
+    "ALICE_PREDICTORS",
+    "ALICE_REGRESSORS",
     "ALICE_ROIS",
     "ALICE_TR",
     "KINDS",
@@ -53,6 +63,8 @@ __all__ = [
     "Recording",
     "Stimulus",
     "list_alice_subjects",
+    "read_alice_predictors",
+    "read_alice_regressors",
     "read_alice_stimulus",
     "read_alice_subject",
     "read_columns",

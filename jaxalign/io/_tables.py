@@ -228,6 +228,91 @@ def read_alice_subject(subject, root=None, *, roi_size: str = "6mm", on_bad: str
     )
 
 
+ALICE_REGRESSORS = ("rate", "sndpwr", "rp_x", "rp_y", "rp_z", "rp_pitch", "rp_roll", "rp_yaw")
+ALICE_PREDICTORS = (
+    "rate_conv", "frq_conv_orth", "break_conv_orth", "tdp_conv_orth", "tdx_conv_orth", "bup_conv_orth",
+    "bux_conv_orth", "cfgsurp_conv_orth", "bigramlex_conv_orth", "trigramlex_conv_orth",
+    "bigrampos_conv_orth", "trigrampos_conv_orth",
+)
+#: Volumes dropped from the time courses; the head-motion and generic-predictor
+#: files still hold them (372 rows), the word-rate and sound-power files do not.
+ALICE_DROPPED = 10
+
+
+def _alice_rows(path, n_columns, n_rows=362):
+    """Read a regressor file and align it with the 362 time-course rows."""
+    arr = read_columns(path, n_columns=n_columns)
+    if arr.shape[0] == n_rows + ALICE_DROPPED:
+        arr = arr[ALICE_DROPPED:]
+    elif arr.shape[0] != n_rows:
+        raise ValueError(f"{path}: expected {n_rows} rows (or {n_rows + ALICE_DROPPED} with the "
+                         f"{ALICE_DROPPED} dropped volumes), found {arr.shape[0]}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: non-finite values")
+    return arr
+
+
+def read_alice_regressors(subject, root) -> Recording:
+    """One listener's nuisance regressors, aligned with :func:`read_alice_subject`'s rows.
+
+    Reads ``<root>/fmri/sNN-rate.txt`` (word rate under the HRF),
+    ``sNN-sndpwr.txt`` (sound power under the HRF; both 362 rows) and
+    ``sNN-rp_*.txt`` (SPM head-motion parameters: 3 translations, 3
+    rotations; 372 rows, of which the first 10 are the volumes dropped from
+    the time courses and are dropped here too).
+
+    Returns
+    -------
+    Recording
+        ``kind="fmri"``, data (362, 8) float64 with ``target_names`` =
+        :data:`ALICE_REGRESSORS`, the same ``times`` as the time courses.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a file is missing (or no / several motion files match).
+    ValueError
+        For wrong shapes or non-finite values.
+    """
+    sid = _alice_subject_id(subject)
+    folder = existing_dir(Path(root) / "fmri", "Alice fmri folder")
+    rate = _alice_rows(existing_file(folder / f"{sid}-rate.txt", "Alice word-rate file"), 1)
+    snd = _alice_rows(existing_file(folder / f"{sid}-sndpwr.txt", "Alice sound-power file"), 1)
+    motion = sorted(folder.glob(f"{sid}-rp_*.txt"))
+    if len(motion) != 1:
+        raise FileNotFoundError(f"expected one head-motion file {folder}/{sid}-rp_*.txt, found "
+                                f"{[m.name for m in motion]}")
+    rp = _alice_rows(motion[0], 6)
+    data = np.column_stack([rate, snd, rp])
+    return Recording(
+        data=data, kind="fmri", times=ALICE_FIRST_SCAN + ALICE_TR * np.arange(len(data)),
+        runs=np.zeros(len(data), dtype=np.int64), target_names=ALICE_REGRESSORS, tr=ALICE_TR,
+        info={"subject": sid, "source": [str(folder / f"{sid}-rate.txt"),
+                                         str(folder / f"{sid}-sndpwr.txt"), str(motion[0])]},
+    )
+
+
+def read_alice_predictors(root) -> Recording:
+    """The 12 published stimulus predictors (Brennan et al. 2016), aligned with the time courses.
+
+    ``<root>/fmri/sept18-generic-predictors-*.txt``: 372 rows x 12 columns
+    (:data:`ALICE_PREDICTORS`: word rate, frequency, and syntactic /
+    surprisal predictors convolved with the HRF and orthogonalised against
+    word rate); the first 10 rows (dropped volumes) are dropped here.
+    """
+    folder = existing_dir(Path(root) / "fmri", "Alice fmri folder")
+    files = sorted(folder.glob("sept18-generic-predictors*.txt"))
+    if len(files) != 1:
+        raise FileNotFoundError(f"expected one {folder}/sept18-generic-predictors*.txt, found "
+                                f"{[f.name for f in files]}")
+    data = _alice_rows(files[0], len(ALICE_PREDICTORS))
+    return Recording(
+        data=data, kind="fmri", times=ALICE_FIRST_SCAN + ALICE_TR * np.arange(len(data)),
+        runs=np.zeros(len(data), dtype=np.int64), target_names=ALICE_PREDICTORS, tr=ALICE_TR,
+        info={"source": str(files[0])},
+    )
+
+
 # --------------------------------------------------------------------------
 # Natural Stories self-paced reading (Futrell et al. 2018)
 # --------------------------------------------------------------------------
