@@ -152,15 +152,13 @@ def test_llama_config_rejects_unsupported(extra, message):
 
 
 def _tiny_llama_tensors(config: llama.Config) -> dict[str, np.ndarray]:
-    model = llama.Model(config)
-    out = {"model.embed_tokens.weight": np.asarray(model.embed_tokens.get_value()),
-           "model.norm.weight": np.asarray(model.norm.get_value())}
-    if model.lm_head is not None:
-        out["lm_head.weight"] = np.asarray(model.lm_head.get_value())
-    for attr, (hf, _) in llama._layer_shapes(config).items():
-        stacked = np.asarray(getattr(model.layers, attr).get_value())
-        for i in range(config.num_hidden_layers):
-            out[f"model.layers.{i}.{hf}"] = stacked[i]
+    """A random model's parameters under Hugging Face names (load_state's inverse)."""
+    params = dict(nnx.to_flat_state(nnx.state(llama.Model(config), nnx.Param)))
+    out = {}
+    for name, target in llama.state_table(config).items():
+        value = np.asarray(params[target.path].get_value())
+        value = value if target.layer is None else value[target.layer]
+        out[name] = value.T if target.transform is not None else value  # the transforms are transposes
     return out
 
 
@@ -169,7 +167,8 @@ def test_llama_load_state_reports_every_problem():
     good = _tiny_llama_tensors(config)
     model = llama.Model(config, rngs=nnx.Rngs(1))
     llama.load_state(model, dict(good, **{"model.rotary_emb.inv_freq": np.zeros(4)}))  # ignored buffer
-    np.testing.assert_array_equal(np.asarray(model.embed_tokens.get_value()), good["model.embed_tokens.weight"])
+    np.testing.assert_array_equal(np.asarray(model.embed_tokens.embedding.get_value()),
+                                  good["model.embed_tokens.weight"])
 
     bad = dict(good)
     del bad["model.layers.1.mlp.up_proj.weight"]
@@ -182,12 +181,12 @@ def test_llama_load_state_reports_every_problem():
     assert "not mapped to any parameter: ['model.layers.0.self_attn.q_proj.bias']" in text
     assert "'model.norm.weight': checkpoint (33,)" in text
     # nothing was written
-    np.testing.assert_array_equal(np.asarray(model.norm.get_value()), good["model.norm.weight"])
+    np.testing.assert_array_equal(np.asarray(model.norm.scale.get_value()), good["model.norm.weight"])
 
     bare = {k.removeprefix("model."): v for k, v in good.items()}  # LlamaModel checkpoint
     fresh = llama.Model(config, rngs=nnx.Rngs(2))
     llama.load_state(fresh, bare)
-    np.testing.assert_array_equal(np.asarray(fresh.layers.q_proj.get_value())[2],
+    np.testing.assert_array_equal(np.asarray(fresh.layers.self_attn.q_proj.kernel.get_value())[2].T,
                                   good["model.layers.2.self_attn.q_proj.weight"])
 
 

@@ -3,7 +3,6 @@ calibration under true nulls (independent and autocorrelated data), power,
 bad inputs and determinism. Small shapes: the whole file runs in well under
 a minute on two cores."""
 
-import warnings
 
 import numpy as np
 import pytest

@@ -75,8 +75,9 @@ MAX_AUTO_BATCH = 64
 MIN_BUCKET = 16
 # Show a progress bar (progress=None) from this many batches on.
 PROGRESS_MIN_BATCHES = 8
-# The max length of models whose config has none (rotary models) and whose
-# tokenizer gives no sensible model_max_length.
+# The max length of models whose config has none (models from outside
+# jaxalign.lm: every jaxalign Config has ``max_length``) and whose tokenizer
+# gives no sensible model_max_length.
 DEFAULT_MAX_LENGTH = 2048
 
 
@@ -166,20 +167,23 @@ def is_causal(model) -> bool:
 
 
 def config_max_length(model) -> int | None:
-    """``n_positions`` or ``max_position_embeddings`` of the model's config."""
+    """The model's max length from its config: ``config.max_length`` (every
+    ``jaxalign.lm`` architecture's Config has it: GPT-2's ``n_positions``, the
+    others' ``max_position_embeddings``, a GGUF file's ``context_length``), else
+    a Hugging Face style ``n_positions`` / ``max_position_embeddings``."""
     config = getattr(model, "config", None)
-    for name in ("n_positions", "max_position_embeddings"):
+    for name in ("max_length", "n_positions", "max_position_embeddings"):
         value = getattr(config, name, None)
-        if isinstance(value, (int, np.integer)) and value > 0:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
             return int(value)
     return None
 
 
 def resolve_max_length(model, tokenizer, max_length: int | None) -> int | None:
     """The longest window: ``max_length`` if given (at most the config's), else
-    the config's ``n_positions`` / ``max_position_embeddings``, else the
-    tokenizer's ``model_max_length`` when sensible, else None (unknown: rotary
-    models such as Llama and GPT-NeoX keep no table; see ``fallback_max_length``).
+    the config's (``config_max_length``), else the tokenizer's
+    ``model_max_length`` when sensible, else None (unknown: a model from
+    outside ``jaxalign.lm`` without one; see ``fallback_max_length``).
     """
     limit = config_max_length(model)
     if max_length is not None:
@@ -438,10 +442,12 @@ def word_features(
     progress
         tqdm bar over batches: None shows it for long runs on a terminal.
     max_length
-        (keyword) override the model's max length (at most the config's).
-        Models whose config has none (Llama, GPT-NeoX: rotary positions)
-        use the tokenizer's ``model_max_length`` when sensible, else 2048
-        (with a warning when that truncates anything).
+        (keyword) override the model's max length (at most the config's,
+        ``model.config.max_length``: GPT-2's ``n_positions``, BERT's, Llama's
+        and GPT-NeoX's ``max_position_embeddings``, a GGUF file's
+        ``context_length``). Models from outside ``jaxalign.lm`` whose config
+        has none use the tokenizer's ``model_max_length`` when sensible, else
+        2048 (with a warning when that truncates anything).
     model_id
         (keyword) a name for the model in the cache key (e.g.
         ``"EleutherAI/pythia-160m@step1000"``) instead of the parameter
@@ -454,7 +460,7 @@ def word_features(
     """
     align = align_words(tokenizer, words)  # validates words and tokenizer first
     max_len = resolve_max_length(model, tokenizer, max_length)
-    if max_len is None:  # unknown (rotary models): only the windows asked for limit them
+    if max_len is None:  # unknown (a foreign model): only the windows asked for limit them
         if context == "tokens" and isinstance(context_size, (int, np.integer)) and context_size >= 1:
             max_len = max(int(context_size), 2)
         else:

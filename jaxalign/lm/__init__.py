@@ -1,16 +1,21 @@
 """Language models in Flax NNX, loaded from Hugging Face checkpoints or GGUF.
 
-``load(name_or_path, revision=None, dtype=jnp.float32) -> (model, tokenizer)``
+``load(name_or_path, revision=None, dtype=jnp.float32, devices=None) -> (model, tokenizer)``
 reads a local Hugging Face directory, a Hub id from the local cache (e.g.
-``load("EleutherAI/pythia-160m", revision="step1000")``) or a ``.gguf`` file.
+``load("EleutherAI/pythia-160m", revision="step1000")``) or a ``.gguf`` file;
+``devices`` (``"auto"``, an int, a list of devices or a Mesh with a ``"model"``
+axis) splits the weight matrices over several devices, tensor-parallel style,
+for models too large for one.
 ``hidden_states(model, input_ids, attention_mask=None)`` returns every layer,
 shape (n_layers + 1, batch, seq, dim), in transformers' ``output_hidden_states``
 convention (GPT-2 XL: 49 states, the last after the final LayerNorm).
 
 One module per architecture (``gpt2``, ``gpt_neox``, ``llama``, ``bert``),
-each with a ``Config`` dataclass (``Config.from_hf``), a ``Model`` whose call
-returns ``LMOutput(hidden_states, logits)``, and ``load_state``, an explicit
-checkpoint-name table; ``MODEL_TYPES`` maps Hugging Face ``model_type`` to them.
+each with a ``Config`` dataclass (``Config.from_hf``; ``Config.max_length`` is
+the model's maximum sequence length), a ``Model`` whose call returns
+``LMOutput(hidden_states, logits)``, ``load_state``, an explicit
+checkpoint-name table, and ``SHARDING``, the axis each weight matrix is split
+along over devices; ``MODEL_TYPES`` maps Hugging Face ``model_type`` to them.
 """
 
 from jaxalign.lm._common import LMOutput

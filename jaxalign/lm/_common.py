@@ -63,17 +63,50 @@ def dot_product_attention(
 ) -> jax.Array:
     """softmax(scale * q k^T, masked) v, heads kept apart.
 
-    q, k, v: (batch, seq, heads, head_dim); mask broadcastable to
-    (batch, heads, seq_q, seq_k). Scores and softmax are computed in float32
+    q: (batch, seq, heads, head_dim); k, v: (batch, seq, kv_heads, head_dim)
+    with ``heads`` a multiple of ``kv_heads`` (grouped-query attention: query
+    head h reads key/value head ``h // (heads // kv_heads)``, transformers'
+    ``repeat_kv``, without materialising the repeated keys); mask broadcastable
+    to (batch, heads, seq_q, seq_k). Scores and softmax are computed in float32
     whatever the input dtype (transformers upcasts the softmax too); masked
     scores are *set* to the float32 minimum rather than added to it, so a fully
     masked row gives a uniform, finite average.
     """
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    b, s, heads, d = q.shape
+    kv_heads = k.shape[2]
+    neg = jnp.finfo(jnp.float32).min
+    if kv_heads == heads:
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        scores = scores * scale
+        scores = jnp.where(mask, scores, neg)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    if heads % kv_heads:
+        raise ValueError(f"{heads} query heads cannot share {kv_heads} key/value heads")
+    q = q.reshape(b, s, kv_heads, heads // kv_heads, d)  # (batch, seq, kv head, group, dim)
+    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32)
     scores = scores * scale
-    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    scores = jnp.where(mask[:, :, None], scores, neg)  # mask over kv heads and groups
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    return jnp.einsum("bkgqs,bskd->bqkgd", probs, v).reshape(b, s, heads, d)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotate the first cos.shape[-1] dims of x (batch, seq, heads, head_dim).
+
+    x_rot * cos + rotate_half(x_rot) * sin with rotate_half([a, b]) = [-b, a]
+    (the "rotate half" layout of GPT-NeoX and Llama); the remaining dims pass
+    through (GPT-NeoX's partial rotary). cos/sin, (seq, n_rot) with every
+    frequency repeated twice ([f_0..f_{n/2-1}, f_0..f_{n/2-1}]), are cast to
+    x's dtype first, as transformers does.
+    """
+    n = cos.shape[-1]
+    rot, rest = x[..., :n], x[..., n:]
+    cos = cos[None, :, None, :].astype(x.dtype)
+    sin = sin[None, :, None, :].astype(x.dtype)
+    a, b = rot[..., : n // 2], rot[..., n // 2 :]
+    rotated = rot * cos + jnp.concatenate([-b, a], axis=-1) * sin
+    return jnp.concatenate([rotated, rest], axis=-1) if n < x.shape[-1] else rotated
 
 
 # ---------------------------------------------------------------- activations
@@ -171,6 +204,7 @@ def fill_params(
     *,
     rename: Callable[[str], str] = lambda name: name,
     ignore: Iterable[str] = (),
+    place: Callable[[tuple[str, ...], np.ndarray], jax.Array] | None = None,
 ) -> None:
     """Copy checkpoint tensors into ``model``'s parameters, all or nothing.
 
@@ -182,10 +216,13 @@ def fill_params(
     checkpoint lacks, parameters no table entry fills, and shape mismatches.
 
     Each parameter is set whole (``Variable.set_value``), cast to the
-    parameter's dtype on the host and placed on the default device, so
-    ``model`` may be an abstract model from ``nnx.eval_shape`` whose values are
-    only ``jax.ShapeDtypeStruct`` placeholders (this is how ``load`` builds
-    models: no random initialisation, no second copy of the weights).
+    parameter's dtype on the host and placed by ``place(path, host_array)``:
+    by default ``jax.device_put`` on the default device; ``load(devices=...)``
+    passes one that puts each parameter straight from the host onto its
+    devices with its ``NamedSharding`` (``jaxalign.lm._shard``). So ``model``
+    may be an abstract model from ``nnx.eval_shape`` whose values are only
+    ``jax.ShapeDtypeStruct`` placeholders (this is how ``load`` builds models:
+    no random initialisation, no second copy of the weights).
     """
     ignore_re = [re.compile(p) for p in ignore]
     params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
@@ -268,4 +305,4 @@ def fill_params(
                 value = value.copy()
         else:
             value = np.stack([host(parts[i]) for i in range(len(parts))])  # a new array
-        variable.set_value(jax.device_put(value))
+        variable.set_value(jax.device_put(value) if place is None else place(path, value))

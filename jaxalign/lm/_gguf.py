@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["read_gguf", "GGUF_TO_HF_LLAMA"]
+__all__ = ["read_gguf", "read_gguf_config", "GGUF_TO_HF_LLAMA"]
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 
@@ -104,27 +104,13 @@ def _field(reader: Any, key: str, default: Any = None) -> Any:
     return field.contents()
 
 
-def read_gguf(
-    path: str | os.PathLike[str], *, with_tokenizer: bool = True
-) -> tuple[dict[str, Any], dict[str, np.ndarray], Any]:
-    """Read a Llama GGUF file.
-
-    Returns ``(hf_config, tensors, tokenizer)``: a Hugging Face style config
-    dictionary (``model_type="llama"``), float32 tensors under Hugging Face
-    ``LlamaForCausalLM`` names (q/k rows un-permuted) and a transformers
-    tokenizer built with ``AutoTokenizer.from_pretrained(dir, gguf_file=name)``
-    (``None`` when ``with_tokenizer=False``).
-
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a
-    non-llama architecture, an unknown tensor or an unsupported rope scaling.
-    """
+def _open(path: str | os.PathLike[str]) -> tuple[Path, Any, str]:
     from gguf import GGUFReader
-    from gguf.quants import dequantize
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {path}")
-    reader = GGUFReader(path)
+    reader = GGUFReader(path)  # memory-mapped: metadata and tensor index only
     arch = _field(reader, "general.architecture")
     if arch is None:
         raise ValueError(f"{path} has no general.architecture: not a model GGUF file")
@@ -134,6 +120,11 @@ def read_gguf(
             f"{', '.join(SUPPORTED_ARCHITECTURES)}); convert the model to a Hugging Face "
             "checkpoint instead"
         )
+    return path, reader, arch
+
+
+def _config(path: Path, reader: Any, arch: str) -> dict[str, Any]:
+    from gguf.quants import dequantize
 
     config: dict[str, Any] = {"model_type": "llama", "architectures": ["LlamaForCausalLM"],
                               "hidden_act": "silu"}
@@ -172,12 +163,7 @@ def read_gguf(
     missing = [k for k in ("num_hidden_layers", "num_attention_heads", "hidden_size") if k not in config]
     if missing:
         raise ValueError(f"{path} lacks the metadata for {', '.join(missing)}")
-    n_heads = int(config["num_attention_heads"])
-    n_kv = int(config["num_key_value_heads"])
-    n_layers = int(config["num_hidden_layers"])
 
-    tensors: dict[str, np.ndarray] = {}
-    unknown: list[str] = []
     names = {t.name for t in reader.tensors}
     config["tie_word_embeddings"] = "output.weight" not in names
     # not in the metadata: inferred from the tensors present (transformers does
@@ -185,9 +171,55 @@ def read_gguf(
     config["attention_bias"] = any(re.search(r"\.attn_(q|k|v|output)\.bias$", n) for n in names)
     config["mlp_bias"] = any(re.search(r"\.ffn_(gate|up|down)\.bias$", n) for n in names)
     for tensor in reader.tensors:
-        name = tensor.name
-        if name == "rope_freqs.weight":
+        if tensor.name == "rope_freqs.weight":  # head_dim // 2 numbers
             config["rope_freq_factors"] = [float(x) for x in _dequantize(dequantize, tensor).ravel()]
+    return config
+
+
+def read_gguf_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The Hugging Face style config dictionary of a Llama GGUF file, from its
+    metadata and tensor index only (no weight is read), as :func:`read_gguf`
+    returns it.
+
+    Examples
+    --------
+    >>> from jaxalign import lm
+    >>> from jaxalign.lm import llama
+    >>> path = lm.packaged_model("SmolLM2-135M-Instruct")  # doctest: +SKIP
+    >>> llama.Config.from_hf(read_gguf_config(path)).max_length  # doctest: +SKIP
+    8192
+    """
+    return _config(*_open(path))
+
+
+def read_gguf(
+    path: str | os.PathLike[str], *, with_tokenizer: bool = True
+) -> tuple[dict[str, Any], dict[str, np.ndarray], Any]:
+    """Read a Llama GGUF file.
+
+    Returns ``(hf_config, tensors, tokenizer)``: a Hugging Face style config
+    dictionary (``model_type="llama"``, see :func:`read_gguf_config`), float32
+    tensors under Hugging Face ``LlamaForCausalLM`` names (q/k rows
+    un-permuted) and a transformers tokenizer built with
+    ``AutoTokenizer.from_pretrained(dir, gguf_file=name)`` (``None`` when
+    ``with_tokenizer=False``).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a
+    non-llama architecture, an unknown tensor or an unsupported rope scaling.
+    """
+    from gguf.quants import dequantize
+
+    path, reader, arch = _open(path)
+    config = _config(path, reader, arch)
+    n_heads = int(config["num_attention_heads"])
+    n_kv = int(config["num_key_value_heads"])
+    n_layers = int(config["num_hidden_layers"])
+
+    tensors: dict[str, np.ndarray] = {}
+    unknown: list[str] = []
+    for tensor in reader.tensors:
+        name = tensor.name
+        if name == "rope_freqs.weight":  # in the config
             continue
         if name in GGUF_TO_HF_LLAMA:
             hf_name = GGUF_TO_HF_LLAMA[name]

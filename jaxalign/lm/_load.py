@@ -12,6 +12,11 @@ directly, which also gives bfloat16 through ml_dtypes, something
 with ``torch.load(mmap=True)``. Each parameter is cast to the requested dtype
 on the host and put on the default device one at a time, so the peak host
 memory is about one parameter beyond the model itself.
+
+With ``devices=`` the parameters are instead split over several devices,
+tensor-parallel style (``jaxalign.lm._shard``): each device receives only its
+slice of every weight matrix, straight from the host, and ``hidden_states``
+and ``jaxalign.features`` run the sharded model unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 from flax import nnx
 
 from jaxalign.lm._registry import architecture
+from jaxalign.lm._shard import model_mesh, sharded_placer
 
 DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
@@ -285,18 +291,29 @@ def _check_dtype(dtype) -> jnp.dtype:
     return dtype
 
 
-def build_model(hf_config: dict, tensors: dict[str, np.ndarray], dtype=jnp.float32) -> nnx.Module:
+def build_model(
+    hf_config: dict, tensors: dict[str, np.ndarray], dtype=jnp.float32, devices=None
+) -> nnx.Module:
     """A model for a Hugging Face config dict, filled from ``tensors``.
 
     The model is built abstractly (``nnx.eval_shape``), then the architecture's
-    ``load_state`` sets every parameter whole; anything still abstract after
-    that is reported as unfilled.
+    ``load_state`` sets every parameter whole, placed on the default device or,
+    with ``devices``, split over several (see ``load``); anything still
+    abstract after that is reported as unfilled.
     """
+    return _build(hf_config, tensors, dtype, devices, stacklevel=3)
+
+
+def _build(hf_config, tensors, dtype, devices, *, stacklevel: int) -> nnx.Module:
     dtype = _check_dtype(dtype)
     arch = architecture(hf_config.get("model_type"))
     config = arch.Config.from_hf(hf_config)
     model = nnx.eval_shape(lambda: arch.Model(config, dtype=dtype, rngs=nnx.Rngs(0)))
-    arch.load_state(model, tensors)
+    place = sharded_placer(model, devices, getattr(arch, "SHARDING", None), stacklevel=stacklevel + 1)
+    if place is None:
+        arch.load_state(model, tensors)
+    else:
+        arch.load_state(model, tensors, place=place)
     unfilled = [
         ".".join(map(str, path))
         for path, variable in nnx.to_flat_state(nnx.state(model))
@@ -320,7 +337,9 @@ def _load_tokenizer(directory: Path):
         return None
 
 
-def load(name_or_path: str | os.PathLike, revision: str | None = None, dtype=jnp.float32):
+def load(
+    name_or_path: str | os.PathLike, revision: str | None = None, dtype=jnp.float32, devices=None
+):
     """Load a language model and its tokenizer: ``(model, tokenizer)``.
 
     name_or_path
@@ -334,13 +353,51 @@ def load(name_or_path: str | os.PathLike, revision: str | None = None, dtype=jnp
         ``jnp.float32`` or ``jnp.bfloat16``: parameters are cast on load and the
         forward pass runs in this dtype (softmax and LayerNorm statistics in
         float32).
+    devices
+        where the parameters go, for models too large for one device:
+
+        * ``None`` (default): the default device, whole;
+        * ``"auto"``: split over all local devices when the parameters exceed
+          80% of one device's free memory (``device.memory_stats()``), else as
+          None; backends without memory statistics (CPU) are never split;
+        * an int k (the first k of ``jax.devices()``), a list of jax devices,
+          or a ``jax.sharding.Mesh`` with an axis named ``"model"``: split over
+          those devices (the ``"model"`` axis; replicated over any other).
+
+        Splitting is tensor-parallel: every weight matrix is divided along
+        its head / MLP / hidden dimension (the architecture's ``SHARDING``
+        table), so each device holds about 1/n of it; norms and biases are
+        replicated. A matrix with no dimension divisible by n is replicated
+        with a warning; ValueError when none is. Each device receives its
+        slices straight from the host (``jax.device_put`` with a
+        ``NamedSharding``). ``hidden_states`` and ``jaxalign.features`` work
+        unchanged: ``jax.jit`` partitions the forward pass (GSPMD), and the
+        results equal the single-device ones up to float32 rounding.
 
     The tokenizer is transformers' ``AutoTokenizer`` for the same directory,
     or None (with a warning) when there is none. Raises FileNotFoundError for
     missing directories or files, ValueError for unsupported architectures or
     options and for checkpoints that do not fill the model exactly.
+
+    Examples
+    --------
+    Split a model over the first four devices (a list of devices or a
+    ``Mesh`` works the same way), then run it as usual:
+
+    >>> import jax, numpy as np
+    >>> from jax.sharding import Mesh
+    >>> from jaxalign import lm
+    >>> model, tok = lm.load("EleutherAI/pythia-1b", devices=4)  # doctest: +SKIP
+    >>> model.embed_in.embedding.get_value().sharding.spec  # doctest: +SKIP
+    PartitionSpec(None, 'model')
+    >>> mesh = Mesh(np.array(jax.devices()[:4]), ("model",))
+    >>> model, tok = lm.load("EleutherAI/pythia-1b", devices=mesh)  # doctest: +SKIP
+    >>> states = lm.hidden_states(model, tok("Hello world", return_tensors="np")["input_ids"])  # doctest: +SKIP
+    >>> model, tok = lm.load("EleutherAI/pythia-1b", devices="auto")  # doctest: +SKIP
     """
     dtype = _check_dtype(dtype)
+    if devices is not None and not (isinstance(devices, str) and devices == "auto"):
+        devices = model_mesh(devices)  # invalid devices fail before the checkpoint is read
     name = os.fspath(name_or_path)
     if name.lower().endswith(".gguf"):
         path = Path(name).expanduser()
@@ -350,10 +407,10 @@ def load(name_or_path: str | os.PathLike, revision: str | None = None, dtype=jnp
             warnings.warn(f"revision={revision!r} ignored for the GGUF file {path}", stacklevel=2)
         read_gguf = importlib.import_module("jaxalign.lm._gguf").read_gguf
         hf_config, tensors, tokenizer = read_gguf(path)
-        return build_model(hf_config, tensors, dtype), tokenizer
+        return _build(hf_config, tensors, dtype, devices, stacklevel=3), tokenizer
     directory = resolve(name, revision)
     hf_config, tensors = read_checkpoint(directory)
-    model = build_model(hf_config, tensors, dtype)
+    model = _build(hf_config, tensors, dtype, devices, stacklevel=3)
     return model, _load_tokenizer(directory)
 
 

@@ -2,7 +2,9 @@
 
 Modules are imported lazily, by path, so adding an architecture is one line
 here and one file next to this one. Each module provides ``Config`` (with
-``Config.from_hf``), ``Model`` and ``load_state`` (see ``jaxalign.lm``).
+``Config.from_hf`` and a ``max_length``), ``Model``, ``load_state`` (with a
+``place`` keyword, see ``jaxalign.lm._common.fill_params``) and ``SHARDING``
+(for ``load(devices=...)``, see ``jaxalign.lm._shard``).
 """
 
 from __future__ import annotations

@@ -63,6 +63,12 @@ class Config:
         check_activation(self.hidden_act)
 
     @property
+    def max_length(self) -> int:
+        """The longest sequence the model accepts, ``max_position_embeddings``
+        (the common name every architecture's Config gives its maximum length)."""
+        return self.max_position_embeddings
+
+    @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
@@ -253,6 +259,19 @@ def _forward(
     return jnp.concatenate([h0[None], per_layer], axis=0)
 
 
+# Tensor-parallel layout for ``load(devices=...)`` (see jaxalign.lm._shard):
+# attribute path -> the axis split over the devices, counted from the end (the
+# layers' leading axis does not count). Weights keep the Hugging Face
+# (out, in) layout: column-parallel q/k/v and intermediate weights split their
+# outputs (-2), row-parallel output weights their inputs (-1), embeddings
+# their hidden dimension. LayerNorms and biases are replicated.
+SHARDING = {
+    r"(word|position|token_type)_embeddings": -1,
+    r"layers\.(q|k|v|inter)_weight": -2,
+    r"layers\.(attn_out|out)_weight": -1,
+}
+
+
 # Documented, harmless extras: the position_ids / token_type_ids buffers, the
 # pooler (not implemented: hidden states do not depend on it) and the heads of
 # BertFor* checkpoints ("cls.*": masked-LM / next-sentence heads, not used).
@@ -283,7 +302,7 @@ def _normalise_name(name: str) -> str:
     return name
 
 
-def load_state(model: Model, tensors: Mapping[str, np.ndarray]) -> None:
+def load_state(model: Model, tensors: Mapping[str, np.ndarray], *, place=None) -> None:
     """Fill ``model`` in place from a Hugging Face BERT state dict.
 
     Name table (``i`` = layer; a leading ``bert.`` as in ``BertFor*``
@@ -312,4 +331,6 @@ def load_state(model: Model, tensors: Mapping[str, np.ndarray]) -> None:
     (``jaxalign.lm._common.fill_params``). ``model`` may be abstract
     (``nnx.eval_shape``).
     """
-    fill_params(model, tensors, state_table(model.config), rename=_normalise_name, ignore=_IGNORED)
+    fill_params(
+        model, tensors, state_table(model.config), rename=_normalise_name, ignore=_IGNORED, place=place
+    )

@@ -66,6 +66,12 @@ class Config:
             raise ValueError(f"n_embd ({self.n_embd}) is not divisible by n_head ({self.n_head})")
 
     @property
+    def max_length(self) -> int:
+        """The longest sequence the model accepts, ``n_positions`` (the
+        common name every architecture's Config gives its maximum length)."""
+        return self.n_positions
+
+    @property
     def mlp_dim(self) -> int:
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
 
@@ -92,6 +98,8 @@ class Config:
             "num_hidden_layers": "n_layer",
         }
         values = {aliases.get(k, k): v for k, v in hf_config.items()}
+        if "n_positions" not in values and "n_ctx" in values:  # old configs' spelling
+            values["n_positions"] = values["n_ctx"]
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in fields})
 
@@ -174,6 +182,24 @@ class Model(nnx.Module):
         return LMOutput(hidden, logits)
 
 
+# ------------------------------------------------------------------ sharding
+
+# Tensor-parallel layout for ``load(devices=...)`` (see jaxalign.lm._shard):
+# dotted parameter path -> the axis split over the devices, counted from the
+# end (the blocks' leading layer axis does not count). Kernels are (in, out):
+# column-parallel layers split outputs (-1), row-parallel ones inputs (-2),
+# embeddings their hidden dimension. Norms and biases are replicated.
+SHARDING = {
+    r"wte\.embedding": -1,
+    r"wpe\.embedding": -1,
+    r"h\.attn\.c_attn\.kernel": -1,
+    r"h\.mlp\.c_fc\.kernel": -1,
+    r"h\.attn\.c_proj\.kernel": -2,
+    r"h\.mlp\.c_proj\.kernel": -2,
+    r"lm_head\.kernel": -2,
+}
+
+
 # ------------------------------------------------------------------ loading
 
 # Buffers some GPT-2 checkpoints carry that are not weights: the causal mask
@@ -218,11 +244,11 @@ def name_table(config: Config) -> dict[str, Target]:
     return table
 
 
-def load_state(model: Model, tensors: dict) -> None:
+def load_state(model: Model, tensors: dict, *, place=None) -> None:
     """Fill ``model`` from Hugging Face GPT-2 tensors (see ``fill_params``).
 
     With tied embeddings an ``lm_head.weight`` in the checkpoint is the tied
     copy of ``wte.weight`` and is skipped.
     """
     ignored = IGNORED + ((r"lm_head\.weight",) if model.config.tie_word_embeddings else ())
-    fill_params(model, tensors, name_table(model.config), rename=_rename, ignore=ignored)
+    fill_params(model, tensors, name_table(model.config), rename=_rename, ignore=ignored, place=place)

@@ -36,6 +36,7 @@ from jaxalign.lm._common import (
     ACTIVATIONS,
     LMOutput,
     Target,
+    apply_rotary,
     attention_mask_4d,
     check_activation,
     dot_product_attention,
@@ -57,6 +58,7 @@ class Config:
     num_hidden_layers: int = 44
     num_attention_heads: int = 64
     intermediate_size: int = 24576
+    max_position_embeddings: int = 2048  # trained context (rotary: no table, no hard limit)
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-5
     use_parallel_residual: bool = True
@@ -72,6 +74,12 @@ class Config:
                 f"hidden_size ({self.hidden_size}) is not divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence the model was trained on (the common name
+        every architecture's Config gives its maximum length)."""
+        return self.max_position_embeddings
 
     @property
     def head_size(self) -> int:
@@ -90,8 +98,8 @@ class Config:
         transformers 5 ``rope_parameters`` dict. Missing keys take
         GPTNeoXConfig's defaults. Raises ValueError for RoPE scaling other
         than the default rope, an unknown activation or another model_type.
-        Dropouts, ``max_position_embeddings`` (rotary has no table) and cache
-        options are ignored.
+        ``max_position_embeddings`` (the trained context: rotary has no table)
+        is kept as ``max_length``; dropouts and cache options are ignored.
         """
         model_type = hf_config.get("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:
@@ -122,22 +130,6 @@ def rotary_cos_sin(positions: jax.Array, ndims: int, base: float) -> tuple[jax.A
     angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
-
-
-def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotate the first cos.shape[-1] dims of x (batch, seq, heads, head_size).
-
-    x_rot * cos + rotate_half(x_rot) * sin with rotate_half([a, b]) = [-b, a];
-    the remaining dims pass through. cos/sin are cast to x's dtype first, as
-    transformers does.
-    """
-    n = cos.shape[-1]
-    rot, rest = x[..., :n], x[..., n:]
-    cos = cos[None, :, None, :].astype(x.dtype)
-    sin = sin[None, :, None, :].astype(x.dtype)
-    a, b = rot[..., : n // 2], rot[..., n // 2 :]
-    rotated = rot * cos + jnp.concatenate([-b, a], axis=-1) * sin
-    return jnp.concatenate([rotated, rest], axis=-1)
 
 
 class Attention(nnx.Module):
@@ -220,6 +212,25 @@ class Model(nnx.Module):
         return LMOutput(hidden, logits)
 
 
+# ------------------------------------------------------------------ sharding
+
+# Tensor-parallel layout for ``load(devices=...)`` (see jaxalign.lm._shard):
+# dotted parameter path -> the axis split over the devices, counted from the
+# end (the blocks' leading layer axis does not count). Kernels are (in, out):
+# column-parallel layers split outputs (-1; the fused, head-interleaved
+# query_key_value keeps whole heads together when heads divide evenly),
+# row-parallel ones inputs (-2), the embedding its hidden dimension. Norms and
+# biases are replicated.
+SHARDING = {
+    r"embed_in\.embedding": -1,
+    r"layers\.attention\.query_key_value\.kernel": -1,
+    r"layers\.mlp\.dense_h_to_4h\.kernel": -1,
+    r"layers\.attention\.dense\.kernel": -2,
+    r"layers\.mlp\.dense_4h_to_h\.kernel": -2,
+    r"embed_out\.kernel": -2,
+}
+
+
 # ------------------------------------------------------------------ loading
 
 # Non-weight buffers found in GPT-NeoX checkpoints: the causal mask
@@ -270,11 +281,11 @@ def name_table(config: Config) -> dict[str, Target]:
     return table
 
 
-def load_state(model: Model, tensors: dict) -> None:
+def load_state(model: Model, tensors: dict, *, place=None) -> None:
     """Fill ``model`` from Hugging Face GPT-NeoX tensors (see ``fill_params``).
 
     With tied embeddings an LM head in the checkpoint is the tied copy of
     ``embed_in.weight`` and is skipped.
     """
     ignored = IGNORED + ((r"embed_out\.weight",) if model.config.tie_word_embeddings else ())
-    fill_params(model, tensors, name_table(model.config), rename=_rename, ignore=ignored)
+    fill_params(model, tensors, name_table(model.config), rename=_rename, ignore=ignored, place=place)

@@ -23,16 +23,18 @@ alone; with left padding the real tokens are shifted, as in transformers.
 embeddings, index ``i`` the output of decoder layer ``i`` and the last entry the
 output of the last layer *after* the final RMSNorm.
 
-The decoder layers are stored stacked (leading axis = layer) and run with
-``jax.lax.scan``, so a model compiles one layer whatever its depth.
+Like ``gpt2`` and ``gpt_neox``, the decoder layers are ``nnx`` modules
+stacked along a leading layer axis (``stacked_blocks``) and run with
+``nnx.scan``, so a model compiles one layer whatever its depth. Linear layers
+are ``nnx.Linear`` with Flax's (in, out) kernels: the Hugging Face
+``nn.Linear`` weights (out, in) are transposed on load.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
-from functools import partial
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -40,7 +42,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxalign.lm._common import LMOutput, Target, attention_mask_4d, fill_params
+from jaxalign.lm._common import (
+    LMOutput,
+    Target,
+    apply_rotary,
+    attention_mask_4d,
+    dot_product_attention,
+    fill_params,
+    stacked_blocks,
+    transpose,
+)
 
 __all__ = ["Config", "Model", "load_state", "state_table", "rope_inv_freq", "LMOutput"]
 
@@ -71,6 +82,7 @@ class Config:
     num_attention_heads: int
     num_key_value_heads: int
     head_dim: int
+    max_position_embeddings: int = 2048  # trained context (rotary: no table, no hard limit)
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     rope_type: str = "default"
@@ -100,6 +112,13 @@ class Config:
                 f"rope_freq_factors has {len(self.rope_freq_factors)} entries, expected "
                 f"head_dim // 2 = {self.head_dim // 2}"
             )
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence the model was trained on (the common name
+        every architecture's Config gives its maximum length): Hugging Face
+        ``max_position_embeddings``, a GGUF file's ``llama.context_length``."""
+        return self.max_position_embeddings
 
     @classmethod
     def from_hf(cls, hf_config: Mapping[str, Any]) -> Config:
@@ -169,6 +188,7 @@ class Config:
             num_attention_heads=heads,
             num_key_value_heads=kv_heads,
             head_dim=head_dim,
+            max_position_embeddings=max_pos,
             rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
             rope_theta=theta,
             rope_type=rope_type,
@@ -203,83 +223,110 @@ def rope_inv_freq(config: Config) -> np.ndarray:
 
 # --------------------------------------------------------------------------- model
 
-# Stacked decoder-layer parameters: attribute -> (HF name inside layer i, shape).
-# All matrices keep the Hugging Face (out_features, in_features) layout.
-def _layer_shapes(c: Config) -> dict[str, tuple[str, tuple[int, ...]]]:
-    d, hd, f = c.hidden_size, c.head_dim, c.intermediate_size
-    q, kv = c.num_attention_heads * hd, c.num_key_value_heads * hd
-    shapes = {
-        "input_layernorm": ("input_layernorm.weight", (d,)),
-        "q_proj": ("self_attn.q_proj.weight", (q, d)),
-        "k_proj": ("self_attn.k_proj.weight", (kv, d)),
-        "v_proj": ("self_attn.v_proj.weight", (kv, d)),
-        "o_proj": ("self_attn.o_proj.weight", (d, q)),
-        "post_attention_layernorm": ("post_attention_layernorm.weight", (d,)),
-        "gate_proj": ("mlp.gate_proj.weight", (f, d)),
-        "up_proj": ("mlp.up_proj.weight", (f, d)),
-        "down_proj": ("mlp.down_proj.weight", (d, f)),
-    }
-    if c.attention_bias:
-        shapes |= {
-            "q_bias": ("self_attn.q_proj.bias", (q,)),
-            "k_bias": ("self_attn.k_proj.bias", (kv,)),
-            "v_bias": ("self_attn.v_proj.bias", (kv,)),
-            "o_bias": ("self_attn.o_proj.bias", (d,)),
-        }
-    if c.mlp_bias:
-        shapes |= {
-            "gate_bias": ("mlp.gate_proj.bias", (f,)),
-            "up_bias": ("mlp.up_proj.bias", (f,)),
-            "down_bias": ("mlp.down_proj.bias", (d,)),
-        }
-    return shapes
+_init = nnx.initializers.normal(0.02)
 
 
-class DecoderLayers(nnx.Module):
-    """All decoder layers, each parameter stacked along a leading layer axis."""
+def rotary_cos_sin(config: Config, seq: int) -> tuple[jax.Array, jax.Array]:
+    """cos, sin (seq, head_dim), float32, of positions ``0 .. seq-1`` times
+    :func:`rope_inv_freq`, every frequency repeated twice (rotate-half layout)."""
+    inv_freq = jnp.asarray(rope_inv_freq(config))
+    freqs = jnp.arange(seq, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    angles = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+class RMSNorm(nnx.Module):
+    """transformers' ``LlamaRMSNorm``: statistics in float32, the normalised
+    values cast back to the input dtype, then times ``scale`` (HF ``weight``)."""
+
+    def __init__(self, dim: int, eps: float, *, dtype: Any):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((dim,), dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        var = jnp.mean(x32 * x32, axis=-1, keepdims=True)
+        return self.scale[...] * (x32 * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
+
+
+def _linear(n_in: int, n_out: int, bias: bool, *, dtype: Any, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(
+        n_in, n_out, use_bias=bias, dtype=dtype, param_dtype=dtype, kernel_init=_init, rngs=rngs
+    )
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention with rotary queries and keys."""
 
     def __init__(self, config: Config, *, dtype: Any, rngs: nnx.Rngs):
-        n = config.num_hidden_layers
-        for attr, (_, shape) in _layer_shapes(config).items():
-            full = (n, *shape)
-            if attr.endswith("layernorm"):
-                value = jnp.ones(full, dtype)
-            elif attr.endswith("bias"):
-                value = jnp.zeros(full, dtype)
-            else:
-                value = 0.02 * jax.random.normal(rngs.params(), full, dtype)
-            setattr(self, attr, nnx.Param(value))
+        c = config
+        d, hd, bias = c.hidden_size, c.head_dim, c.attention_bias
+        self.heads, self.kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, hd
+        self.q_proj = _linear(d, self.heads * hd, bias, dtype=dtype, rngs=rngs)
+        self.k_proj = _linear(d, self.kv_heads * hd, bias, dtype=dtype, rngs=rngs)
+        self.v_proj = _linear(d, self.kv_heads * hd, bias, dtype=dtype, rngs=rngs)
+        self.o_proj = _linear(self.heads * hd, d, bias, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, mask, cos, sin):
+        b, s, _ = x.shape
+        hd = self.head_dim
+        q = self.q_proj(x).reshape(b, s, self.heads, hd)
+        k = self.k_proj(x).reshape(b, s, self.kv_heads, hd)
+        v = self.v_proj(x).reshape(b, s, self.kv_heads, hd)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        out = dot_product_attention(q, k, v, mask, hd**-0.5)
+        return self.o_proj(out.reshape(b, s, self.heads * hd))
+
+
+class MLP(nnx.Module):
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, config: Config, *, dtype: Any, rngs: nnx.Rngs):
+        d, f, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = _linear(d, f, bias, dtype=dtype, rngs=rngs)
+        self.up_proj = _linear(d, f, bias, dtype=dtype, rngs=rngs)
+        self.down_proj = _linear(f, d, bias, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+    """One decoder layer: ``h = x + attn(norm(x))``, then ``h + mlp(norm(h))``."""
+
+    def __init__(self, config: Config, *, dtype: Any, rngs: nnx.Rngs):
+        eps = config.rms_norm_eps
+        self.input_layernorm = RMSNorm(config.hidden_size, eps, dtype=dtype)
+        self.self_attn = Attention(config, dtype=dtype, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps, dtype=dtype)
+        self.mlp = MLP(config, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, mask, cos, sin):
+        h = x + self.self_attn(self.input_layernorm(x), mask, cos, sin)
+        return h + self.mlp(self.post_attention_layernorm(h))
 
 
 class Model(nnx.Module):
     """Llama causal LM. ``Model(config, dtype=jnp.float32, rngs=nnx.Rngs(0))``.
 
-    Parameters are randomly initialised (normal, std 0.02; norms one, biases
-    zero) in ``dtype``, which is also the compute dtype (RMSNorm and softmax run
-    in float32). ``rngs`` defaults to ``nnx.Rngs(0)``. Fill real weights with
+    ``layers`` holds the decoder layers stacked on axis 0. Parameters are
+    randomly initialised (normal, std 0.02; norms one, biases zero) in
+    ``dtype``, which is also the compute dtype (RMSNorm and softmax run in
+    float32). ``rngs`` defaults to ``nnx.Rngs(0)``. Fill real weights with
     :func:`load_state`.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        *,
-        dtype: Any = jnp.float32,
-        rngs: nnx.Rngs | None = None,
-    ):
-        if rngs is None:
-            rngs = nnx.Rngs(0)
+    def __init__(self, config: Config, *, dtype: Any = jnp.float32, rngs: nnx.Rngs | None = None):
+        rngs = nnx.Rngs(0) if rngs is None else rngs
         self.config = config
-        self.dtype = jnp.dtype(dtype)
         d, v = config.hidden_size, config.vocab_size
-        self.embed_tokens = nnx.Param(0.02 * jax.random.normal(rngs.params(), (v, d), self.dtype))
-        self.layers = DecoderLayers(config, dtype=self.dtype, rngs=rngs)
-        self.norm = nnx.Param(jnp.ones((d,), self.dtype))
-        self.lm_head = (
-            None
-            if config.tie_word_embeddings
-            else nnx.Param(0.02 * jax.random.normal(rngs.params(), (v, d), self.dtype))
+        self.embed_tokens = nnx.Embed(v, d, dtype=dtype, param_dtype=dtype, embedding_init=_init, rngs=rngs)
+        self.layers = stacked_blocks(
+            lambda r: Block(config, dtype=dtype, rngs=r), config.num_hidden_layers, rngs
         )
+        self.norm = RMSNorm(d, config.rms_norm_eps, dtype=dtype)
+        if not config.tie_word_embeddings:
+            self.lm_head = _linear(d, v, False, dtype=dtype, rngs=rngs)
 
     def __call__(self, input_ids: Any, attention_mask: Any = None) -> LMOutput:
         """Run the model on ``input_ids`` (batch, seq) of token ids.
@@ -289,94 +336,47 @@ class Model(nnx.Module):
         hidden_states (n_layers + 1, batch, seq, hidden) and logits
         (batch, seq, vocab), both in the model dtype.
         """
+        cfg = self.config
         ids = jnp.asarray(input_ids)
         if ids.ndim != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {ids.shape}")
-        if attention_mask is None:
-            mask = jnp.ones(ids.shape, jnp.bool_)
-        else:
-            mask = jnp.asarray(attention_mask)
-            if mask.shape != ids.shape:
-                raise ValueError(
-                    f"attention_mask shape {mask.shape} differs from input_ids shape {ids.shape}"
-                )
-            mask = mask.astype(jnp.bool_)
-        params = {
-            "embed_tokens": self.embed_tokens.get_value(),
-            "norm": self.norm.get_value(),
-            "lm_head": None if self.lm_head is None else self.lm_head.get_value(),
-            "layers": {
-                attr: getattr(self.layers, attr).get_value() for attr in _layer_shapes(self.config)
-            },
-        }
-        inv_freq = jnp.asarray(rope_inv_freq(self.config))
-        hidden, logits = _forward(params, inv_freq, ids.astype(jnp.int32), mask, config=self.config)
+        if attention_mask is not None and jnp.shape(attention_mask) != ids.shape:
+            raise ValueError(
+                f"attention_mask shape {jnp.shape(attention_mask)} differs from input_ids shape {ids.shape}"
+            )
+        seq = ids.shape[1]
+        x = self.embed_tokens(ids)
+        mask = attention_mask_4d(attention_mask, seq)
+        cos, sin = rotary_cos_sin(cfg, seq)
+
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
+        def run(h, block):
+            h = block(h, mask, cos, sin)
+            return h, h
+
+        out, per_block = run(x, self.layers)
+        final = self.norm(out)
+        hidden = jnp.concatenate([x[None], per_block[:-1], final[None]], axis=0)
+        logits = self.embed_tokens.attend(final) if cfg.tie_word_embeddings else self.lm_head(final)
         return LMOutput(hidden_states=hidden, logits=logits)
 
 
-def _rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    var = jnp.mean(x32 * x32, axis=-1, keepdims=True)
-    return weight * (x32 * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+# --------------------------------------------------------------------------- sharding
 
-
-def _linear(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
-    y = jnp.einsum("...i,oi->...o", x, w)
-    return y if b is None else y + b
-
-
-def _rotate(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    half = x.shape[-1] // 2
-    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos + rotated * sin
-
-
-@partial(jax.jit, static_argnames=("config",))
-def _forward(
-    params: dict, inv_freq: jax.Array, ids: jax.Array, mask: jax.Array, *, config: Config
-) -> tuple[jax.Array, jax.Array]:
-    c = config
-    batch, seq = ids.shape
-    heads, kv_heads, hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-    groups = heads // kv_heads
-    h0 = params["embed_tokens"][ids]
-    dtype = h0.dtype
-
-    positions = jnp.arange(seq, dtype=jnp.float32)
-    freqs = positions[:, None] * inv_freq[None, :]
-    emb = jnp.concatenate([freqs, freqs], axis=-1)  # (seq, hd)
-    cos = jnp.cos(emb).astype(dtype)[None, :, None, :]
-    sin = jnp.sin(emb).astype(dtype)[None, :, None, :]
-
-    # (batch, 1, query, key) -> (batch, 1, 1, query, key): over kv heads and groups
-    allowed = attention_mask_4d(mask, seq, causal=True)[:, :, None]
-    scale = hd**-0.5
-    neg = jnp.finfo(jnp.float32).min
-
-    def layer(h: jax.Array, p: dict) -> tuple[jax.Array, jax.Array]:
-        x = _rms_norm(h, p["input_layernorm"], c.rms_norm_eps)
-        q = _linear(x, p["q_proj"], p.get("q_bias")).reshape(batch, seq, heads, hd)
-        k = _linear(x, p["k_proj"], p.get("k_bias")).reshape(batch, seq, kv_heads, hd)
-        v = _linear(x, p["v_proj"], p.get("v_bias")).reshape(batch, seq, kv_heads, hd)
-        q = _rotate(q, cos, sin).reshape(batch, seq, kv_heads, groups, hd)
-        k = _rotate(k, cos, sin)
-        scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32) * scale
-        scores = jnp.where(allowed, scores, neg)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        attn = jnp.einsum("bkgqs,bskd->bqkgd", probs, v).reshape(batch, seq, heads * hd)
-        h = h + _linear(attn, p["o_proj"], p.get("o_bias"))
-        x = _rms_norm(h, p["post_attention_layernorm"], c.rms_norm_eps)
-        gate = _linear(x, p["gate_proj"], p.get("gate_bias"))
-        up = _linear(x, p["up_proj"], p.get("up_bias"))
-        h = h + _linear(jax.nn.silu(gate) * up, p["down_proj"], p.get("down_bias"))
-        return h, h
-
-    h_last, per_layer = jax.lax.scan(layer, h0, params["layers"])
-    final = _rms_norm(h_last, params["norm"], c.rms_norm_eps)
-    hidden = jnp.concatenate([h0[None], per_layer[:-1], final[None]], axis=0)
-    head = params["embed_tokens"] if params["lm_head"] is None else params["lm_head"]
-    logits = jnp.einsum("bsd,vd->bsv", final, head)
-    return hidden, logits
+# Tensor-parallel layout for ``load(devices=...)`` (see jaxalign.lm._shard):
+# dotted parameter path -> the axis split over the devices, counted from the
+# end (the layers' leading axis does not count). Kernels are (in, out):
+# column-parallel q/k/v, gate and up projections split outputs (heads, MLP
+# units), row-parallel o and down projections and the LM head their inputs,
+# the embedding its hidden dimension. Norms and biases are replicated.
+SHARDING = {
+    r"embed_tokens\.embedding": -1,
+    r"layers\.self_attn\.[qkv]_proj\.kernel": -1,
+    r"layers\.mlp\.(gate|up)_proj\.kernel": -1,
+    r"layers\.self_attn\.o_proj\.kernel": -2,
+    r"layers\.mlp\.down_proj\.kernel": -2,
+    r"lm_head\.kernel": -2,
+}
 
 
 # --------------------------------------------------------------------------- loading
@@ -387,36 +387,48 @@ _IGNORED = (r".*rotary_emb\.inv_freq",)
 
 
 def state_table(config: Config) -> dict[str, Target]:
-    """Hugging Face tensor name -> parameter (path in ``nnx.state``, layer)."""
+    """Hugging Face tensor name -> parameter (path in ``nnx.state``, layer, transform)."""
     table = {
-        "model.embed_tokens.weight": Target(("embed_tokens",)),
-        "model.norm.weight": Target(("norm",)),
+        "model.embed_tokens.weight": Target(("embed_tokens", "embedding")),
+        "model.norm.weight": Target(("norm", "scale")),
     }
     if not config.tie_word_embeddings:
-        table["lm_head.weight"] = Target(("lm_head",))
+        table["lm_head.weight"] = Target(("lm_head", "kernel"), transform=transpose)
+    per_block = {"input_layernorm.weight": (("input_layernorm", "scale"), None),
+                 "post_attention_layernorm.weight": (("post_attention_layernorm", "scale"), None)}
+    linears = [("self_attn", n, config.attention_bias) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    linears += [("mlp", n, config.mlp_bias) for n in ("gate_proj", "up_proj", "down_proj")]
+    for module, name, bias in linears:
+        per_block[f"{module}.{name}.weight"] = ((module, name, "kernel"), transpose)
+        if bias:
+            per_block[f"{module}.{name}.bias"] = ((module, name, "bias"), None)
     for i in range(config.num_hidden_layers):
-        for attr, (hf, _) in _layer_shapes(config).items():
-            table[f"model.layers.{i}.{hf}"] = Target(("layers", attr), i)
+        for hf, (path, fn) in per_block.items():
+            table[f"model.layers.{i}.{hf}"] = Target(("layers", *path), layer=i, transform=fn)
     return table
 
 
-def load_state(model: Model, tensors: Mapping[str, np.ndarray]) -> None:
+def load_state(
+    model: Model,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    place: Callable[[tuple[str, ...], np.ndarray], jax.Array] | None = None,
+) -> None:
     """Fill ``model`` in place from a Hugging Face Llama state dict.
 
-    Name table (:func:`state_table`; ``i`` = layer; matrices keep the
-    Hugging Face (out, in) layout, no transposes):
+    Name table (:func:`state_table`; ``i`` = layer; ``nn.Linear`` weights
+    (out, in) are transposed to Flax kernels (in, out)):
 
-    * ``model.embed_tokens.weight`` -> ``embed_tokens``
-    * ``model.norm.weight`` -> ``norm``
-    * ``lm_head.weight`` -> ``lm_head`` (untied configs only)
-    * ``model.layers.{i}.input_layernorm.weight`` -> ``layers.input_layernorm[i]``
-    * ``model.layers.{i}.self_attn.{q,k,v,o}_proj.weight`` -> ``layers.{q,k,v,o}_proj[i]``
-    * ``model.layers.{i}.self_attn.{q,k,v,o}_proj.bias`` -> ``layers.{q,k,v,o}_bias[i]``
-      (``attention_bias``)
-    * ``model.layers.{i}.post_attention_layernorm.weight`` -> ``layers.post_attention_layernorm[i]``
-    * ``model.layers.{i}.mlp.{gate,up,down}_proj.weight`` -> ``layers.{gate,up,down}_proj[i]``
-    * ``model.layers.{i}.mlp.{gate,up,down}_proj.bias`` -> ``layers.{gate,up,down}_bias[i]``
-      (``mlp_bias``)
+    * ``model.embed_tokens.weight`` -> ``embed_tokens.embedding``
+    * ``model.norm.weight`` -> ``norm.scale``
+    * ``lm_head.weight`` -> ``lm_head.kernel`` (untied configs only)
+    * ``model.layers.{i}.input_layernorm.weight`` -> ``layers.input_layernorm.scale[i]``
+    * ``model.layers.{i}.self_attn.{q,k,v,o}_proj.{weight,bias}`` ->
+      ``layers.self_attn.{q,k,v,o}_proj.{kernel,bias}[i]`` (biases with ``attention_bias``)
+    * ``model.layers.{i}.post_attention_layernorm.weight`` ->
+      ``layers.post_attention_layernorm.scale[i]``
+    * ``model.layers.{i}.mlp.{gate,up,down}_proj.{weight,bias}`` ->
+      ``layers.mlp.{gate,up,down}_proj.{kernel,bias}[i]`` (biases with ``mlp_bias``)
 
     A checkpoint of the bare ``LlamaModel`` (names without the ``model.``
     prefix) is accepted too. Ignored: ``*rotary_emb.inv_freq`` buffers (rebuilt
@@ -424,8 +436,8 @@ def load_state(model: Model, tensors: Mapping[str, np.ndarray]) -> None:
     only if it equals the embeddings (transformers would silently replace it).
     Raises ``ValueError`` listing every unmapped checkpoint tensor, every
     parameter left unfilled and every shape mismatch; the model is left
-    untouched in that case (``jaxalign.lm._common.fill_params``). ``model`` may
-    be abstract (``nnx.eval_shape``).
+    untouched in that case (``jaxalign.lm._common.fill_params``, which also
+    documents ``place``). ``model`` may be abstract (``nnx.eval_shape``).
     """
     c = model.config
     tensors = dict(tensors)
@@ -442,4 +454,4 @@ def load_state(model: Model, tensors: Mapping[str, np.ndarray]) -> None:
     def rename(name: str) -> str:
         return f"model.{name}" if bare and name != "lm_head.weight" else name
 
-    fill_params(model, tensors, state_table(c), rename=rename, ignore=_IGNORED)
+    fill_params(model, tensors, state_table(c), rename=rename, ignore=_IGNORED, place=place)
