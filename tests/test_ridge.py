@@ -455,6 +455,53 @@ def test_nested_cv_heldout_predictions():
     assert lay.fold_scores.shape == (2, 3, 12) and lay.best_alphas.shape == (2, 3, 12)
 
 
+
+def _z(a):
+    a = np.asarray(a, np.float64)
+    return (a - a.mean(0)) / a.std(0)
+
+
+@pytest.mark.parametrize("how", ["separate", "train"])
+def test_nested_cv_standardize_matches_manual_loop(how):
+    rng = np.random.default_rng(31)
+    X, Y = planted(rng, 150, 12, 9)
+    X = X * rng.uniform(0.5, 3, 12) + rng.standard_normal(12) * 4  # offsets and scales
+    Y = Y + np.linspace(0, 3, 150)[:, None]  # a drift
+    outer = ContiguousKFold(3, gap=2)
+    res = nested_cv(X, Y, ALPHAS, outer, 4, standardize=how)
+    y_all = np.empty_like(Y)
+    for k, (tr, te) in enumerate(outer.split(150)):
+        mx, sx, my, sy = X[tr].mean(0), X[tr].std(0), Y[tr].mean(0), Y[tr].std(0)
+        if how == "separate":
+            Xte, Yte = _z(X[te]), _z(Y[te])
+        else:
+            Xte, Yte = (X[te] - mx) / sx, (Y[te] - my) / sy
+        inner = RidgeCV(alphas=ALPHAS, cv=4).fit(_z(X[tr]), _z(Y[tr]))
+        np.testing.assert_allclose(res.best_alphas[k], inner.best_alphas_)
+        np.testing.assert_allclose(res.predictions[te], inner.predict(Xte), atol=1e-4)
+        np.testing.assert_allclose(res.fold_scores[k], score64("pearson", Yte, inner.predict(Xte)), atol=1e-5)
+        y_all[te] = Yte
+    np.testing.assert_allclose(res.scores, score64("pearson", y_all, res.predictions), atol=1e-5)
+    with pytest.raises(ValueError, match="standardize"):
+        nested_cv(X, Y, ALPHAS, outer, 4, standardize="global")
+
+
+def test_nested_cv_standardize_removes_fold_offset_leak():
+    # Pure-noise features against slowly drifting targets: nothing to predict.
+    # Z-scored once over all samples, each test fold's target mean is minus the
+    # training set's and the intercept-free predictions carry an offset that
+    # tracks it, so the concatenated held-out r comes out clearly positive.
+    rng = np.random.default_rng(1)
+    n, T = 300, 40
+    Y = _z(np.cumsum(rng.standard_normal((n, T)), 0))
+    X = _z(rng.standard_normal((n, 400)))
+    outer = ContiguousKFold(5, gap=5)
+    leaky = nested_cv(X, Y, ALPHAS, outer, 4)
+    clean = nested_cv(X, Y, ALPHAS, outer, 4, standardize="separate")
+    assert leaky.scores.mean() > 0.15  # the artefact (0.27 with this seed)
+    assert abs(clean.scores.mean()) < 0.05
+    assert abs(clean.fold_scores.mean()) < 0.05 and abs(leaky.fold_scores.mean()) < 0.05
+
 def test_flop_count_is_consistent():
     splits = list(ContiguousKFold(5).split(3000))
     f = ridge_cv_flops(3000, 768, 20000, 11, splits)
