@@ -23,3 +23,14 @@ def test_cli_help(capsys):
     assert "demo" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
+
+
+def test_bare_command_runs_alice_quick_defaults(monkeypatch):
+    import jaxalign.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_alice", lambda args: seen.update(vars(args)) or 0)
+    assert cli.main([]) == 0
+    assert seen["command"] is None or seen["command"] == "alice"
+    assert seen["layers"] == "0,10,20,30" and seen["out"] == "out/alice" and not seen["synthetic"]
+    assert seen["confounds"] == "sndpwr,motion" and seen["permutations"] == 10000
