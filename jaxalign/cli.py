@@ -129,6 +129,10 @@ def main(argv=None) -> int:
     al.add_argument("--seed", type=int, default=0)
     al.set_defaults(func=_alice)
     args = parser.parse_args(argv)
+    import warnings
+
+    # one clean line per warning on the command line (no source-line echo)
+    warnings.formatwarning = lambda message, category, *a, **k: f"{category.__name__}: {message}\n"
     if args.command is None:
         args = parser.parse_args(["alice"] + list(sys.argv[1:] if argv is None else argv))
     return args.func(args)
