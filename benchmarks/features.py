@@ -9,14 +9,16 @@ methods do the same work in one process on the same weights:
 
 jaxalign           ``jaxalign.features.word_features(model, tok, words,
                    context="tokens", context_size=N)``: the first call
-                   (with JIT compilation) and a warm second call.
+                   (with JIT compilation), then ``--repeats`` warm calls.
 torch              transformers' PyTorch base model (no LM head: jaxalign's
                    compiled function drops the unused head too) on the same
                    windows, batched the same way (sorted by length, right
                    padding, attention mask, ``output_hidden_states=True``,
                    ``torch.inference_mode``), pooled by indexing. Windows that
                    share a start share a pass, as in jaxalign. Warmed up on one
-                   batch first.
+                   batch first. Warm runs alternate jaxalign / torch
+                   ``--repeats`` times (default 3); the median is reported, with
+                   the min-max range.
 
 Models:
 
@@ -150,7 +152,7 @@ def run_torch(ref, tok, words, context_size, batch_size):
     return out
 
 
-def bench_model(name, model, tok, ref, words, context_size, batch_size):
+def bench_model(name, model, tok, ref, words, context_size, batch_size, repeats=3):
     from jaxalign.features import align_words, word_features
 
     align = align_words(tok, words)
@@ -165,20 +167,30 @@ def bench_model(name, model, tok, ref, words, context_size, batch_size):
 
     rows = []
     results = {}
-    for method, fn in (
-        ("jaxalign (1st call)", jax_call),
-        ("jaxalign", jax_call),
-    ):
-        m = H.measure(fn)
-        results[method] = m.result
-        rows.append(dict(model=name, method=method, seconds=m.seconds, peak=m.peak_mib,
-                         other=m.other_cores))
-        log(f"  {method}: {m.seconds:.2f} s")
+    m = H.measure(jax_call)  # includes JIT compilation
+    results["jaxalign (1st call)"] = m.result
+    rows.append(dict(model=name, method="jaxalign (1st call)", seconds=m.seconds, peak=m.peak_mib,
+                     other=m.other_cores))
+    log(f"  jaxalign (1st call): {m.seconds:.2f} s")
     run_torch(ref, tok, words[:8], context_size, batch_size)  # warm-up
-    m = H.measure(lambda: run_torch(ref, tok, words, context_size, batch_size))
-    results["torch"] = m.result
-    rows.append(dict(model=name, method="torch", seconds=m.seconds, peak=m.peak_mib, other=m.other_cores))
-    log(f"  torch: {m.seconds:.2f} s")
+
+    def torch_call():
+        return run_torch(ref, tok, words, context_size, batch_size)
+
+    # warm runs alternate between the two methods (drifts in machine speed hit
+    # both alike); each reports the median of its repeats
+    runs = {"jaxalign": [], "torch": []}
+    for rep in range(repeats):
+        for method, fn in (("jaxalign", jax_call), ("torch", torch_call)):
+            m = H.measure(fn)
+            results[method] = m.result
+            runs[method].append(m)
+            log(f"  {method} (run {rep + 1}/{repeats}): {m.seconds:.2f} s")
+    for method in ("jaxalign", "torch"):
+        ms = runs[method]
+        rows.append(dict(model=name, method=method, seconds=float(np.median([x.seconds for x in ms])),
+                         spread=f"{min(x.seconds for x in ms):.2f}-{max(x.seconds for x in ms):.2f}",
+                         peak=max(x.peak_mib for x in ms), other=max(x.other_cores for x in ms)))
 
     torch_time = rows[-1]["seconds"]
     scale = float(np.abs(results["torch"]).max())
@@ -202,6 +214,8 @@ def parse_args(argv=None):
     ap.add_argument("--batch-size", type=int, default=32, help="windows per forward pass, both methods")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
     ap.add_argument("--words-file", default=WORDS_FILE)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="warm runs per method, alternating; the median is reported (default 3)")
     ap.add_argument("--output-json", default=None)
     return ap.parse_args(argv)
 
@@ -222,14 +236,15 @@ def main(argv=None):
             else:
                 raise SystemExit(f"unknown model {name!r}; choose from {MODELS}")
             log(f"{name}: loaded in {time.perf_counter() - t0:.1f} s")
-            rows += bench_model(name, model, tok, ref, words, args.context_size, args.batch_size)
+            rows += bench_model(name, model, tok, ref, words, args.context_size, args.batch_size,
+                                args.repeats)
             del model, ref
     print(f"\nAll-layer word features, last token, context = previous {args.context_size} tokens, "
           f"batch {args.batch_size}; {info['cpu_model']}, {info['usable_cores']} cores, "
           f"jax {info['versions']['jax']}, torch {info['versions']['torch']}\n")
     H.print_table(rows, [
         ("model", "model"), ("method", "method"), ("words", "words"), ("tokens", "tokens"),
-        ("seconds", "s", ".2f"), ("words_s", "words/s", ".1f"), ("tokens_s", "tokens/s", ".0f"),
+        ("seconds", "s", ".2f"), ("spread", "min-max s"), ("words_s", "words/s", ".1f"), ("tokens_s", "tokens/s", ".0f"),
         ("vs_torch", "x torch", ".2f"), ("peak", "peak MiB", ".0f"),
         ("rel_diff", "max rel diff", ".1e"), ("other", "other cores busy", ".1f"),
     ])

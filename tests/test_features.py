@@ -437,3 +437,16 @@ def test_bad_inputs(gpt2, minilm):
     # a zero-width space is deleted by BERT's normaliser: no token
     with pytest.raises(ValueError, match=r"map to no token.*1: '\\u200b'"):
         word_features(bert, wordpiece, ["hello", "\u200b", "world"])
+
+
+def test_round_rows_few_shapes_little_padding():
+    from jaxalign.features._extract import _round_rows
+
+    out = [_round_rows(n) for n in range(1, 1025)]
+    assert all(r >= n for n, r in zip(range(1, 1025), out))
+    assert all((r - n) / r < 0.25 for n, r in zip(range(5, 1025), out[4:]))  # under 25% padding
+    allowed = {m << k for m in (4, 5, 6, 7) for k in range(9)} | {1, 2, 3}
+    assert set(out) <= allowed
+    for k in range(2, 9):  # at most 4 row counts per octave (2^k, 2^(k+1)]
+        assert len({r for r in out if 2**k < r <= 2 ** (k + 1)}) <= 4
+    assert _round_rows(25) == 28 and _round_rows(57) == 64 and _round_rows(9) == 10

@@ -130,6 +130,35 @@ def test_matches_transformers_with_padding(case):
     assert np.isfinite(hidden).all() and np.isfinite(np.asarray(out.logits)).all()
 
 
+def test_mlp_in_row_blocks_matches_transformers(case, monkeypatch):
+    # 2 x 9 rows through the MLP in blocks of 4 (lax.map, last block padded)
+    monkeypatch.setattr("jaxalign.lm._common.ROW_CHUNK", 4)
+    name, torch_model, model, _ = case
+    ref_hidden, _ = reference(torch_model, IDS, MASK)
+    hidden = np.asarray(model(jnp.asarray(IDS), jnp.asarray(MASK)).hidden_states)
+    real = MASK.astype(bool)
+    for layer in range(hidden.shape[0]):
+        np.testing.assert_allclose(hidden[layer][real], ref_hidden[layer][real], atol=1e-4, rtol=1e-4,
+                                   err_msg=f"{name} hidden state {layer}")
+
+
+def test_in_row_chunks_equals_whole():
+    from jaxalign.lm._common import in_row_chunks
+
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((3, 7, 6)), jnp.float32)
+    w1 = jnp.asarray(rng.standard_normal((6, 10)), jnp.float32)
+    w2 = jnp.asarray(rng.standard_normal((10, 4)), jnp.float32)
+
+    def fn(r):
+        return jnp.tanh(r @ w1) @ w2
+
+    whole = np.asarray(fn(x))
+    for rows in (1, 4, 5, 21, 64, 0):
+        np.testing.assert_allclose(np.asarray(in_row_chunks(fn, x, rows)), whole, rtol=1e-6, atol=1e-6)
+    assert in_row_chunks(fn, x, 4).shape == (3, 7, 4)
+
+
 def test_matches_transformers_without_mask(case):
     _, torch_model, model, _ = case
     ref_hidden, ref_logits = reference(torch_model, IDS, None)

@@ -98,8 +98,11 @@ LLAMA_CASES = {
 }
 
 
+@pytest.mark.parametrize("row_chunk", [None, 3], ids=["mlp-whole", "mlp-in-3-row-blocks"])
 @pytest.mark.parametrize("case", list(LLAMA_CASES))
-def test_llama_matches_transformers(case, tmp_path):
+def test_llama_matches_transformers(case, row_chunk, tmp_path, monkeypatch):
+    if row_chunk is not None:  # 2 x 7 rows in blocks of 3: lax.map path with padding
+        monkeypatch.setattr("jaxalign.lm._common.ROW_CHUNK", row_chunk)
     hf_cfg = transformers.LlamaConfig(**(LLAMA_BASE | LLAMA_CASES[case]))
     torch.manual_seed(0)
     ref_model = transformers.LlamaForCausalLM(hf_cfg).eval()

@@ -46,8 +46,8 @@ Batching
 Windows are right-padded (the attention mask hides the padding and real
 tokens keep positions ``0..n-1``), sequence lengths bucketed to powers of two
 (at least 16; multiples of 256 above 512; never above the longest window) and
-the last batch of each length padded to a few row counts (powers of two and
-1.5 times them), so a whole story compiles a handful of shapes. Pooling happens inside the jitted function, so only the
+the last batch of each length padded to a few row counts (4, 5, 6 or 7 times
+a power of two), so a whole story compiles a handful of shapes. Pooling happens inside the jitted function, so only the
 pooled (layers, words, dim) vectors leave the device.
 """
 
@@ -229,9 +229,18 @@ def bucket_length(n: int, max_length: int) -> int:
 
 
 def _round_rows(n: int) -> int:
-    """Smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (2^k or 3 * 2^k) >= n."""
-    p = _next_pow2(n)
-    return 3 * p // 4 if p >= 4 and 3 * p // 4 >= n else p
+    """Smallest of 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ... >= n.
+
+    That is 4, 5, 6 or 7 times a power of two: at most 4 row counts per
+    octave (few compiled shapes), and a last batch padded by less than 25%
+    (25 windows run as 28 rows, not 32: the padded rows cost as much as real
+    ones).
+    """
+    n = int(n)
+    if n <= 4:
+        return max(1, n)
+    step = _next_pow2(n) // 8  # n in (4 step, 8 step]
+    return -(-n // step) * step
 
 
 def _auto_batch(length: int, budget: int = TOKENS_PER_BATCH) -> int:
@@ -250,8 +259,9 @@ def make_batches(
     text order within a length); each batch holds windows of one padded length, at most
     ``batch_size`` of them (auto: about ``budget`` tokens), and its row count
     is full but for the last one, whose rows are padded with dummy rows to
-    the next power of two or 1.5 times a power of two (at most the batch
-    size): little padding, and at most two compiled shapes per length.
+    the next of 4, 5, 6 or 7 times a power of two (at most the batch size;
+    ``_round_rows``): under 25% padding, and at most two compiled shapes per
+    length.
     """
     lengths = np.asarray(lengths)
     cap = min(int(max_length), int(lengths.max()))  # no window is longer: pad no further

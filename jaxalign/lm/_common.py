@@ -9,6 +9,7 @@ refuses partial loads.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
@@ -66,7 +67,7 @@ def dot_product_attention(
     q: (batch, seq, heads, head_dim); k, v: (batch, seq, kv_heads, head_dim)
     with ``heads`` a multiple of ``kv_heads`` (grouped-query attention: query
     head h reads key/value head ``h // (heads // kv_heads)``, transformers'
-    ``repeat_kv``, without materialising the repeated keys); mask broadcastable
+    ``repeat_kv``); mask broadcastable
     to (batch, heads, seq_q, seq_k). Scores and softmax are computed in float32
     whatever the input dtype (transformers upcasts the softmax too); masked
     scores are *set* to the float32 minimum rather than added to it, so a fully
@@ -83,12 +84,41 @@ def dot_product_attention(
         return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     if heads % kv_heads:
         raise ValueError(f"{heads} query heads cannot share {kv_heads} key/value heads")
-    q = q.reshape(b, s, kv_heads, heads // kv_heads, d)  # (batch, seq, kv head, group, dim)
-    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32)
-    scores = scores * scale
-    scores = jnp.where(mask[:, :, None], scores, neg)  # mask over kv heads and groups
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgqs,bskd->bqkgd", probs, v).reshape(b, s, heads, d)
+    # Repeating the (small) keys and values is faster on XLA:CPU than a grouped
+    # einsum ("bqkgd,bskd->bkgqs": ~25% slower for SmolLM2's attention), and the
+    # arithmetic is the same.
+    group = heads // kv_heads
+    return dot_product_attention(q, jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2), mask, scale)
+
+
+#: Rows per block for :func:`in_row_chunks` (0 disables chunking).
+ROW_CHUNK = 512
+
+
+def in_row_chunks(fn: Callable[[jax.Array], jax.Array], x: jax.Array, rows: int | None = None) -> jax.Array:
+    """``fn(x)`` for a row-wise ``fn`` (an MLP), run over blocks of ``rows`` rows on CPU.
+
+    ``x`` is (..., d); every row (all leading axes flattened) is processed
+    independently by ``fn``, so running blocks of rows through ``lax.map``
+    gives the same values while the (rows, 4 d) intermediate stays in the CPU
+    cache: measured 144 -> 171 GFLOP/s for SmolLM2's MLP on 4,096 rows (2-core
+    EPYC), where transformers' PyTorch gets 164. Rows are zero-padded to a
+    multiple of ``rows`` and the padding dropped. On other backends (GPU, TPU:
+    large GEMMs are better there), or with ``rows`` <= 0, or when ``x`` has
+    at most ``rows`` rows, this is just ``fn(x)``.
+    """
+    rows = ROW_CHUNK if rows is None else int(rows)
+    lead, d = x.shape[:-1], x.shape[-1]
+    n = math.prod(lead)
+    if rows <= 0 or n <= rows or jax.default_backend() != "cpu":
+        return fn(x)
+    flat = x.reshape(n, d)
+    pad = (-n) % rows
+    if pad:
+        flat = jnp.pad(flat, ((0, pad), (0, 0)))
+    out = jax.lax.map(fn, flat.reshape(-1, rows, d))
+    out = out.reshape(-1, out.shape[-1])
+    return (out[:n] if pad else out).reshape(*lead, out.shape[-1])
 
 
 def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxalign.lm._common import (
+    in_row_chunks,
     ACTIVATIONS,
     LMOutput,
     Target,
@@ -126,7 +127,7 @@ class MLP(nnx.Module):
         self.c_proj = nnx.Linear(config.mlp_dim, config.n_embd, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
-        return self.c_proj(self.act(self.c_fc(x)))
+        return in_row_chunks(lambda r: self.c_proj(self.act(self.c_fc(r))), x)
 
 
 class Block(nnx.Module):

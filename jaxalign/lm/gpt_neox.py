@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxalign.lm._common import (
+    in_row_chunks,
     ACTIVATIONS,
     LMOutput,
     Target,
@@ -159,7 +160,7 @@ class MLP(nnx.Module):
         self.dense_4h_to_h = nnx.Linear(inner, d, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
-        return self.dense_4h_to_h(self.act(self.dense_h_to_4h(x)))
+        return in_row_chunks(lambda r: self.dense_4h_to_h(self.act(self.dense_h_to_4h(r))), x)
 
 
 class Block(nnx.Module):

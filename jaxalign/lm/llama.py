@@ -43,6 +43,7 @@ import numpy as np
 from flax import nnx
 
 from jaxalign.lm._common import (
+    in_row_chunks,
     LMOutput,
     Target,
     apply_rotary,
@@ -288,7 +289,7 @@ class MLP(nnx.Module):
         self.down_proj = _linear(f, d, bias, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        return in_row_chunks(lambda r: self.down_proj(jax.nn.silu(self.gate_proj(r)) * self.up_proj(r)), x)
 
 
 class Block(nnx.Module):
