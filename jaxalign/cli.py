@@ -135,7 +135,11 @@ def main(argv=None) -> int:
     warnings.formatwarning = lambda message, category, *a, **k: f"{category.__name__}: {message}\n"
     if args.command is None:
         args = parser.parse_args(["alice"] + list(sys.argv[1:] if argv is None else argv))
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, not a traceback
+        print(f"jaxalign {args.command or 'alice'}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

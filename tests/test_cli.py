@@ -34,3 +34,10 @@ def test_bare_command_runs_alice_quick_defaults(monkeypatch):
     assert seen["command"] is None or seen["command"] == "alice"
     assert seen["layers"] == "0,10,20,30" and seen["out"] == "out/alice" and not seen["synthetic"]
     assert seen["confounds"] == "sndpwr,motion" and seen["permutations"] == 10000
+
+
+def test_alice_bad_input_is_one_clear_line(tmp_path, capsys):
+    assert main(["alice", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "jaxalign alice: error: no Alice data at" in err and "Traceback" not in err
+    assert main(["alice", "--subjects", "1", "--root", str(tmp_path / "nowhere")]) == 2
