@@ -130,9 +130,11 @@ def test_matches_transformers_with_padding(case):
     assert np.isfinite(hidden).all() and np.isfinite(np.asarray(out.logits)).all()
 
 
-def test_mlp_in_row_blocks_matches_transformers(case, monkeypatch):
-    # 2 x 9 rows through the MLP in blocks of 4 (lax.map, last block padded)
+def test_mlp_and_attention_in_blocks_match_transformers(case, monkeypatch):
+    # 2 x 9 rows through the MLP in blocks of 4 (lax.map, last block padded);
+    # queries in blocks of 4 with the causal key skipping
     monkeypatch.setattr("jaxalign.lm._common.ROW_CHUNK", 4)
+    monkeypatch.setattr("jaxalign.lm._common.ATTENTION_BLOCK", 4)
     name, torch_model, model, _ = case
     ref_hidden, _ = reference(torch_model, IDS, MASK)
     hidden = np.asarray(model(jnp.asarray(IDS), jnp.asarray(MASK)).hidden_states)
@@ -140,6 +142,35 @@ def test_mlp_in_row_blocks_matches_transformers(case, monkeypatch):
     for layer in range(hidden.shape[0]):
         np.testing.assert_allclose(hidden[layer][real], ref_hidden[layer][real], atol=1e-4, rtol=1e-4,
                                    err_msg=f"{name} hidden state {layer}")
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_blocked_attention_equals_whole(causal, monkeypatch):
+    from jaxalign.lm import _common
+
+    rng = np.random.default_rng(9)
+    b, s, h, kvh, d = 2, 11, 4, 2, 8
+    q = jnp.asarray(rng.standard_normal((b, s, h, d)), jnp.float32)
+    k, v = (jnp.asarray(rng.standard_normal((b, s, kvh, d)), jnp.float32) for _ in range(2))
+    pad = np.ones((b, s), int)
+    pad[0, 8:] = 0  # right padding
+    pad[1, :3] = 0  # left padding: the first rows see no key at all
+    mask = _common.attention_mask_4d(jnp.asarray(pad), s, causal=causal)
+    monkeypatch.setattr(_common, "ATTENTION_BLOCK", 0)
+    whole = np.asarray(_common.dot_product_attention(q, k, v, mask, 0.3, causal=causal))
+    seen = np.asarray(mask).any(-1)[:, 0]  # (batch, query): rows with a visible key
+    for block in (1, 3, 4, 10):
+        monkeypatch.setattr(_common, "ATTENTION_BLOCK", block)
+        got = np.asarray(_common.dot_product_attention(q, k, v, mask, 0.3, causal=causal))
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got[seen], whole[seen], rtol=1e-6, atol=1e-6)
+    # a key-padding-only mask (batch, 1, 1, seq) broadcasts over the blocks
+    key_mask = jnp.asarray(pad, bool)[:, None, None, :]
+    monkeypatch.setattr(_common, "ATTENTION_BLOCK", 0)
+    ref = np.asarray(_common.dot_product_attention(q, k, v, key_mask, 0.3))
+    monkeypatch.setattr(_common, "ATTENTION_BLOCK", 4)
+    np.testing.assert_allclose(np.asarray(_common.dot_product_attention(q, k, v, key_mask, 0.3)), ref,
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_in_row_chunks_equals_whole():

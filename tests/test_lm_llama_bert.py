@@ -98,11 +98,13 @@ LLAMA_CASES = {
 }
 
 
-@pytest.mark.parametrize("row_chunk", [None, 3], ids=["mlp-whole", "mlp-in-3-row-blocks"])
+@pytest.mark.parametrize("row_chunk", [None, 3], ids=["whole", "mlp-and-attention-in-blocks-of-3"])
 @pytest.mark.parametrize("case", list(LLAMA_CASES))
 def test_llama_matches_transformers(case, row_chunk, tmp_path, monkeypatch):
-    if row_chunk is not None:  # 2 x 7 rows in blocks of 3: lax.map path with padding
+    if row_chunk is not None:  # MLP: 2 x 7 rows in blocks of 3 (lax.map, padded);
+        # attention: queries in blocks of 3, causal key skipping
         monkeypatch.setattr("jaxalign.lm._common.ROW_CHUNK", row_chunk)
+        monkeypatch.setattr("jaxalign.lm._common.ATTENTION_BLOCK", row_chunk)
     hf_cfg = transformers.LlamaConfig(**(LLAMA_BASE | LLAMA_CASES[case]))
     torch.manual_seed(0)
     ref_model = transformers.LlamaForCausalLM(hf_cfg).eval()
@@ -215,8 +217,11 @@ BERT_BASE = dict(
 )
 
 
+@pytest.mark.parametrize("block", [None, 2], ids=["whole", "attention-in-blocks-of-2"])
 @pytest.mark.parametrize("with_token_types", [False, True])
-def test_bert_matches_transformers(with_token_types, tmp_path):
+def test_bert_matches_transformers(with_token_types, block, tmp_path, monkeypatch):
+    if block is not None:  # bidirectional: query blocks, every key
+        monkeypatch.setattr("jaxalign.lm._common.ATTENTION_BLOCK", block)
     hf_cfg = transformers.BertConfig(**BERT_BASE)
     torch.manual_seed(0)
     ref_model = transformers.BertModel(hf_cfg).eval()

@@ -59,8 +59,13 @@ def attention_mask_4d(
     return mask
 
 
+#: Query rows per block in :func:`dot_product_attention` on CPU (0: never block).
+ATTENTION_BLOCK = 128
+
+
 def dot_product_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float | jax.Array
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float | jax.Array,
+    *, causal: bool = False,
 ) -> jax.Array:
     """softmax(scale * q k^T, masked) v, heads kept apart.
 
@@ -72,23 +77,46 @@ def dot_product_attention(
     whatever the input dtype (transformers upcasts the softmax too); masked
     scores are *set* to the float32 minimum rather than added to it, so a fully
     masked row gives a uniform, finite average.
+
+    Long sequences on CPU (more than :data:`ATTENTION_BLOCK` queries) run in
+    blocks of that many queries, so each block's (heads, block, keys) scores
+    stay near the cache instead of one (heads, seq, seq) array per layer
+    (SmolLM2 on a 3,072-token passage: 34 s -> see RESULTS.md). With
+    ``causal=True`` (the caller guarantees ``mask`` hides every key after its
+    query), a block also skips the keys after its last query, which the mask
+    would zero anyway: the same softmax over the same visible keys, about half
+    the work. Fully masked rows then average the keys up to the block's end.
     """
     b, s, heads, d = q.shape
     kv_heads = k.shape[2]
+    if kv_heads != heads:
+        if heads % kv_heads:
+            raise ValueError(f"{heads} query heads cannot share {kv_heads} key/value heads")
+        # Repeating the (small) keys and values is faster on XLA:CPU than a
+        # grouped einsum ("bqkgd,bskd->bkgqs": ~25% slower for SmolLM2's
+        # attention), and the arithmetic is the same.
+        group = heads // kv_heads
+        k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
+    block = ATTENTION_BLOCK
+    if block <= 0 or s <= block or jax.default_backend() != "cpu":
+        return _attend(q, k, v, mask, scale)
+    outs = []
+    for q0 in range(0, s, block):
+        q1 = min(s, q0 + block)
+        k1 = q1 if causal else k.shape[1]
+        m = mask if mask.shape[-2] == 1 else mask[..., q0:q1, :]
+        m = m if m.shape[-1] == 1 else m[..., :k1]
+        outs.append(_attend(q[:, q0:q1], k[:, :k1], v[:, :k1], m, scale))
+    return jnp.concatenate(outs, axis=1)
+
+
+def _attend(q, k, v, mask, scale):
     neg = jnp.finfo(jnp.float32).min
-    if kv_heads == heads:
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores * scale
-        scores = jnp.where(mask, scores, neg)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-    if heads % kv_heads:
-        raise ValueError(f"{heads} query heads cannot share {kv_heads} key/value heads")
-    # Repeating the (small) keys and values is faster on XLA:CPU than a grouped
-    # einsum ("bqkgd,bskd->bkgqs": ~25% slower for SmolLM2's attention), and the
-    # arithmetic is the same.
-    group = heads // kv_heads
-    return dot_product_attention(q, jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2), mask, scale)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    scores = scores * scale
+    scores = jnp.where(mask, scores, neg)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
 #: Rows per block for :func:`in_row_chunks` (0 disables chunking).

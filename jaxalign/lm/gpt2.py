@@ -116,7 +116,7 @@ class Attention(nnx.Module):
         b, s, d = x.shape
         q, k, v = jnp.split(self.c_attn(x), 3, axis=-1)  # [q all heads | k | v]
         q, k, v = (t.reshape(b, s, self.n_head, d // self.n_head) for t in (q, k, v))
-        out = dot_product_attention(q, k, v, mask, scale)
+        out = dot_product_attention(q, k, v, mask, scale, causal=True)
         return self.c_proj(out.reshape(b, s, d))
 
 

@@ -148,7 +148,7 @@ class Attention(nnx.Module):
         qkv = self.query_key_value(x).reshape(b, s, self.n_head, 3 * head)  # head-interleaved
         q, k, v = jnp.split(qkv, 3, axis=-1)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = dot_product_attention(q, k, v, mask, head**-0.5)
+        out = dot_product_attention(q, k, v, mask, head**-0.5, causal=True)
         return self.dense(out.reshape(b, s, d))
 
 

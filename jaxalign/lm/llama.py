@@ -275,7 +275,7 @@ class Attention(nnx.Module):
         k = self.k_proj(x).reshape(b, s, self.kv_heads, hd)
         v = self.v_proj(x).reshape(b, s, self.kv_heads, hd)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = dot_product_attention(q, k, v, mask, hd**-0.5)
+        out = dot_product_attention(q, k, v, mask, hd**-0.5, causal=True)
         return self.o_proj(out.reshape(b, s, self.heads * hd))
 
 
