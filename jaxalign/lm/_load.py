@@ -310,10 +310,7 @@ def _build(hf_config, tensors, dtype, devices, *, stacklevel: int) -> nnx.Module
     config = arch.Config.from_hf(hf_config)
     model = nnx.eval_shape(lambda: arch.Model(config, dtype=dtype, rngs=nnx.Rngs(0)))
     place = sharded_placer(model, devices, getattr(arch, "SHARDING", None), stacklevel=stacklevel + 1)
-    if place is None:
-        arch.load_state(model, tensors)
-    else:
-        arch.load_state(model, tensors, place=place)
+    arch.load_state(model, tensors, place=place)
     unfilled = [
         ".".join(map(str, path))
         for path, variable in nnx.to_flat_state(nnx.state(model))

@@ -29,7 +29,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxalign.lm._common import (
-    in_row_chunks,
     ACTIVATIONS,
     LMOutput,
     Target,
@@ -37,6 +36,7 @@ from jaxalign.lm._common import (
     check_activation,
     dot_product_attention,
     fill_params,
+    in_row_chunks,
     layer_norm,
     stacked_blocks,
     transpose,

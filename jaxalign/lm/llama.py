@@ -43,13 +43,13 @@ import numpy as np
 from flax import nnx
 
 from jaxalign.lm._common import (
-    in_row_chunks,
     LMOutput,
     Target,
     apply_rotary,
     attention_mask_4d,
     dot_product_attention,
     fill_params,
+    in_row_chunks,
     stacked_blocks,
     transpose,
 )
