@@ -333,6 +333,34 @@ def test_detrend_matches_loop(seed, order, kind):
     np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-8)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_detrend_with_confounds_matches_joint_lstsq(seed):
+    rng = np.random.default_rng(seed)
+    n = 80
+    runs = np.repeat([0, 1], [45, 35])
+    C = rng.standard_normal((n, 3)) * [1.0, 20.0, 0.1] + 5
+    C = np.column_stack([C, C[:, 0] + 2 * C[:, 2]])  # rank-deficient set
+    Y = rng.standard_normal((n, 4)) + C[:, :2] @ rng.standard_normal((2, 4)) + np.linspace(0, 4, n)[:, None]
+    got = timing.detrend(Y, runs, kind="poly", order=1, confounds=C)
+    ref = np.empty_like(Y)
+    for r in (0, 1):
+        rows = runs == r
+        t = np.arange(rows.sum(), dtype=float)
+        B = np.column_stack([np.ones_like(t), t, C[rows]])
+        ref[rows] = Y[rows] - B @ np.linalg.lstsq(B, Y[rows], rcond=None)[0]
+    np.testing.assert_allclose(got, ref, atol=1e-10)
+    one = timing.detrend(Y[:, 0], confounds=C[:, 1])  # 1-D Y and one confound
+    t = np.arange(n, dtype=float)
+    B = np.column_stack([np.ones(n), t, C[:, 1]])
+    np.testing.assert_allclose(one, Y[:, 0] - B @ np.linalg.lstsq(B, Y[:, 0], rcond=None)[0], atol=1e-10)
+    with pytest.raises(ValueError, match=r"confounds must be \(80, k\)"):
+        timing.detrend(Y, confounds=C[:70])
+    bad = C.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        timing.detrend(Y, confounds=bad)
+
+
 def test_detrend_removes_trend_and_errors():
     t = np.arange(50.0)
     Y = np.column_stack([3 + 0.5 * t, np.sin(t)]).astype(np.float32)

