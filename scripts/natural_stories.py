@@ -93,10 +93,8 @@ def unique_in_order(a):
 
 
 def pearson_r(x, y):
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    xc, yc = x - x.mean(), y - y.mean()
-    return float((xc @ yc) / np.sqrt((xc @ xc) * (yc @ yc)))
+    """Pearson r of all pairs (the identity resample of :func:`resampled_r`)."""
+    return float(resampled_r(x, y, np.arange(len(x))[None])[0])
 
 
 def resampled_r(x, y, idx):
