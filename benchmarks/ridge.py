@@ -121,11 +121,18 @@ def make_data(n, p, n_targets, *, seed=0, dtype=np.float32, decay=1.0,
 # methods (each returns a dict of numpy arrays; must block until done)
 
 
-def fit_jaxalign(X, Y, alphas, cv, memory_budget=None, progress=False, precision="auto"):
+def fit_jaxalign(X, Y, alphas, cv, memory_budget=None, progress=False, precision="auto",
+                 matmul_precision=None):
+    import contextlib
+
+    import jax
+
     from jaxalign.ridge import RidgeCV
 
-    m = RidgeCV(alphas=alphas, cv=cv, scoring="pearson", fit_intercept=False,
-                memory_budget=memory_budget, progress=progress, precision=precision).fit(X, Y)
+    ctx = jax.default_matmul_precision(matmul_precision) if matmul_precision else contextlib.nullcontext()
+    with ctx:
+        m = RidgeCV(alphas=alphas, cv=cv, scoring="pearson", fit_intercept=False,
+                    memory_budget=memory_budget, progress=progress, precision=precision).fit(X, Y)
     return dict(
         best_alphas=np.asarray(m.best_alphas_),
         cv_scores=np.asarray(m.cv_scores_),
@@ -315,6 +322,10 @@ def parse_args(argv=None):
     ap.add_argument("--precision", default="auto", choices=["auto", "accurate", "fast"],
                     help="jaxalign RidgeCV(precision=...): 'auto' picks the fast target "
                          "projection only for well-conditioned designs")
+    ap.add_argument("--matmul-precision", default=None,
+                    choices=["highest", "float32", "tensorfloat32", "default", "bfloat16"],
+                    help="run jaxalign inside jax.default_matmul_precision(...) (default: "
+                         "jaxalign's own rule, full float32; 'tensorfloat32' shows the TF32 trade-off on GPUs)")
     ap.add_argument("--progress", action="store_true",
                     help="let jaxalign show its progress bar (off by default)")
     ap.add_argument("--repeats", type=int, default=1,
@@ -449,7 +460,7 @@ def main(argv=None):
                 Yw = np.ascontiguousarray(Y[:, :Tw])
                 try:
                     fit_jaxalign(X, Yw, alphas, splits, args.memory_budget_bytes,
-                                 args.progress, args.precision)
+                                 args.progress, args.precision, args.matmul_precision)
                     jax_cv_mode = "explicit splits"
                 except Exception as exc:
                     jax_reason = f"warm-up failed ({type(exc).__name__}: {exc})"
@@ -463,7 +474,7 @@ def main(argv=None):
         if have_jax:
             def jfit():
                 return fit_jaxalign(X, Y, alphas, splits, args.memory_budget_bytes,
-                                    args.progress, args.precision)
+                                    args.progress, args.precision, args.matmul_precision)
 
             res1, row1 = run_method("jaxalign (1st call)", jfit, log)
             row1.update(cv=f"{args.folds}-fold", note="incl. compile at this shape")
@@ -494,6 +505,13 @@ def main(argv=None):
                         row1["max_dscore"] = float(np.nanmax(np.abs(
                             r1["best_scores"] - results["jaxalign"]["best_scores"])))
             del res1
+            import jax
+
+            if jax.default_backend() != "cpu":  # device peak (cumulative, weights of earlier sizes included)
+                peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+                if peak is not None:
+                    row_w["gpu_peak_mib"] = peak / H.MIB
+                    row_w["note"] = (row_w.get("note") or "") + f"device peak {peak / H.MIB:.0f} MiB"
             size_rows += [row1, row_w]
 
         # ------------------------------------------------------- peers

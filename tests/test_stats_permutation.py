@@ -244,6 +244,28 @@ def test_results_do_not_depend_on_batching():
     assert permutation_test(y, f, **kw, batch_size=4).batch_size == 4
 
 
+@pytest.mark.parametrize("scheme", ["permute", "block", "circular"])
+def test_accelerator_limits_give_the_same_results(monkeypatch, scheme):
+    """Wide batches and big permutation chunks (the GPU setting) change nothing."""
+    y, f = data(60, 700, seed=4)
+    d = f - y
+    kw = dict(n_permutations=257, scheme=scheme, max_stat=True, return_null=True)
+    if scheme == "block":
+        kw["block_size"] = 6
+    ref = permutation_test(y, f, **kw)
+    ref_s = sign_flip_test(d, n_permutations=129, max_stat=True)
+    assert P._limits("table") == (P._MAX_BATCH["table"], P._CHUNK_BYTES["table"])  # CPU here
+    monkeypatch.setattr(P, "_limits", lambda kind: (P._ACCEL_MAX_BATCH, P._ACCEL_CHUNK_BYTES))
+    res = permutation_test(y, f, **kw)
+    assert res.batch_size == 700 and ref.batch_size < 700
+    np.testing.assert_array_equal(res.p, ref.p)
+    np.testing.assert_array_equal(res.p_fwe, ref.p_fwe)
+    np.testing.assert_allclose(res.null, ref.null, atol=1e-6)
+    res_s = sign_flip_test(d, n_permutations=129, max_stat=True)
+    np.testing.assert_array_equal(res_s.p, ref_s.p)
+    np.testing.assert_array_equal(res_s.p_fwe, ref_s.p_fwe)
+
+
 def test_deterministic_given_seed():
     y, f = data(40, 20, seed=9, effect=0.05)
     a = permutation_test(y, f, 199, seed=123)

@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxalign._precision import jit as _jit
 from jaxalign.features import _cache
 from jaxalign.features._align import Alignment, align_words
 
@@ -303,7 +304,7 @@ def progress_bar(total: int, progress: bool | None, desc: str):
 # ------------------------------------------------------------- the kernel
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(_jit, static_argnums=0)
 def _pooled(graphdef, state, ids, mask, idx, sel, layers):
     """Pooled hidden states (len(layers), batch, words, dim), float32.
 
@@ -324,9 +325,13 @@ def _pooled(graphdef, state, ids, mask, idx, sel, layers):
     return (acc / n[None, :, :, None])[layers]
 
 
-def _forward(graphdef, state, ids, mask, idx, sel, layers) -> np.ndarray:
-    """One forward batch, pooled, on the host (tests count calls here)."""
-    return np.asarray(_pooled(graphdef, state, ids, mask, idx, sel, layers))
+def _forward(graphdef, state, ids, mask, idx, sel, layers) -> jax.Array:
+    """Dispatch one forward batch, pooled (tests count calls here).
+
+    Returns at once (JAX dispatches asynchronously): the caller prepares the
+    next batch on the host while this one runs, and fetches it afterwards.
+    """
+    return _pooled(graphdef, state, ids, mask, idx, sel, layers)
 
 
 # ---------------------------------------------------------------- planning
@@ -565,6 +570,16 @@ def _compute(model, align, start, skip, pooling, layer_sel, n_kept, dim, causal,
     ids_all = align.input_ids
     batches = make_batches(win_b - win_a, max_len, batch_size)
     bar = progress_bar(len(batches), progress, "word features")
+
+    def collect(pending):  # fetch a dispatched batch into ``out``
+        result, members = pending
+        pooled = np.asarray(result)
+        for r, m in enumerate(members):
+            g = groups[m]
+            out[:, g] = pooled[:, r, : len(g)]
+        bar.update(1)
+
+    pending = None  # one batch in flight while the next is prepared (overlaps host and device work)
     try:
         for length, rows, members in batches:
             w_pad = _next_pow2(max(len(groups[m]) for m in members))
@@ -581,11 +596,12 @@ def _compute(model, align, start, skip, pooling, layer_sel, n_kept, dim, causal,
                     pos = np.arange(p0[w], stop[w]) - a
                     idx[r, j, : len(pos)] = pos
                     sel[r, j, : len(pos)] = True
-            pooled = _forward(graphdef, state, ids, mask, idx, sel, layer_idx)
-            for r, m in enumerate(members):
-                g = groups[m]
-                out[:, g] = pooled[:, r, : len(g)]
-            bar.update(1)
+            result = _forward(graphdef, state, ids, mask, idx, sel, layer_idx)
+            if pending is not None:
+                collect(pending)
+            pending = (result, members)
+        if pending is not None:
+            collect(pending)
     finally:
         bar.close()
     return out, len(batches)

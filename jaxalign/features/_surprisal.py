@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxalign._precision import jit as _jit
 from jaxalign.features import _cache
 from jaxalign.features._align import align_words
 from jaxalign.features._extract import (
@@ -48,7 +49,7 @@ from jaxalign.features._extract import (
 LOGITS_PER_BATCH = 1 << 28
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(_jit, static_argnums=0)
 def _next_token_logprobs(graphdef, state, ids, mask):
     """(batch, seq - 1) natural-log probability of ``ids[:, p + 1]`` given ``ids[:, :p + 1]``."""
     logits = nnx.merge(graphdef, state)(ids, mask).logits[:, :-1].astype(jnp.float32)

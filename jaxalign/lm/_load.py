@@ -34,6 +34,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from jaxalign._precision import jit as _jit
 from jaxalign.lm._registry import architecture
 from jaxalign.lm._shard import model_mesh, sharded_placer
 
@@ -414,7 +415,7 @@ def load(
 # ------------------------------------------------------------------ running
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(_jit, static_argnums=0)
 def _hidden_states(graphdef, state, input_ids, attention_mask):
     return nnx.merge(graphdef, state)(input_ids, attention_mask).hidden_states
 

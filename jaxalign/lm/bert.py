@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxalign._precision import jit as _jit
 from jaxalign.lm._common import (
     ACTIVATIONS,
     LMOutput,
@@ -226,7 +227,7 @@ def _linear(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.einsum("...i,oi->...o", x, w) + b
 
 
-@partial(jax.jit, static_argnames=("config",))
+@partial(_jit, static_argnames=("config",))
 def _forward(
     params: dict, ids: jax.Array, mask: jax.Array, types: jax.Array, *, config: Config
 ) -> jax.Array:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxalign._precision import jit as _jit
+
 __all__ = ["SCORINGS", "center", "check_scoring", "pearson_r", "r2_score", "neg_mse", "scores_from_stats"]
 
 SCORINGS = ("pearson", "r2", "neg_mse")
@@ -71,7 +73,7 @@ def scores_from_stats(scoring: str, cov, var_pred, var_true, sse, n):
     raise ValueError(f"unknown scoring {scoring!r}")
 
 
-@jax.jit
+@_jit
 def _moments(y_true, y_pred):
     y_true = jnp.asarray(y_true, jnp.float32)
     y_pred = jnp.asarray(y_pred, jnp.float32)

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxalign._precision import jit as _jit
 from jaxalign.ridge._scores import center, scores_from_stats
 from jaxalign.ridge._spectral import Basis
 
@@ -62,8 +63,8 @@ def _fold_plan(basis: Basis) -> FoldPlan:
     return FoldPlan(basis.projT, basis.coef_mapT, basis.x_mean, basis.s2, R, R.T, Q, ev_mean)
 
 
-fold_plan = jax.jit(_fold_plan)
-fold_plan_layers = jax.jit(jax.vmap(_fold_plan))
+fold_plan = _jit(_fold_plan)
+fold_plan_layers = _jit(jax.vmap(_fold_plan))
 
 
 def _penalty_factors(s2, alphas):
@@ -205,7 +206,7 @@ def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept):
     return cv_scores, best_idx, coef, intercept
 
 
-cv_batch = jax.jit(_cv_batch, static_argnames=("scoring", "fit_intercept"))
+cv_batch = _jit(_cv_batch, static_argnames=("scoring", "fit_intercept"))
 
 
 def _cv_batch_layers(plans, full, XT, idx, Y, alphas, scoring, fit_intercept):
@@ -214,7 +215,7 @@ def _cv_batch_layers(plans, full, XT, idx, Y, alphas, scoring, fit_intercept):
     return jax.vmap(one, in_axes=(0, 0, 0, None, None, None))(plans, full, XT, idx, Y, alphas)
 
 
-cv_batch_layers = jax.jit(_cv_batch_layers, static_argnames=("scoring", "fit_intercept"))
+cv_batch_layers = _jit(_cv_batch_layers, static_argnames=("scoring", "fit_intercept"))
 
 
 def ridge_cv_flops(n_samples, n_features, n_targets, n_alphas, splits, n_layers=1,

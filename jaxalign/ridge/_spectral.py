@@ -48,6 +48,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxalign._precision import jit as _jit
+
 __all__ = ["Basis", "choose_method", "fast_path_ok", "spectral_basis"]
 
 
@@ -136,8 +138,8 @@ def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool, project
 
 
 _STATIC = ("method", "fit_intercept", "project")
-_basis_jit = jax.jit(_basis, static_argnames=_STATIC)
-_basis_jit_layers = jax.jit(jax.vmap(_basis, in_axes=(0, 0, None, None, None)),
+_basis_jit = _jit(_basis, static_argnames=_STATIC)
+_basis_jit_layers = _jit(jax.vmap(_basis, in_axes=(0, 0, None, None, None)),
                             static_argnames=_STATIC)
 
 

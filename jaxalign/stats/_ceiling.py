@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxalign._precision import jit as _jit
 from jaxalign.ridge import pearson_r
 
 __all__ = [
@@ -104,7 +105,7 @@ def _check_subject_data(data, min_subjects: int, axis_subjects: int = 0):
     return arr, single
 
 
-@jax.jit
+@_jit
 def _mixed_pearson(w_left, w_right, data_nst):
     """pearson_r between two batches of subject mixtures of ``data_nst`` (n, S, T)."""
     left = jnp.einsum("ds,nst->ndt", w_left, data_nst)

@@ -76,6 +76,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxalign._precision import jit as _jit
 from jaxalign.ridge._engine import default_memory_budget, parse_bytes, target_batch_size
 from jaxalign.ridge._scores import center
 from jaxalign.ridge._validation import _as_float_array, _check_finite
@@ -104,6 +105,17 @@ _MAX_BATCH = {"gather": 256, "table": 512, "shift": 512, "signs": 1024}
 # permutation chunks: a (kc, batch) chunk that stays in the L2 cache (larger
 # for the per-sample loop, whose inner steps are small).
 _CHUNK_BYTES = {"gather": 1 << 20, "table": 1 << 18, "shift": 1 << 18, "signs": 1 << 18}
+# Accelerators have no such cache to fit: wide batches and big chunks keep
+# thousands of cores busy and cost few kernel launches (within the budget).
+_ACCEL_MAX_BATCH = 16384
+_ACCEL_CHUNK_BYTES = 1 << 26
+
+
+def _limits(kind: str) -> tuple[int, int]:
+    """(largest target batch, bytes per permutation chunk) for ``kind`` on the default device."""
+    if jax.devices()[0].platform == "cpu":
+        return _MAX_BATCH[kind], _CHUNK_BYTES[kind]
+    return _ACCEL_MAX_BATCH, _ACCEL_CHUNK_BYTES
 
 
 @dataclass
@@ -298,7 +310,7 @@ def _orders(seed, n_items, start, stop):
     return _orders_jit(np.uint32(seed), _ks(start, stop), n_items)
 
 
-@partial(jax.jit, static_argnames=("n_items",))
+@partial(_jit, static_argnames=("n_items",))
 def _orders_jit(seed, ks, n_items):
     keys = _keys(seed, ks)
     return jax.vmap(lambda k: jax.random.permutation(k, n_items))(keys).astype(jnp.int32)
@@ -309,7 +321,7 @@ def _shifts(seed, lo, hi, start, stop):
     return _shifts_jit(np.uint32(seed), _ks(start, stop), lo, hi)
 
 
-@partial(jax.jit, static_argnames=("lo", "hi"))
+@partial(_jit, static_argnames=("lo", "hi"))
 def _shifts_jit(seed, ks, lo, hi):
     keys = _keys(seed, ks)
     return jax.vmap(lambda k: jax.random.randint(k, (), lo, hi + 1))(keys).astype(jnp.int32)
@@ -321,7 +333,7 @@ def _block_offsets(orders, lengths):
     return jnp.cumsum(lens, axis=-1) - lens, lens
 
 
-@partial(jax.jit, static_argnames=("n_samples", "block_size"))
+@partial(_jit, static_argnames=("n_samples", "block_size"))
 def _indices_from_orders(orders, starts, lengths, n_samples, block_size):
     offs, lens = _block_offsets(orders, lengths)
     l = jnp.arange(block_size, dtype=jnp.int32)
@@ -411,7 +423,7 @@ def _signs(n_samples, n_permutations, seed, start, stop):
     return _rademacher(np.uint32(seed), _ks(start, stop), n_samples)
 
 
-@partial(jax.jit, static_argnames=("n_samples",))
+@partial(_jit, static_argnames=("n_samples",))
 def _rademacher(seed, ks, n_samples):
     keys = _keys(seed, ks)
     return jax.vmap(lambda k: jax.random.rademacher(k, (n_samples,), jnp.float32))(keys)
@@ -528,7 +540,7 @@ def _summary(null_fn, arrs, mask, obs, tol, valid, side, return_null):
     return out
 
 
-@partial(jax.jit, static_argnames=("kind", "return_null", "paired"))
+@partial(_jit, static_argnames=("kind", "return_null", "paired"))
 def _corr_batch(yt, ya, yb, arrs, mask, src, dst, side, *, kind, return_null, paired):
     """Observed statistic and null summary for one target batch.
 
@@ -562,7 +574,7 @@ def _corr_batch(yt, ya, yb, arrs, mask, src, dst, side, *, kind, return_null, pa
     return out
 
 
-@partial(jax.jit, static_argnames=("return_null",))
+@partial(_jit, static_argnames=("return_null",))
 def _sign_batch(d, signs, mask, side, *, return_null):
     d = d.astype(jnp.float32)
     n = d.shape[0]
@@ -641,7 +653,7 @@ class _Plan:
         return _table_rows(orders, jnp.asarray(self.lengths), self.L, self.B, self.O, self.r)
 
 
-@partial(jax.jit, static_argnames=("L", "B", "O", "r"))
+@partial(_jit, static_argnames=("L", "B", "O", "r"))
 def _table_rows(orders, lengths, L, B, O, r):
     offs, _ = _block_offsets(orders, lengths)
     oi = jnp.where(offs % L == 0, offs // L, B + (offs - r) // L) if r else offs // L
@@ -791,7 +803,7 @@ def _correlation_test(y_true, preds, names, n_permutations, block_size, scheme,
     columns = [y_true, preds[0], preds[1] if paired else None]
     obs, count, mean, std, null, ext, Tb = _run(
         fn, columns, ["y_true", *names], T, K, lambda kc: plan.bytes_per_target(kc, return_null),
-        _MAX_BATCH[plan.kind], _CHUNK_BYTES[plan.kind], plan.arrangements, max_stat, return_null,
+        *_limits(plan.kind), plan.arrangements, max_stat, return_null,
         memory_budget, batch_size)
     const = ~obs["valid"]
     _warn_degenerate(const, "zero variance", ["y_true", *names])
@@ -947,7 +959,7 @@ def sign_flip_test(
 
     per_target = lambda kc: int(4 * 1.5 * (4 * n + 4 * min(kc, 1024) + (kc if return_null else 0)))  # noqa: E731
     obs, count, mean, std, null, ext, Tb = _run(
-        fn, [d], ["diffs"], T, K, per_target, _MAX_BATCH["signs"], _CHUNK_BYTES["signs"],
+        fn, [d], ["diffs"], T, K, per_target, *_limits("signs"),
         lambda a, b: _signs(n, K_req, seed, a, b), max_stat, return_null,
         memory_budget, batch_size)
     const = ~obs["valid"]
