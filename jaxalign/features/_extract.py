@@ -305,33 +305,35 @@ def progress_bar(total: int, progress: bool | None, desc: str):
 
 
 @functools.partial(_jit, static_argnums=0)
-def _pooled(graphdef, state, ids, mask, idx, sel, layers):
-    """Pooled hidden states (len(layers), batch, words, dim), float32.
+def _pooled(graphdef, state, ids, mask, row, idx, sel, layers):
+    """Pooled hidden states (len(layers), slots, dim), float32.
 
-    ``idx`` (batch, words, k) token positions, ``sel`` (batch, words, k)
+    One slot per pooled word: ``row`` (slots,) is the batch row holding it,
+    ``idx`` (slots, k) token positions in that row and ``sel`` (slots, k)
     which of them count; a word's vector is the mean of its selected
     positions (one position for ``"last"``: the value itself, exactly).
-    ``layers`` is an index array (not static: any selection of the same size
-    reuses the compiled function).
+    Output is proportional to the words pooled, not to rows x the longest
+    group of words in the batch (one window pooling 100 words no longer
+    inflates every row of its batch). ``layers`` is an index array (not
+    static: any selection of the same size reuses the compiled function).
     """
-    hidden = nnx.merge(graphdef, state)(ids, mask).hidden_states
-    rows = jnp.arange(ids.shape[0])[:, None]
+    hidden = nnx.merge(graphdef, state)(ids, mask).hidden_states  # (states, batch, seq, dim)
     acc = None
     for k in range(idx.shape[-1]):
-        h = hidden[:, rows, idx[:, :, k]].astype(jnp.float32)  # (states, batch, words, dim)
-        h = jnp.where(sel[None, :, :, k, None], h, 0.0)
+        h = hidden[:, row, idx[:, k]].astype(jnp.float32)  # (states, slots, dim)
+        h = jnp.where(sel[None, :, k, None], h, 0.0)
         acc = h if acc is None else acc + h
     n = jnp.maximum(sel.sum(-1), 1).astype(jnp.float32)
-    return (acc / n[None, :, :, None])[layers]
+    return (acc / n[None, :, None])[layers]
 
 
-def _forward(graphdef, state, ids, mask, idx, sel, layers) -> jax.Array:
+def _forward(graphdef, state, ids, mask, row, idx, sel, layers) -> jax.Array:
     """Dispatch one forward batch, pooled (tests count calls here).
 
     Returns at once (JAX dispatches asynchronously): the caller prepares the
     next batch on the host while this one runs, and fetches it afterwards.
     """
-    return _pooled(graphdef, state, ids, mask, idx, sel, layers)
+    return _pooled(graphdef, state, ids, mask, row, idx, sel, layers)
 
 
 # ---------------------------------------------------------------- planning
@@ -572,34 +574,36 @@ def _compute(model, align, start, skip, pooling, layer_sel, n_kept, dim, causal,
     bar = progress_bar(len(batches), progress, "word features")
 
     def collect(pending):  # fetch a dispatched batch into ``out``
-        result, members = pending
-        pooled = np.asarray(result)
-        for r, m in enumerate(members):
-            g = groups[m]
-            out[:, g] = pooled[:, r, : len(g)]
+        result, words = pending
+        out[:, words] = np.asarray(result)[:, : len(words)]
         bar.update(1)
 
     pending = None  # one batch in flight while the next is prepared (overlaps host and device work)
     try:
         for length, rows, members in batches:
-            w_pad = _next_pow2(max(len(groups[m]) for m in members))
+            words = np.concatenate([groups[m] for m in members])
+            slots = _round_rows(len(words))  # few compiled shapes, < 25% padding
             ids = np.zeros((rows, length), dtype=np.int32)
             mask = np.zeros((rows, length), dtype=np.int32)
             mask[:, 0] = 1  # dummy rows see one token: finite, ignored
-            idx = np.zeros((rows, w_pad, k_pad), dtype=np.int32)
-            sel = np.zeros((rows, w_pad, k_pad), dtype=bool)
+            row = np.zeros(slots, dtype=np.int32)  # padded slots read row 0, position 0: ignored
+            idx = np.zeros((slots, k_pad), dtype=np.int32)
+            sel = np.zeros((slots, k_pad), dtype=bool)
+            j = 0
             for r, m in enumerate(members):
                 a, b = int(win_a[m]), int(win_b[m])
                 ids[r, : b - a] = ids_all[a:b]
                 mask[r, : b - a] = 1
-                for j, w in enumerate(groups[m]):
-                    pos = np.arange(p0[w], stop[w]) - a
-                    idx[r, j, : len(pos)] = pos
-                    sel[r, j, : len(pos)] = True
-            result = _forward(graphdef, state, ids, mask, idx, sel, layer_idx)
+                for w in groups[m]:
+                    n_pos = int(stop[w] - p0[w])
+                    row[j] = r
+                    idx[j, :n_pos] = np.arange(p0[w] - a, stop[w] - a)
+                    sel[j, :n_pos] = True
+                    j += 1
+            result = _forward(graphdef, state, ids, mask, row, idx, sel, layer_idx)
             if pending is not None:
                 collect(pending)
-            pending = (result, members)
+            pending = (result, words)
         if pending is not None:
             collect(pending)
     finally:
