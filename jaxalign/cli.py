@@ -5,6 +5,10 @@ layers 0/10/20/30 against the Alice fMRI ROIs of every listener (or, without
 the data, a synthetic Alice-format study with planted responses), about a
 minute on a 2-core CPU; a table on stdout, ``results.json`` and a figure in
 ``out/alice``. ``jaxalign demo`` fits the ridge engine on a planted problem.
+
+Compiled XLA programs are kept in ``~/.cache/jaxalign/xla`` (or
+``$JAXALIGN_COMPILE_CACHE``; ``off`` disables it), so later runs skip most
+compilation; see ``jaxalign/_compile_cache.py``.
 """
 
 from __future__ import annotations
@@ -135,6 +139,11 @@ def main(argv=None) -> int:
     warnings.formatwarning = lambda message, category, *a, **k: f"{category.__name__}: {message}\n"
     if args.command is None:
         args = parser.parse_args(["alice"] + list(sys.argv[1:] if argv is None else argv))
+    from jaxalign._compile_cache import enable_compilation_cache
+
+    # compiled programs kept on disk: a second run skips most compilation
+    # ($JAXALIGN_COMPILE_CACHE: a folder, or 'off')
+    enable_compilation_cache()
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, not a traceback

@@ -1,0 +1,86 @@
+"""The persistent compilation cache: where it goes, how it is turned off, that a later process reuses it."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from jaxalign import _compile_cache
+
+PROGRAM = textwrap.dedent(
+    """
+    import sys
+    import jaxalign, jax, jax.numpy as jnp, numpy as np
+    folder = jaxalign.enable_compilation_cache(min_compile_secs=0)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((96, 80)), jnp.float32)
+    y = jax.jit(lambda a: jnp.tanh(a @ a.T).sum(axis=0) * 3.0)(x)
+    print(folder, float(y.sum()))
+    """
+)
+
+
+def _python(code, env_extra, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in (_compile_cache.ENV, "JAX_COMPILATION_CACHE_DIR")}
+    env.update(env_extra)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.split()
+
+
+def test_second_process_loads_instead_of_compiling(tmp_path):
+    cache = tmp_path / "xla"
+    folder, total = _python(PROGRAM, {_compile_cache.ENV: str(cache)}, tmp_path)
+    assert Path(folder) == cache
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries, "nothing was written to the cache"
+    folder2, total2 = _python(PROGRAM, {_compile_cache.ENV: str(cache)}, tmp_path)
+    assert total2 == total  # the same program, the same answer
+    assert sorted(p.name for p in cache.iterdir()) == entries  # reused: no new entries
+
+
+def test_off_and_user_choice_and_default_location(tmp_path, monkeypatch):
+    for off in ("off", "0", "", "None"):
+        monkeypatch.setenv(_compile_cache.ENV, off)
+        assert _compile_cache.default_cache_dir() is None
+    monkeypatch.delenv(_compile_cache.ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    assert _compile_cache.default_cache_dir() == tmp_path / "c" / "jaxalign" / "xla"
+    # off: nothing is set; the user's own JAX setting: kept
+    (folder,) = _python("import jaxalign, jax; "
+                        "print(jaxalign.enable_compilation_cache() or jax.config.jax_compilation_cache_dir)",
+                        {_compile_cache.ENV: "off"}, tmp_path)
+    assert folder == "None"
+    mine = tmp_path / "mine"
+    (folder,) = _python("import jaxalign; print(jaxalign.enable_compilation_cache())",
+                        {"JAX_COMPILATION_CACHE_DIR": str(mine), _compile_cache.ENV: str(tmp_path / "other")},
+                        tmp_path)
+    assert Path(folder) == mine and not (tmp_path / "other").exists()
+
+
+def test_unusable_folder_warns_and_runs_without(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = ("import warnings, jaxalign\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    print(jaxalign.enable_compilation_cache(), any('no compilation cache' in str(x.message) for x in w))")
+    assert _python(code, {_compile_cache.ENV: str(blocker / "xla")}, tmp_path) == ["None", "True"]
+
+
+def test_command_line_uses_the_cache(tmp_path):
+    cache = tmp_path / "xla"
+    env = {k: v for k, v in os.environ.items() if k != _compile_cache.ENV}
+    env[_compile_cache.ENV] = str(cache)
+    proc = subprocess.run([sys.executable, "-m", "jaxalign.cli", "demo", "--samples", "300", "--features", "16",
+                           "--targets", "200"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert cache.is_dir() and any(cache.iterdir())
+
+
+@pytest.mark.parametrize("value", ["off"])
+def test_test_session_keeps_the_cache_off(value):
+    assert os.environ.get(_compile_cache.ENV) == value  # tests/conftest.py
