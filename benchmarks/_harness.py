@@ -359,6 +359,17 @@ def gemm_rate_gflops(
     return out
 
 
+def jax_device_peak_mib() -> float | None:
+    """Peak bytes in use on jax's first device so far, in MiB (None where the backend keeps no statistics).
+
+    Cumulative over the process: what earlier calls allocated counts too.
+    """
+    import jax
+
+    peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+    return None if peak is None else peak / MIB
+
+
 # --------------------------------------------------------------------------
 # machine description
 

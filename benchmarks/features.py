@@ -127,14 +127,6 @@ def on_gpu() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def jax_peak_mib() -> float | None:
-    import jax
-
-    stats = jax.devices()[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
-    return None if peak is None else peak / H.MIB
-
-
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
@@ -270,7 +262,7 @@ def bench_model(name, model, tok, ref, words, context_size, batch_size, repeats=
     m = H.measure(jax_call)  # includes JIT compilation
     results["jaxalign (1st call)"] = m.result
     rows.append(dict(model=name, method="jaxalign (1st call)", seconds=m.seconds, peak=m.peak_mib,
-                     other=m.other_cores, gpu_peak=jax_peak_mib() if gpu else None))
+                     other=m.other_cores, gpu_peak=H.jax_device_peak_mib() if gpu else None))
     log(f"  jaxalign (1st call): {m.seconds:.2f} s")
     run_torch(ref, tok, words[:8], context_size, batch_size)  # warm-up
 
@@ -287,7 +279,7 @@ def bench_model(name, model, tok, ref, words, context_size, batch_size, repeats=
                 torch.cuda.reset_peak_memory_stats()
             m = H.measure(fn)
             if gpu:
-                peak = jax_peak_mib() if method == "jaxalign" else torch.cuda.max_memory_allocated() / H.MIB
+                peak = H.jax_device_peak_mib() if method == "jaxalign" else torch.cuda.max_memory_allocated() / H.MIB
                 gpu_peak[method] = max(gpu_peak[method] or 0.0, peak or 0.0)
             results[method] = m.result
             runs[method].append(m)

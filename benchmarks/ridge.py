@@ -507,11 +507,10 @@ def main(argv=None):
             del res1
             import jax
 
-            if jax.default_backend() != "cpu":  # device peak (cumulative, weights of earlier sizes included)
-                peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
-                if peak is not None:
-                    row_w["gpu_peak_mib"] = peak / H.MIB
-                    row_w["note"] = (row_w.get("note") or "") + f"device peak {peak / H.MIB:.0f} MiB"
+            peak = H.jax_device_peak_mib() if jax.default_backend() != "cpu" else None
+            if peak is not None:  # cumulative: earlier sizes included
+                row_w["gpu_peak_mib"] = peak
+                row_w["note"] = (row_w.get("note") or "") + f"device peak {peak:.0f} MiB"
             size_rows += [row1, row_w]
 
         # ------------------------------------------------------- peers

@@ -683,7 +683,7 @@ def _sizes(n_targets, per_target, K, budget, cap, batch_size):
     return target_batch_size(n_targets, per_target(Kc), budget, 1, max_batch=cap), Kc
 
 
-def _run(kind_fn, columns, names, n_targets, K, per_target, cap, chunk_bytes, arrangements,
+def _run(kind_fn, columns, names, n_targets, K, per_target, kind, arrangements,
          max_stat, return_null, memory_budget, batch_size):
     """Loop over target batches x permutation chunks; gather numpy results.
 
@@ -691,6 +691,7 @@ def _run(kind_fn, columns, names, n_targets, K, per_target, cap, chunk_bytes, ar
     reports a non-finite input.
     """
     budget = parse_bytes(memory_budget) if memory_budget is not None else default_memory_budget(jax.devices())
+    cap, chunk_bytes = _limits(kind)
     Tb, Kc = _sizes(n_targets, per_target, K, budget, cap, batch_size)
     chunks = [(s, min(s + Kc, K)) for s in range(0, K, Kc)]
     kc = max(1, min(Kc, chunk_bytes // (4 * Tb)))
@@ -803,7 +804,7 @@ def _correlation_test(y_true, preds, names, n_permutations, block_size, scheme,
     columns = [y_true, preds[0], preds[1] if paired else None]
     obs, count, mean, std, null, ext, Tb = _run(
         fn, columns, ["y_true", *names], T, K, lambda kc: plan.bytes_per_target(kc, return_null),
-        *_limits(plan.kind), plan.arrangements, max_stat, return_null,
+        plan.kind, plan.arrangements, max_stat, return_null,
         memory_budget, batch_size)
     const = ~obs["valid"]
     _warn_degenerate(const, "zero variance", ["y_true", *names])
@@ -959,7 +960,7 @@ def sign_flip_test(
 
     per_target = lambda kc: int(4 * 1.5 * (4 * n + 4 * min(kc, 1024) + (kc if return_null else 0)))  # noqa: E731
     obs, count, mean, std, null, ext, Tb = _run(
-        fn, [d], ["diffs"], T, K, per_target, *_limits("signs"),
+        fn, [d], ["diffs"], T, K, per_target, "signs",
         lambda a, b: _signs(n, K_req, seed, a, b), max_stat, return_null,
         memory_budget, batch_size)
     const = ~obs["valid"]
