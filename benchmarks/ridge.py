@@ -122,7 +122,7 @@ def make_data(n, p, n_targets, *, seed=0, dtype=np.float32, decay=1.0,
 
 
 def fit_jaxalign(X, Y, alphas, cv, memory_budget=None, progress=False, precision="auto",
-                 matmul_precision=None):
+                 matmul_precision=None, penalty_sweep="auto"):
     import contextlib
 
     import jax
@@ -132,12 +132,14 @@ def fit_jaxalign(X, Y, alphas, cv, memory_budget=None, progress=False, precision
     ctx = jax.default_matmul_precision(matmul_precision) if matmul_precision else contextlib.nullcontext()
     with ctx:
         m = RidgeCV(alphas=alphas, cv=cv, scoring="pearson", fit_intercept=False,
-                    memory_budget=memory_budget, progress=progress, precision=precision).fit(X, Y)
+                    memory_budget=memory_budget, progress=progress, precision=precision,
+                    penalty_sweep=penalty_sweep).fit(X, Y)
     return dict(
         best_alphas=np.asarray(m.best_alphas_),
         cv_scores=np.asarray(m.cv_scores_),
         coef=np.asarray(m.coef_),
         precision=m.result_.precision,
+        penalty_sweep=m.result_.penalty_sweep,
         batch_size=m.result_.batch_size,
     )
 
@@ -167,6 +169,17 @@ def himalaya_batch_params(n, p, n_targets, n_alphas, n_folds, budget, itemsize=4
         n_alphas_batch=n_alphas_batch,
         n_targets_batch_refit=clamp(budget // (n_alphas * p * itemsize * 2)),
     )
+
+
+def gemm_rate64():
+    """jax's float64 GEMM rate (GFLOP/s) on the default device, or None."""
+    try:
+        import jax
+
+        with jax.enable_x64(True):
+            return H.gemm_rate_gflops(n=1024, dtype=np.float64, backends=("jax",))["jax"]
+    except Exception:  # pragma: no cover - no jax / no float64 on this device
+        return None
 
 
 def fit_himalaya(backend_name, X, Y, alphas, n_folds, batch_params):
@@ -322,6 +335,10 @@ def parse_args(argv=None):
     ap.add_argument("--precision", default="auto", choices=["auto", "accurate", "fast"],
                     help="jaxalign RidgeCV(precision=...): 'auto' picks the fast target "
                          "projection only for well-conditioned designs")
+    ap.add_argument("--penalty-sweep", default="auto",
+                    choices=["auto", "partial_fractions", "direct"],
+                    help="jaxalign RidgeCV(penalty_sweep=...): how the penalty grid is scored "
+                         "(default auto: partial fractions where cheaper)")
     ap.add_argument("--matmul-precision", default=None,
                     choices=["highest", "float32", "tensorfloat32", "default", "bfloat16"],
                     help="run jaxalign inside jax.default_matmul_precision(...) (default: "
@@ -460,7 +477,8 @@ def main(argv=None):
                 Yw = np.ascontiguousarray(Y[:, :Tw])
                 try:
                     fit_jaxalign(X, Yw, alphas, splits, args.memory_budget_bytes,
-                                 args.progress, args.precision, args.matmul_precision)
+                                 args.progress, args.precision, args.matmul_precision,
+                                 args.penalty_sweep)
                     jax_cv_mode = "explicit splits"
                 except Exception as exc:
                     jax_reason = f"warm-up failed ({type(exc).__name__}: {exc})"
@@ -474,7 +492,8 @@ def main(argv=None):
         if have_jax:
             def jfit():
                 return fit_jaxalign(X, Y, alphas, splits, args.memory_budget_bytes,
-                                    args.progress, args.precision, args.matmul_precision)
+                                    args.progress, args.precision, args.matmul_precision,
+                                 args.penalty_sweep)
 
             res1, row1 = run_method("jaxalign (1st call)", jfit, log)
             row1.update(cv=f"{args.folds}-fold", note="incl. compile at this shape")
@@ -601,13 +620,15 @@ def main(argv=None):
                 row["max_dscore"] = None
 
         # ------------------------------------------------------- FLOPs
-        flops, precision = None, None
+        flops, flops64, precision, sweep = None, None, None, None
         if ridge_cv_flops is not None and "jaxalign" in results:
             precision = results["jaxalign"]["precision"]
-            flops = float(ridge_cv_flops(args.n, args.p, T, len(alphas), splits,
-                                         precision=precision))
-        size_info = dict(T=T, flops=flops, precision=precision, himalaya_batches=hb,
-                         reference=ref_name)
+            sweep = results["jaxalign"].get("penalty_sweep", "direct")
+            flops, flops64 = ridge_cv_flops(args.n, args.p, T, len(alphas), splits,
+                                            precision=precision, penalty_sweep=sweep,
+                                            float64_part=True)
+        size_info = dict(T=T, flops=flops, flops64=flops64, precision=precision,
+                         penalty_sweep=sweep, himalaya_batches=hb, reference=ref_name)
         for row in size_rows:
             if row["method"].startswith("jaxalign") and flops and "time_s" in row:
                 row["gflops"] = flops / row["time_s"] / 1e9
@@ -624,9 +645,19 @@ def main(argv=None):
     log(f"\ngemm      : float32 {args.gemm_n}^2 GEMM at the end: jax "
         f"{_g(gemm_runs[-1]['jax'])}, numpy {_g(gemm_runs[-1]['numpy'])} GFLOP/s; best: jax "
         f"{_g(gemm['jax'])}, numpy {_g(gemm['numpy'])} GFLOP/s")
+    gemm64 = gemm_rate64()
+    log(f"gemm      : float64 1024^2 GEMM, jax {_g(gemm64)} GFLOP/s")
+    f64_of = {s["T"]: s.get("flops64") or 0.0 for s in sizes_out}
     for row in rows:
         if row.get("gflops") is not None and gemm.get("jax"):
-            row["pct_jax_gemm"] = 100.0 * row["gflops"] / gemm["jax"]
+            # share of the GEMM roofline: the time the flops would take at the
+            # measured float32 (and, for the float64 part, float64) GEMM rates
+            f64 = f64_of.get(row.get("T"), 0.0)
+            total = row["gflops"] * row["time_s"] * 1e9
+            ideal = (total - f64) / (gemm["jax"] * 1e9)
+            if f64:
+                ideal += f64 / (gemm64 * 1e9) if gemm64 else float("nan")
+            row["pct_jax_gemm"] = 100.0 * ideal / row["time_s"]
     ref_label = "jaxalign" if any(s.get("reference") == "jaxalign" for s in sizes_out) else (sizes_out[0].get("reference") or "n/a")
     log("\n## Results (time: wall seconds; CPU: process CPU seconds, all threads; peak: "
         "MiB of RSS above the baseline before the call; agreement vs "
@@ -663,18 +694,24 @@ def main(argv=None):
     for s in sizes_out:
         for r in rows:
             if r.get("T") == s["T"] and r["method"].startswith("jaxalign") and "time_s" in r:
-                trows.append(dict(T=s["T"], method=r["method"], path=s["precision"],
+                path = s["precision"] if s.get("penalty_sweep") in (None, "direct") else (
+                    f'{s["precision"]}, {s["penalty_sweep"]}')
+                trows.append(dict(T=s["T"], method=r["method"], path=path,
+                                  gflop64=None if not s.get("flops64") else s["flops64"] / 1e9,
                                   time_s=r["time_s"],
                                   gflop=None if s["flops"] is None else s["flops"] / 1e9,
                                   gflops=r.get("gflops"), jax_gemm=gemm.get("jax"),
                                   np_gemm=gemm.get("numpy"), pct=r.get("pct_jax_gemm")))
     if trows:
         H.print_table(trows, [
-            ("T", "T"), ("method", "method"), ("path", "precision path"),
-            ("time_s", "time (s)", ".2f"), ("gflop", "GFLOP", ".1f"), ("gflops", "GFLOP/s", ".1f"),
+            ("T", "T"), ("method", "method"), ("path", "path"),
+            ("time_s", "time (s)", ".2f"), ("gflop", "GFLOP", ".1f"),
+            ("gflop64", "of which float64", ".1f"), ("gflops", "GFLOP/s", ".1f"),
             ("jax_gemm", "jax GEMM GFLOP/s", ".1f"), ("np_gemm", "numpy GEMM GFLOP/s", ".1f"),
-            ("pct", "% of jax GEMM", ".1f"),
+            ("pct", "% of jax GEMM roofline", ".1f"),
         ])
+        log("(roofline: the time these flops take at jax's measured float32 GEMM rate, "
+            "float64 flops at its float64 rate, divided by the measured time)")
         if sizes_out and sizes_out[0]["flops"] is None:
             log("(FLOPs n/a: jaxalign.ridge.ridge_cv_flops not available)")
     else:

@@ -509,3 +509,10 @@ def test_flop_count_is_consistent():
     per_target = 5 * (2 * 2400 * 768 + 2 * 11 * 600 * 768)
     assert per_target * 20000 < f < 1.3 * per_target * 20000
     assert ridge_cv_flops(3000, 768, 40000, 11, splits) > 1.9 * f
+    # partial fractions: the sweep is one float64 r x r product per target and fold
+    g, g64 = ridge_cv_flops(3000, 768, 20000, 11, splits, precision="accurate",
+                            penalty_sweep="partial_fractions", float64_part=True)
+    per_target = 5 * (2 * 2400 * 768 + 2 * 768 * 600 + 2 * 768 * 768) + 2 * 3000 * 768 + 2 * 768 * 768
+    assert per_target * 20000 < g < 1.3 * per_target * 20000
+    assert 5 * 2 * 768 * 768 * 20000 < g64 < 1.2 * 5 * 2 * 768 * 768 * 20000
+    assert ridge_cv_flops(3000, 768, 20000, 11, splits, precision="accurate") > 1.8 * g

@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxalign.ridge._cv import check_cv
+from jaxalign.ridge._fractions import MAX_AMPLIFICATION, amplification, fractions, has_ties
 from jaxalign.ridge._scores import check_scoring
 from jaxalign.ridge._solve import (
     cv_batch,
@@ -75,7 +76,7 @@ def default_memory_budget(devices) -> int:
     return int(min(0.25 * psutil.virtual_memory().available / len(devices), 8 * 2**30))
 
 
-def _bytes_per_target(n, p, n_alphas, splits, n_layers, method):
+def _bytes_per_target(n, p, n_alphas, splits, n_layers, method, fractions=False):
     """Upper estimate of device bytes per target in one batch (float32)."""
     floats_layer = 0
     floats_shared = n  # the batch of Y
@@ -84,6 +85,8 @@ def _bytes_per_target(n, p, n_alphas, splits, n_layers, method):
         r = min(n_tr, p) if method == "primal" else n_tr
         m = min(n_val, r)
         floats_layer += 2 * r + 3 * m + 2 * p + 8 * n_alphas
+        if fractions:  # float64 Z, M Z, u, and the tie product
+            floats_layer += 8 * r + 4 * n_alphas
         floats_shared += n + n_val  # gathered training or out-of-training rows, validation rows
     r_full = min(n, p) if method == "primal" else n
     floats_layer += 2 * r_full + 2 * p + 2
@@ -126,6 +129,9 @@ class RidgeCVResult:
     intercept : ([L,] T) zeros unless ``fit_intercept``
     alphas, splits, scoring, method, precision, batch_size, constant : the
         settings used
+    penalty_sweep : how the penalty grid was scored: "partial_fractions"
+        (every fold, every penalty), "direct", or "mixed" (some folds or
+        penalties direct; see :func:`ridge_cv`)
     """
 
     best_alphas: np.ndarray
@@ -140,6 +146,56 @@ class RidgeCVResult:
     precision: str = "accurate"
     batch_size: int = 0
     constant: np.ndarray | None = field(default=None, repr=False)
+    penalty_sweep: str = "direct"
+
+
+PENALTY_SWEEPS = ("auto", "partial_fractions", "direct")
+# Float64 matrices of the partial-fraction sweep kept on the device, all folds.
+_FRACTIONS_MAX_BYTES = 1 << 30
+
+
+def _plan_sweeps(plans, alphas, penalty_sweep, platform):
+    """Give each fold's plan a partial-fraction sweep where it is cheaper and
+    accurate (see ``_fractions``).
+
+    Returns ``(plans, direct, kind)``: ``direct`` holds per fold the penalty
+    indices still swept directly (their partial-fraction amplification
+    exceeds ``MAX_AMPLIFICATION``); ``kind`` is "partial_fractions", "direct"
+    or "mixed".
+    """
+    n_folds = len(plans)
+    if penalty_sweep == "direct" or platform == "tpu":  # TPUs have no float64
+        return plans, ((),) * n_folds, "direct"
+    A = len(alphas)
+    total = 0
+    out, direct, used = [], [], []
+    for plan in plans:
+        m, r = plan.R.shape[-2:]
+        n_layers = plan.R.shape[0] if plan.R.ndim == 3 else 1
+        amp = amplification(plan.s2, alphas)
+        bad = tuple(int(i) for i in np.flatnonzero(~(amp <= MAX_AMPLIFICATION)))
+        ties = has_ties(plan.s2)
+        # flops per target; float64 products counted twice (half rate on CPU)
+        cost = 2 * (2 * r * r) * (2 if ties else 1) + 2 * len(bad) * m * r + 8 * A * r
+        nbytes = 8 * r * r * (2 if ties else 1) * n_layers
+        cheaper = cost < 0.8 * (2 * A * m * r) and len(bad) < A
+        fits = total + nbytes <= _FRACTIONS_MAX_BYTES
+        if (penalty_sweep == "partial_fractions" or cheaper) and fits:
+            plan = plan._replace(fr=fractions(plan.R, plan.s2, alphas, ties))
+            total += nbytes
+            direct.append(bad)
+            used.append(len(bad) == 0)
+        else:
+            direct.append(())
+            used.append(None)
+        out.append(plan)
+    if all(u is True for u in used):
+        kind = "partial_fractions"
+    elif all(u is None for u in used):
+        kind = "direct"
+    else:
+        kind = "mixed"
+    return tuple(out), tuple(direct), kind
 
 
 def _resolve_devices(devices):
@@ -200,6 +256,7 @@ def ridge_cv(
     devices=None,
     progress: bool | None = None,
     precision: str = "auto",
+    penalty_sweep: str = "auto",
 ) -> RidgeCVResult:
     """Multi-target ridge with a per-target penalty chosen by cross-validation.
 
@@ -235,6 +292,16 @@ def ridge_cv(
         collinear designs); "fast" through ``V^T X^T Y``, sharing one GEMM
         across folds (~10% faster, float32 error ~ eps * cond(X)). "auto"
         takes "fast" only when that error bound is below 1e-5.
+    penalty_sweep : "auto" | "partial_fractions" | "direct"
+        How each fold scores the penalty grid. "direct": one prediction GEMM
+        per penalty (``2 A m r`` flops per target). "partial_fractions": the
+        variance of every penalty's predictions from one float64 ``r x r``
+        product per target (``jaxalign.ridge._fractions``), exact to float64
+        rounding; penalties whose partial fractions would lose precision
+        (nearly equal eigenvalues) are still swept directly. "auto" (default)
+        uses partial fractions where they cost less than the direct sweep
+        (large grids, ``r`` not much above the validation size), except on
+        TPUs (no float64). ``RidgeCVResult.penalty_sweep`` says what ran.
 
     Returns
     -------
@@ -248,6 +315,8 @@ def ridge_cv(
     scoring = check_scoring(scoring)
     if precision not in ("auto", "accurate", "fast"):
         raise ValueError(f"precision must be 'auto', 'accurate' or 'fast', got {precision!r}")
+    if penalty_sweep not in PENALTY_SWEEPS:
+        raise ValueError(f"penalty_sweep must be one of {PENALTY_SWEEPS}, got {penalty_sweep!r}")
     splits = check_cv(cv, n, groups=groups)
     method = choose_method(min(len(tr) for tr, _ in splits), p, method)
     n_targets = Y.shape[1]
@@ -256,19 +325,23 @@ def ridge_cv(
     devs = _resolve_devices(devices)
     n_dev = len(devs)
     L = n_layers or 1
-    if batch_size is None:
-        budget = parse_bytes(memory_budget) if memory_budget is not None else default_memory_budget(devs)
-        bpt = _bytes_per_target(n, p, len(alphas), splits, L, method)
-        batch_size = target_batch_size(n_targets, bpt, budget, n_dev)
-    else:
+    if batch_size is not None:
         batch_size = int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         batch_size = math.ceil(batch_size / n_dev) * n_dev
+    budget = None
+    if batch_size is None:  # parse the budget before the decompositions' work
+        budget = parse_bytes(memory_budget) if memory_budget is not None else default_memory_budget(devs)
 
     x_offset = X.mean(axis=-2, dtype=np.float64) if fit_intercept else None
     plans, full, XT, idx, precision = _decompose(X, x_offset, splits, alphas, method,
                                                  fit_intercept, precision)
+    plans, direct, sweep_kind = _plan_sweeps(plans, alphas, penalty_sweep, devs[0].platform)
+    use_x64 = sweep_kind != "direct"
+    if batch_size is None:
+        bpt = _bytes_per_target(n, p, len(alphas), splits, L, method, fractions=use_x64)
+        batch_size = target_batch_size(n_targets, bpt, budget, n_dev)
     alphas_j = jnp.asarray(alphas, jnp.float32)
     if n_dev > 1:
         mesh = Mesh(np.asarray(devs), ("targets",))
@@ -313,7 +386,9 @@ def ridge_cv(
         if width < batch_size:  # pad to one static shape; padded columns are dropped
             Yb = np.pad(Yb, ((0, 0), (0, batch_size - width)))
         Yb = jax.device_put(Yb, y_sharding)
-        out = fn(plans, full, XT, idx, Yb, alphas_j, scoring=scoring, fit_intercept=fit_intercept)
+        with jax.enable_x64(use_x64):  # the partial-fraction sweep runs in float64
+            out = fn(plans, full, XT, idx, Yb, alphas_j, scoring=scoring,
+                     fit_intercept=fit_intercept, direct=direct)
         if pending is not None:  # overlap host transfer with the next batch
             collect(pending)
         pending = (slice(start, stop), width, out)
@@ -346,4 +421,5 @@ def ridge_cv(
         precision=precision if method == "primal" else "accurate",
         batch_size=batch_size,
         constant=const,
+        penalty_sweep=sweep_kind,
     )

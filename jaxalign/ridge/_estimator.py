@@ -36,6 +36,9 @@ class RidgeCV:
     precision : {"auto", "accurate", "fast"}, default "auto"
         See :func:`~jaxalign.ridge.ridge_cv`: "auto" uses the fast target
         projection only for well-conditioned designs.
+    penalty_sweep : {"auto", "partial_fractions", "direct"}, default "auto"
+        See :func:`~jaxalign.ridge.ridge_cv`: how each fold scores the grid
+        (partial fractions: one float64 product per target for all penalties).
 
     Attributes
     ----------
@@ -72,6 +75,7 @@ class RidgeCV:
         devices=None,
         progress=None,
         precision="auto",
+        penalty_sweep="auto",
     ):
         self.alphas = alphas
         self.cv = cv
@@ -83,11 +87,12 @@ class RidgeCV:
         self.devices = devices
         self.progress = progress
         self.precision = precision
+        self.penalty_sweep = penalty_sweep
 
     def get_params(self, deep=True):
         return {k: getattr(self, k) for k in (
             "alphas", "cv", "scoring", "fit_intercept", "method", "memory_budget",
-            "batch_size", "devices", "progress", "precision")}
+            "batch_size", "devices", "progress", "precision", "penalty_sweep")}
 
     def set_params(self, **params):
         for k, v in params.items():
@@ -116,6 +121,7 @@ class RidgeCV:
             fit_intercept=self.fit_intercept, method=self.method,
             memory_budget=self.memory_budget, batch_size=self.batch_size,
             devices=self.devices, progress=self.progress, precision=self.precision,
+            penalty_sweep=self.penalty_sweep,
         )
         self.result_ = res
         self.n_features_in_ = X.shape[1]

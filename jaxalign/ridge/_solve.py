@@ -12,9 +12,11 @@ Algorithm (per target batch; see ``_spectral`` for the decomposition):
    ``X_train^T Y_train`` is the batch's ``X^T Y`` minus the validation rows'
    product, so folds share one GEMM; dual: ``U^T Y_train``);
    the covariance of every penalty's prediction with the validation targets
-   through one small GEMM, ``cov = d @ (Z * R^T Yq)``; the centred
-   predictions ``P_a = R diag(d_a) Z`` penalty by penalty (``lax.map``),
-   each reduced at once to its variance; the mean prediction from ``ev_mean``.
+   through one small GEMM, ``cov = d @ (Z * R^T Yq)``; the variance of every
+   penalty's centred predictions ``P_a = R diag(d_a) Z``, either from one
+   float64 product ``M Z`` by partial fractions (``_fractions``; the plan
+   carries ``fr``) or directly, penalty by penalty (``lax.map``), each ``P_a``
+   reduced at once; the mean prediction from ``ev_mean``.
    Only these sufficient statistics survive the batch: no (penalties x
    samples x all targets) array ever exists.
 3. Average the scores over folds, pick each target's best penalty (ties
@@ -35,6 +37,7 @@ import jax.numpy as jnp
 
 from jaxalign._precision import jit as _jit
 from jaxalign.ridge._scores import center, scores_from_stats
+from jaxalign.ridge._fractions import Fractions, variance as _fraction_variance
 from jaxalign.ridge._spectral import Basis
 
 __all__ = ["FoldPlan", "fold_plan", "cv_batch", "cv_batch_layers", "ridge_cv_flops"]
@@ -51,6 +54,7 @@ class FoldPlan(NamedTuple):
     Rt: jax.Array  # (r, m)  R^T stored contiguous (faster GEMM operand)
     Q: jax.Array | None  # (n_val, m) or None when not compressed
     ev_mean: jax.Array  # (r,)  mean evaluation row
+    fr: Fractions | None = None  # partial-fraction sweep (float64), or None: direct
 
 
 def _fold_plan(basis: Basis) -> FoldPlan:
@@ -80,7 +84,8 @@ def _spectral_targets(Vt, x_mean, XtY, y_sum, fit_intercept):
     return Vt @ XtY
 
 
-def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, fit_intercept):
+def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, fit_intercept,
+                 direct=()):
     """Scores (n_alphas, n_targets) of one fold for a batch of targets.
 
     ``fold_idx = (train, val, out)`` where ``out`` is every sample not in the
@@ -122,7 +127,13 @@ def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, f
         P = (plan.R * d_a[None, :]) @ Z
         return jnp.sum(P * P, axis=0)
 
-    var_pred = jax.lax.map(variance, d)  # (A, T)
+    if plan.fr is None:
+        var_pred = jax.lax.map(variance, d)  # (A, T)
+    else:  # every penalty from one float64 product (see _fractions)
+        var_pred = _fraction_variance(plan.fr, Z)
+        if direct:  # penalties too close to a near-tie for partial fractions
+            sel = jnp.asarray(direct)
+            var_pred = var_pred.at[sel].set(jax.lax.map(variance, d[sel]))
     pred_mean = (plan.ev_mean[None, :] * d) @ Z  # (A, T)
     if fit_intercept:
         pred_mean = pred_mean + y_tr_sum / n_tr
@@ -149,7 +160,7 @@ def _best_alpha_index(mean_scores, alphas):
     return jnp.argmax(key, axis=0), jnp.any(is_best, axis=0)
 
 
-def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept):
+def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept, direct=None):
     """CV scores, best penalties and refitted coefficients for one batch.
 
     Parameters
@@ -179,10 +190,11 @@ def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept):
     primal = full.projT is None
     XtY = XT @ Y if primal else None  # shared by every fold and the refit
     y_sum = jnp.sum(Y, axis=0)
+    direct = direct or ((),) * len(plans)
     fold_scores = jnp.stack(
         [
-            _fold_scores(plan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, fit_intercept)
-            for plan, fold_idx in zip(plans, idx)
+            _fold_scores(plan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, fit_intercept, dr)
+            for plan, fold_idx, dr in zip(plans, idx, direct)
         ]
     )
     n_defined = jnp.sum(~jnp.isnan(fold_scores), axis=0)
@@ -206,31 +218,37 @@ def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept):
     return cv_scores, best_idx, coef, intercept
 
 
-cv_batch = _jit(_cv_batch, static_argnames=("scoring", "fit_intercept"))
+_STATIC = ("scoring", "fit_intercept", "direct")
+cv_batch = _jit(_cv_batch, static_argnames=_STATIC)
 
 
-def _cv_batch_layers(plans, full, XT, idx, Y, alphas, scoring, fit_intercept):
+def _cv_batch_layers(plans, full, XT, idx, Y, alphas, scoring, fit_intercept, direct=None):
     """:func:`_cv_batch` vmapped over a leading layer axis of plans/full/XT."""
-    one = partial(_cv_batch, scoring=scoring, fit_intercept=fit_intercept)
+    one = partial(_cv_batch, scoring=scoring, fit_intercept=fit_intercept, direct=direct)
     return jax.vmap(one, in_axes=(0, 0, 0, None, None, None))(plans, full, XT, idx, Y, alphas)
 
 
-cv_batch_layers = _jit(_cv_batch_layers, static_argnames=("scoring", "fit_intercept"))
+cv_batch_layers = _jit(_cv_batch_layers, static_argnames=_STATIC)
 
 
 def ridge_cv_flops(n_samples, n_features, n_targets, n_alphas, splits, n_layers=1,
-                   precision="fast"):
+                   precision="fast", penalty_sweep="direct", float64_part=False):
     """Floating-point operations of :func:`ridge_cv` (multiply-add = 2).
 
     Counts the decompositions (Gram matrices, eigendecompositions as
     ``9 r^3``, QR), the per-target GEMMs and the reductions. ``splits`` is a
     list of ``(train_idx, val_idx)`` or of ``(n_train, n_val)`` pairs;
-    ``precision`` is the path the engine took (``RidgeCVResult.precision``).
+    ``precision`` and ``penalty_sweep`` are the paths the engine took
+    (``RidgeCVResult.precision`` / ``.penalty_sweep``; "mixed" is counted as
+    partial fractions). With ``float64_part=True`` returns
+    ``(total, float64_flops)``: the partial-fraction sweep's ``M Z`` products
+    run in float64, at about half the float32 rate on CPUs.
     """
     n, p, T, A = int(n_samples), int(n_features), int(n_targets), int(n_alphas)
     sizes = [tuple(x if isinstance(x, int) else len(x) for x in split) for split in splits]
     primal = p <= min(n_tr for n_tr, _ in sizes)  # as the engine chooses
     fast = primal and precision == "fast"
+    fractions = penalty_sweep in ("partial_fractions", "mixed")
 
     def decomposition(n_fit, n_eval):
         r = p if primal else n_fit
@@ -239,14 +257,22 @@ def ridge_cv_flops(n_samples, n_features, n_targets, n_alphas, splits, n_layers=
         return gram + proj + 9 * r**3 + 2 * n_eval * p * r, r
 
     total = 2.0 * n * p * T if fast else 0.0  # X^T Y, shared by folds and refit
+    f64 = 0.0
     for n_tr, n_val in sizes:
         f, r = decomposition(n_tr, n_val)
         m = min(n_val, r)
         qr = 4 * n_val * r * r if n_val > r else 0
         z = 2 * (n - n_tr) * p + 2 * p * r if fast else 2 * n_tr * r
-        per_target = z + (2 * n_val * m if n_val > r else 0) + 2 * r * m + 2 * A * m * r
+        per_target = z + (2 * n_val * m if n_val > r else 0) + 2 * r * m
+        if fractions:  # G = R^T R and M once; M Z, u, and four (A x r) products per target
+            f += 2 * m * r * r
+            per_target += 2 * r * r + 2 * r + 8 * A * r
+            f64 += (2 * m * r * r + (2 * r * r + 2 * r + 8 * A * r) * T) * n_layers
+        else:
+            per_target += 2 * A * m * r
         per_target += 2 * A * m + 4 * A * r + r + 4 * n_val
         total += f + qr + per_target * T
     f, r = decomposition(n, 0)
     total += f + ((2 * p * r) if fast else (2 * n * r)) * T + (2 * p * r + r) * T
-    return float(total) * n_layers
+    total = float(total) * n_layers
+    return (total, float(f64)) if float64_part else total
