@@ -140,6 +140,7 @@ def fit_jaxalign(X, Y, alphas, cv, memory_budget=None, progress=False, precision
         coef=np.asarray(m.coef_),
         precision=m.result_.precision,
         penalty_sweep=m.result_.penalty_sweep,
+        shared_folds=m.result_.shared_folds,
         batch_size=m.result_.batch_size,
     )
 
@@ -626,9 +627,11 @@ def main(argv=None):
             sweep = results["jaxalign"].get("penalty_sweep", "direct")
             flops, flops64 = ridge_cv_flops(args.n, args.p, T, len(alphas), splits,
                                             precision=precision, penalty_sweep=sweep,
-                                            float64_part=True)
+                                            float64_part=True,
+                                            shared_folds=results["jaxalign"].get("shared_folds", 0))
         size_info = dict(T=T, flops=flops, flops64=flops64, precision=precision,
-                         penalty_sweep=sweep, himalaya_batches=hb, reference=ref_name)
+                         penalty_sweep=sweep, himalaya_batches=hb, reference=ref_name,
+                         shared_folds=(results.get("jaxalign") or {}).get("shared_folds", 0))
         for row in size_rows:
             if row["method"].startswith("jaxalign") and flops and "time_s" in row:
                 row["gflops"] = flops / row["time_s"] / 1e9
@@ -694,8 +697,10 @@ def main(argv=None):
     for s in sizes_out:
         for r in rows:
             if r.get("T") == s["T"] and r["method"].startswith("jaxalign") and "time_s" in r:
-                path = s["precision"] if s.get("penalty_sweep") in (None, "direct") else (
-                    f'{s["precision"]}, {s["penalty_sweep"]}')
+                path = s["precision"] + (f', {s["shared_folds"]} shared folds'
+                                         if s.get("shared_folds") else "")
+                if s.get("penalty_sweep") not in (None, "direct"):
+                    path += f', {s["penalty_sweep"]}'
                 trows.append(dict(T=s["T"], method=r["method"], path=path,
                                   gflop64=None if not s.get("flops64") else s["flops64"] / 1e9,
                                   time_s=r["time_s"],

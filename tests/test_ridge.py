@@ -516,3 +516,70 @@ def test_flop_count_is_consistent():
     assert per_target * 20000 < g < 1.3 * per_target * 20000
     assert 5 * 2 * 768 * 768 * 20000 < g64 < 1.2 * 5 * 2 * 768 * 768 * 20000
     assert ridge_cv_flops(3000, 768, 20000, 11, splits, precision="accurate") > 1.8 * g
+
+
+# ------------------------------------------- shared projection of the folds
+
+
+def _fold_paths(X, splits, alphas=ALPHAS, fit_intercept=False):
+    from jaxalign.ridge._engine import _decompose
+
+    x_offset = X.mean(axis=-2, dtype=np.float64) if fit_intercept else None
+    plans, *_ = _decompose(X, x_offset, splits, np.asarray(alphas), "primal", fit_intercept,
+                           "accurate")
+    return ["shared" if p.K is not None else "per-fold" for p in plans]
+
+
+@pytest.mark.parametrize("fit_intercept,gap,layers", [(False, 0, False), (True, 3, False),
+                                                      (True, 0, True)])
+def test_shared_projection_equals_per_fold_and_float64(monkeypatch, fit_intercept, gap, layers):
+    """Training targets from the whole design's projection minus the left-out
+    rows (``K P - EoutT Y_out``) score like the per-fold projection and the
+    float64 loop, with an intercept, gaps and stacked layers."""
+    import jaxalign.ridge._engine as engine
+
+    rng = np.random.default_rng(31 + gap)
+    X, Y = planted(rng, 300, 30, 40, spectrum=2.0)
+    Y = Y + 200.0 * fit_intercept
+    if layers:
+        X = np.stack([X, planted(rng, 300, 30, 1, spectrum=1.0)[0]])
+    splits = list(ContiguousKFold(5, gap=gap).split(300))
+    assert _fold_paths(X, splits, fit_intercept=fit_intercept) == ["shared"] * 5
+    shared = ridge_cv(X, Y, ALPHAS, splits, fit_intercept=fit_intercept, precision="accurate")
+    monkeypatch.setattr(engine, "_SHARED_MAX_ERROR_RATIO", 0.0)
+    assert _fold_paths(X, splits, fit_intercept=fit_intercept) == ["per-fold"] * 5
+    per_fold = ridge_cv(X, Y, ALPHAS, splits, fit_intercept=fit_intercept, precision="accurate")
+    np.testing.assert_allclose(shared.cv_scores, per_fold.cv_scores, atol=2e-6)
+    assert_same_choices(shared, per_fold)
+    for layer in range(2 if layers else 1):
+        Xl = X[layer] if layers else X
+        ref = cv_scores64(Xl, Y, ALPHAS, splits, "pearson", fit_intercept)
+        got = shared.cv_scores[layer] if layers else shared.cv_scores
+        np.testing.assert_allclose(got, ref, atol=2e-5)
+
+
+def test_shared_projection_refused_where_it_would_lose_precision():
+    """A training fold missing a direction the left-out rows have (here a
+    feature that is zero outside the first fold) keeps the per-fold
+    projection; so do folds where it would cost more (p + n_out >= n_train)."""
+    rng = np.random.default_rng(32)
+    X, Y = planted(rng, 300, 30, 20)
+    X[60:, 0] = 0.0  # only the first fold's rows carry feature 0
+    splits = list(ContiguousKFold(5).split(300))
+    assert _fold_paths(X, splits) == ["per-fold"] + ["shared"] * 4
+    res = ridge_cv(X, Y, ALPHAS, splits, precision="accurate")
+    ref = cv_scores64(X, Y, ALPHAS, splits, "pearson", False)
+    np.testing.assert_allclose(res.cv_scores, ref, atol=2e-5)
+    assert _fold_paths(planted(rng, 100, 60, 1)[0], list(ContiguousKFold(5).split(100))) == ["per-fold"] * 5
+
+
+def test_flop_count_of_shared_folds():
+    splits = list(ContiguousKFold(5).split(3000))
+    kw = dict(precision="accurate", penalty_sweep="partial_fractions")
+    per_fold = ridge_cv_flops(3000, 768, 20000, 11, splits, **kw)
+    shared = ridge_cv_flops(3000, 768, 20000, 11, splits, shared_folds=5, **kw)
+    # per target and fold: 2 (p + n_out) r instead of 2 n_train r
+    saved = 5 * 2 * 768 * (2400 - 768 - 600) * 20000
+    # once per fold: K = V^T V_ref and (X_out V)^T instead of (X_train V)^T
+    saved += 5 * 2 * 768 * 768 * (2400 - 600 - 768)
+    assert abs((per_fold - shared) - saved) < 1e-6 * saved

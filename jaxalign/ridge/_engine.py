@@ -129,6 +129,8 @@ class RidgeCVResult:
     intercept : ([L,] T) zeros unless ``fit_intercept``
     alphas, splits, scoring, method, precision, batch_size, constant : the
         settings used
+    shared_folds : number of folds whose training targets came from the whole
+        design's projection (accurate primal path; see ``_use_shared``)
     penalty_sweep : how the penalty grid was scored: "partial_fractions"
         (every fold, every penalty), "direct", or "mixed" (some folds or
         penalties direct; see :func:`ridge_cv`)
@@ -147,6 +149,7 @@ class RidgeCVResult:
     batch_size: int = 0
     constant: np.ndarray | None = field(default=None, repr=False)
     penalty_sweep: str = "direct"
+    shared_folds: int = 0
 
 
 PENALTY_SWEEPS = ("auto", "partial_fractions", "direct")
@@ -218,27 +221,64 @@ def _decompose(X, x_offset, splits, alphas, method, fit_intercept, precision):
     the transposed design for the fast primal path (else None) and ``idx``
     holds ``(train, val, out-of-train)`` indices per fold.
     """
-    n = X.shape[-2]
+    n, p = X.shape[-2:]
     Xj = jnp.asarray(X - x_offset[..., None, :] if x_offset is not None else X, jnp.float32)
-    full = spectral_basis(Xj, Xj[..., :1, :], method=method, fit_intercept=fit_intercept)
+    primal = method == "primal"
+    full = spectral_basis(Xj, Xj[..., :1, :], method=method, fit_intercept=fit_intercept,
+                          keep_v64=primal)
     if precision == "auto":
         precision = "fast" if fast_path_ok(full.s2, alphas.min()) else "accurate"
     project = precision == "accurate" or method == "dual"
+    shared = primal and project  # candidates for the shared projection (Basis.K)
+    V_ref = full.V64 if shared else None
     full = full._replace(ev=None, projT=full.projT if project else None,  # refit needs no ev
-                         coef_mapT=None if project else full.coef_map.swapaxes(-1, -2))
+                         coef_mapT=None if project else full.coef_map.swapaxes(-1, -2),
+                         V64=None)
     plan_fn = fold_plan_layers if Xj.ndim == 3 else fold_plan
     plans, idx = [], []
     for tr, va in splits:
         tr_j, va_j = jnp.asarray(tr, jnp.int32), jnp.asarray(va, jnp.int32)
-        basis = spectral_basis(
-            jnp.take(Xj, tr_j, axis=-2), jnp.take(Xj, va_j, axis=-2),
-            method=method, fit_intercept=fit_intercept, project=project,
-        )
-        plans.append(plan_fn(basis))
         out = np.setdiff1d(np.arange(n), tr, assume_unique=True)
-        idx.append((tr_j, va_j, jnp.asarray(out, jnp.int32)))
+        out_j = jnp.asarray(out, jnp.int32)
+        # Shared projection: cheaper when p + n_out < n_train (see _use_shared)
+        try_shared = shared and p + out.size < tr.size
+        X_tr, X_va = jnp.take(Xj, tr_j, axis=-2), jnp.take(Xj, va_j, axis=-2)
+        basis = None
+        if try_shared:
+            basis = spectral_basis(X_tr, X_va, method=method, fit_intercept=fit_intercept,
+                                   V_ref=V_ref, X_out=jnp.take(Xj, out_j, axis=-2))
+            if not _use_shared(basis):
+                basis = None
+        if basis is None:
+            basis = spectral_basis(X_tr, X_va, method=method, fit_intercept=fit_intercept,
+                                   project=project)
+        plans.append(plan_fn(basis))
+        idx.append((tr_j, va_j, out_j))
     XT = None if project else jnp.swapaxes(Xj, -1, -2).copy()
     return tuple(plans), full, XT, tuple(idx), precision
+
+
+# Error of the shared projection relative to the per-fold one, at most.
+_SHARED_MAX_ERROR_RATIO = 4.0
+
+
+def _use_shared(basis) -> bool:
+    """Whether a fold's training targets may come from the whole design's
+    projection, ``Z = K P - EoutT Y_out``, instead of ``(X_train V)^T Y_train``.
+
+    Both are float32 products. The per-fold one errs by ~``eps s_j |y|`` in
+    component ``j`` (``s_j`` its singular value); the shared one by
+    ~``eps sqrt(s_j^2 + |X_out v_j|^2) |y|``: the rows left out of training
+    enter through ``P``. Accept it when that ratio is at most
+    ``_SHARED_MAX_ERROR_RATIO`` in every component (and every layer); a
+    direction nearly absent from the training rows (rank deficiency, small
+    folds) keeps the per-fold projection.
+    """
+    s2 = np.asarray(basis.s2, np.float64)
+    eo = np.sum(np.square(np.asarray(basis.EoutT, np.float64)), axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio2 = 1.0 + np.where(eo > 0, eo / s2, 0.0)
+    return bool(np.all(ratio2 <= _SHARED_MAX_ERROR_RATIO**2))
 
 
 def ridge_cv(
@@ -337,6 +377,7 @@ def ridge_cv(
     x_offset = X.mean(axis=-2, dtype=np.float64) if fit_intercept else None
     plans, full, XT, idx, precision = _decompose(X, x_offset, splits, alphas, method,
                                                  fit_intercept, precision)
+    shared_folds = sum(plan.K is not None for plan in plans)
     plans, direct, sweep_kind = _plan_sweeps(plans, alphas, penalty_sweep, devs[0].platform)
     use_x64 = sweep_kind != "direct"
     if batch_size is None:
@@ -422,4 +463,5 @@ def ridge_cv(
         batch_size=batch_size,
         constant=const,
         penalty_sweep=sweep_kind,
+        shared_folds=shared_folds,
     )

@@ -55,6 +55,9 @@ class FoldPlan(NamedTuple):
     Q: jax.Array | None  # (n_val, m) or None when not compressed
     ev_mean: jax.Array  # (r,)  mean evaluation row
     fr: Fractions | None = None  # partial-fraction sweep (float64), or None: direct
+    K: jax.Array | None = None  # (r, p) shared projection (see _spectral.Basis.K), or None
+    EoutT: jax.Array | None = None  # (r, n_out)
+    mean_proj: jax.Array | None = None  # (r,)
 
 
 def _fold_plan(basis: Basis) -> FoldPlan:
@@ -64,7 +67,8 @@ def _fold_plan(basis: Basis) -> FoldPlan:
         Q, R = jnp.linalg.qr(ev_c)
     else:
         Q, R = None, ev_c
-    return FoldPlan(basis.projT, basis.coef_mapT, basis.x_mean, basis.s2, R, R.T, Q, ev_mean)
+    return FoldPlan(basis.projT, basis.coef_mapT, basis.x_mean, basis.s2, R, R.T, Q, ev_mean,
+                    None, basis.K, basis.EoutT, basis.mean_proj)
 
 
 fold_plan = _jit(_fold_plan)
@@ -85,7 +89,7 @@ def _spectral_targets(Vt, x_mean, XtY, y_sum, fit_intercept):
 
 
 def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, fit_intercept,
-                 direct=()):
+                 direct=(), P=None):
     """Scores (n_alphas, n_targets) of one fold for a batch of targets.
 
     ``fold_idx = (train, val, out)`` where ``out`` is every sample not in the
@@ -95,14 +99,18 @@ def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, f
     train_idx, val_idx, out_idx = fold_idx
     Y_val = jnp.take(Y, val_idx, axis=0)
     n_val, n_tr = val_idx.shape[0], train_idx.shape[0]
-    by_difference = out_idx.shape[0] < n_tr
+    by_difference = out_idx.shape[0] < n_tr or plan.K is not None
     if by_difference:
         Y_out = jnp.take(Y, out_idx, axis=0)
         y_tr_sum = y_sum - jnp.sum(Y_out, axis=0)
     else:
         Y_tr = jnp.take(Y, train_idx, axis=0)
         y_tr_sum = jnp.sum(Y_tr, axis=0)
-    if plan.projT is not None:  # dual, or primal through (X V)^T
+    if plan.K is not None:  # primal, accurate, from the whole design's projection P
+        Z = plan.K @ P - plan.EoutT @ Y_out
+        if fit_intercept:  # (the whole design's own mean is ~0: X was centred)
+            Z = Z - plan.mean_proj[:, None] * y_tr_sum[None, :]
+    elif plan.projT is not None:  # dual, or primal through (X V)^T
         Z = plan.projT @ (Y_tr if not by_difference else jnp.take(Y, train_idx, axis=0))
     else:  # primal, fast: training X^T Y from the shared product
         if by_difference:
@@ -189,11 +197,12 @@ def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept, di
         Y, y_offset = center(Y)
     primal = full.projT is None
     XtY = XT @ Y if primal else None  # shared by every fold and the refit
+    P = None if primal else full.projT @ Y  # (r, T): the refit's, and the shared folds'
     y_sum = jnp.sum(Y, axis=0)
     direct = direct or ((),) * len(plans)
     fold_scores = jnp.stack(
         [
-            _fold_scores(plan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, fit_intercept, dr)
+            _fold_scores(plan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, fit_intercept, dr, P)
             for plan, fold_idx, dr in zip(plans, idx, direct)
         ]
     )
@@ -206,7 +215,7 @@ def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept, di
     if primal:
         Z = _spectral_targets(full.coef_mapT, full.x_mean, XtY, y_sum, fit_intercept)
     else:
-        Z = full.projT @ Y  # (r, T)
+        Z = P  # (r, T)
     d_best = _penalty_factors(full.s2, alphas)[best_idx].T  # (r, T)
     coef = full.coef_map @ (d_best * Z)
     coef = jnp.where(valid[None, :], coef, 0.0)
@@ -232,7 +241,8 @@ cv_batch_layers = _jit(_cv_batch_layers, static_argnames=_STATIC)
 
 
 def ridge_cv_flops(n_samples, n_features, n_targets, n_alphas, splits, n_layers=1,
-                   precision="fast", penalty_sweep="direct", float64_part=False):
+                   precision="fast", penalty_sweep="direct", float64_part=False,
+                   shared_folds=0):
     """Floating-point operations of :func:`ridge_cv` (multiply-add = 2).
 
     Counts the decompositions (Gram matrices, eigendecompositions as
@@ -240,7 +250,9 @@ def ridge_cv_flops(n_samples, n_features, n_targets, n_alphas, splits, n_layers=
     list of ``(train_idx, val_idx)`` or of ``(n_train, n_val)`` pairs;
     ``precision`` and ``penalty_sweep`` are the paths the engine took
     (``RidgeCVResult.precision`` / ``.penalty_sweep``; "mixed" is counted as
-    partial fractions). With ``float64_part=True`` returns
+    partial fractions; ``shared_folds``: how many folds, counted from the
+    first, took the shared projection, ``RidgeCVResult.shared_folds``).
+    With ``float64_part=True`` returns
     ``(total, float64_flops)``: the partial-fraction sweep's ``M Z`` products
     run in float64, at about half the float32 rate on CPUs.
     """
@@ -258,11 +270,14 @@ def ridge_cv_flops(n_samples, n_features, n_targets, n_alphas, splits, n_layers=
 
     total = 2.0 * n * p * T if fast else 0.0  # X^T Y, shared by folds and refit
     f64 = 0.0
-    for n_tr, n_val in sizes:
+    for fold, (n_tr, n_val) in enumerate(sizes):
+        shared = fold < shared_folds
         f, r = decomposition(n_tr, n_val)
         m = min(n_val, r)
         qr = 4 * n_val * r * r if n_val > r else 0
-        z = 2 * (n - n_tr) * p + 2 * p * r if fast else 2 * n_tr * r
+        z = 2 * (n - n_tr) * p + 2 * p * r if fast or shared else 2 * n_tr * r
+        if shared:  # K and EoutT replace (X V)^T
+            f += 2 * p * r * (n - n_tr) + 2 * p * p * r - 2 * n_tr * p * r
         per_target = z + (2 * n_val * m if n_val > r else 0) + 2 * r * m
         if fractions:  # G = R^T R and M once; M Z, u, and four (A x r) products per target
             f += 2 * m * r * r

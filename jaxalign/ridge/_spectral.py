@@ -73,6 +73,18 @@ class Basis(NamedTuple):
         intercept is fitted).
     coef_mapT : (r, p) float32 or None
         Primal fast path: ``V^T`` stored contiguous, for ``Z = V^T (X^T Y)``.
+    V64 : (p, p) float64 or None
+        The eigenvectors in float64 (``keep_v64=True``; the whole design's
+        basis, which the folds' ``K`` refer to).
+    K : (r, p) float32 or None
+        Shared projection (``V_ref`` given): ``V^T V_ref``, formed in float64.
+        With ``P = V_ref^T X_all^T Y`` (the whole design's accurate
+        projection), the training targets in this basis are
+        ``K P - EoutT Y_out - mean_proj (sum Y_train)``.
+    EoutT : (r, n_out) float32 or None
+        ``(X_out V)^T`` for the rows outside the training set (``X_out``).
+    mean_proj : (r,) float32 or None
+        ``V^T x_mean`` (with ``V_ref``).
     """
 
     projT: jax.Array | None
@@ -81,6 +93,10 @@ class Basis(NamedTuple):
     ev: jax.Array
     x_mean: jax.Array
     coef_mapT: jax.Array | None = None
+    V64: jax.Array | None = None
+    K: jax.Array | None = None
+    EoutT: jax.Array | None = None
+    mean_proj: jax.Array | None = None
 
 
 def choose_method(n_samples: int, n_features: int, method: str = "auto") -> str:
@@ -101,8 +117,10 @@ def _eigh64(gram64: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.clip(s2, 0.0, None), vecs
 
 
-def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool, project: bool) -> Basis:
-    """Traced under ``jax.enable_x64(True)``; inputs are float32."""
+def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool, project: bool,
+           V_ref=None, X_out=None, keep_v64: bool = False) -> Basis:
+    """Traced under ``jax.enable_x64(True)``; inputs are float32 (``V_ref``
+    float64)."""
     f32, f64 = jnp.float32, jnp.float64
     if fit_intercept:
         x_mean = jnp.mean(X.astype(f64), axis=0)
@@ -124,7 +142,8 @@ def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool, project
     elif method == "primal":
         s2, V = _eigh64(X64.T @ X64)
         V32 = V.astype(f32)
-        projT = jnp.dot(V.T, X64.T).astype(f32) if project else None
+        # with V_ref the fold is projected through the shared K (no projT)
+        projT = jnp.dot(V.T, X64.T).astype(f32) if project and V_ref is None else None
         coef_map = V32
         ev = E @ V32
     else:
@@ -133,14 +152,21 @@ def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool, project
         projT = U32.T
         coef_map = jnp.dot(X64.T, U).astype(f32)
         ev = E @ coef_map
-    coef_mapT = coef_map.T if projT is None else None
-    return Basis(projT, s2.astype(f32), coef_map, ev, x_mean, coef_mapT)
+    coef_mapT = coef_map.T if projT is None and V_ref is None else None
+    V64 = K = EoutT = mean_proj = None
+    if method == "primal" and project:
+        V64 = V if keep_v64 else None
+        if V_ref is not None:  # shared projection (see Basis.K)
+            K = jnp.dot(V.T, V_ref).astype(f32)
+            EoutT = jnp.dot(V.T, X_out.astype(f64).T).astype(f32)
+            mean_proj = jnp.dot(V.T, x_mean.astype(f64)).astype(f32)
+    return Basis(projT, s2.astype(f32), coef_map, ev, x_mean, coef_mapT, V64, K, EoutT, mean_proj)
 
 
-_STATIC = ("method", "fit_intercept", "project")
+_STATIC = ("method", "fit_intercept", "project", "keep_v64")
 _basis_jit = _jit(_basis, static_argnames=_STATIC)
-_basis_jit_layers = _jit(jax.vmap(_basis, in_axes=(0, 0, None, None, None)),
-                            static_argnames=_STATIC)
+_basis_jit_layers = _jit(jax.vmap(_basis, in_axes=(0, 0, None, None, None, 0, 0, None)),
+                         static_argnames=_STATIC)
 
 
 def fast_path_ok(s2, alpha_min, tolerance=1e-5) -> bool:
@@ -162,6 +188,9 @@ def fast_path_ok(s2, alpha_min, tolerance=1e-5) -> bool:
 def spectral_basis(
     X_train, X_eval, *, method: str = "auto", fit_intercept: bool = False,
     project: bool = True,
+    V_ref=None,
+    X_out=None,
+    keep_v64: bool = False,
 ) -> Basis:
     """Decompose a training design once for all penalties and targets.
 
@@ -179,6 +208,13 @@ def spectral_basis(
     project : bool
         Primal only: also form ``projT = (X V)^T`` (accurate path). Without
         it, targets are projected as ``V^T (X^T Y)`` (fast path).
+    V_ref, X_out : optional, primal with ``project`` only
+        The whole design's float64 eigenvectors (``keep_v64=True`` of its
+        basis) and this fold's rows outside the training set: the shared
+        projection ``K``, ``EoutT``, ``mean_proj`` (see :class:`Basis`)
+        replaces ``projT``.
+    keep_v64 : bool
+        Keep the float64 eigenvectors (``Basis.V64``; primal with ``project``).
 
     Returns
     -------
@@ -190,5 +226,10 @@ def spectral_basis(
     n, p = X_train.shape[-2:]
     method = choose_method(n, p, method)
     fn = _basis_jit_layers if X_train.ndim == 3 else _basis_jit
+    if V_ref is not None:
+        X_out = jnp.asarray(X_out, jnp.float32)
     with jax.enable_x64(True):
-        return fn(X_train, X_eval, method, fit_intercept, project)
+        if X_train.ndim == 3:
+            return fn(X_train, X_eval, method, fit_intercept, project, V_ref, X_out, keep_v64)
+        return fn(X_train, X_eval, method, fit_intercept, project, V_ref, X_out,
+                  keep_v64=keep_v64)
