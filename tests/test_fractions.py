@@ -165,9 +165,11 @@ def test_imprecise_penalties_fall_back_to_direct():
     assert kind == "mixed"
     assert direct[0] == tuple(np.flatnonzero(amp > 1e9)) and direct[1] == ()
     assert plans[0].fr is not None and plans[1].fr is not None
-    # TPUs have no float64: always direct
-    _, direct, kind = _plan_sweeps((_plan(s2),), ALPHAS, "auto", "tpu")
+    # TPUs have no float64: always direct; GPUs: direct unless asked
+    _, direct, kind = _plan_sweeps((_plan(s2),), ALPHAS, "partial_fractions", "tpu")
     assert kind == "direct" and direct == ((),)
+    assert _plan_sweeps((_plan(s2),), ALPHAS, "auto", "gpu")[2] == "direct"
+    assert _plan_sweeps((_plan(s2),), ALPHAS, "partial_fractions", "gpu")[2] == "mixed"
 
 
 def test_mixed_sweep_equals_direct_end_to_end():
