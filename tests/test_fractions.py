@@ -127,10 +127,15 @@ def test_both_sweeps_equal_float64_loop(n, p, scoring, fit_intercept, gap):
     assert_same_choices(pf, direct)
 
 
-def test_layers_and_auto_choice():
+def test_layers_and_auto_choice(monkeypatch):
+    import jaxalign.ridge._engine as engine
+
     rng = np.random.default_rng(9)
     Xs = np.stack([planted(rng, 300, 24, 1, spectrum=s)[0] for s in (0.5, 2.0, 3.0)])
     Y = rng.standard_normal((300, 40)).astype(np.float32) + Xs[2] @ rng.standard_normal((24, 40)).astype(np.float32)
+    # 40 targets save too little to pay for the set-up: auto stays direct
+    assert ridge_cv(Xs, Y, ALPHAS, cv=5).penalty_sweep == "direct"
+    monkeypatch.setattr(engine, "_MIN_SAVED_FLOPS", 0)
     auto = ridge_cv(Xs, Y, ALPHAS, cv=5)
     assert auto.penalty_sweep == "partial_fractions"  # 11 penalties, r = 24 <= m = 60
     direct = ridge_cv(Xs, Y, ALPHAS, cv=5, penalty_sweep="direct")

@@ -157,14 +157,21 @@ PENALTY_SWEEPS = ("auto", "partial_fractions", "direct")
 _FRACTIONS_MAX_BYTES = 1 << 30
 
 
-def _plan_sweeps(plans, alphas, penalty_sweep, platform):
+# "auto" takes a cheaper path only when it saves at least this many flops in
+# all (~10 ms of a 2-core CPU): below that the extra set-up and host
+# round-trips cost more than they save (tiny problems, a few ROIs).
+_MIN_SAVED_FLOPS = 1e9
+
+
+def _plan_sweeps(plans, alphas, penalty_sweep, platform, n_targets=None):
     """Give each fold's plan a partial-fraction sweep where it is cheaper and
     accurate (see ``_fractions``).
 
     Returns ``(plans, direct, kind)``: ``direct`` holds per fold the penalty
     indices still swept directly (their partial-fraction amplification
     exceeds ``MAX_AMPLIFICATION``); ``kind`` is "partial_fractions", "direct"
-    or "mixed".
+    or "mixed". With ``n_targets``, "auto" also asks that the sweep saves at
+    least ``_MIN_SAVED_FLOPS`` over all targets.
     """
     n_folds = len(plans)
     # TPUs have no float64. On GPUs "auto" keeps the direct sweep: float64
@@ -176,16 +183,29 @@ def _plan_sweeps(plans, alphas, penalty_sweep, platform):
     A = len(alphas)
     total = 0
     out, direct, used = [], [], []
+    def worth_it(cost, n_direct, m, r, n_layers):
+        # cost: flops per target; float64 products counted twice (half rate on CPU)
+        direct_cost = 2 * A * m * r
+        ok = cost < 0.8 * direct_cost and n_direct < A
+        if n_targets is not None:
+            ok &= (direct_cost - cost) * n_targets * n_layers >= _MIN_SAVED_FLOPS
+        return ok
+
     for plan in plans:
         m, r = plan.R.shape[-2:]
         n_layers = plan.R.shape[0] if plan.R.ndim == 3 else 1
+        base = 2 * (2 * r * r) + 8 * A * r  # no ties, no penalty swept directly
+        if penalty_sweep == "auto" and not worth_it(base, 0, m, r, n_layers):
+            direct.append(())
+            used.append(None)
+            out.append(plan)
+            continue
         amp = amplification(plan.s2, alphas)
         bad = tuple(int(i) for i in np.flatnonzero(~(amp <= MAX_AMPLIFICATION)))
         ties = has_ties(plan.s2)
-        # flops per target; float64 products counted twice (half rate on CPU)
-        cost = 2 * (2 * r * r) * (2 if ties else 1) + 2 * len(bad) * m * r + 8 * A * r
+        cost = base + 2 * (2 * r * r) * ties + 2 * len(bad) * m * r
         nbytes = 8 * r * r * (2 if ties else 1) * n_layers
-        cheaper = cost < 0.8 * (2 * A * m * r) and len(bad) < A
+        cheaper = worth_it(cost, len(bad), m, r, n_layers)
         fits = total + nbytes <= _FRACTIONS_MAX_BYTES
         if (penalty_sweep == "partial_fractions" or cheaper) and fits:
             plan = plan._replace(fr=fractions(plan.R, plan.s2, alphas, ties))
@@ -216,7 +236,7 @@ def _resolve_devices(devices):
     return list(devices)
 
 
-def _decompose(X, x_offset, splits, alphas, method, fit_intercept, precision):
+def _decompose(X, x_offset, splits, alphas, method, fit_intercept, precision, n_targets=None):
     """Spectral plans of every fold and of the whole design (for the refit).
 
     With an intercept, X is first centred over all samples (exactly, in
@@ -244,8 +264,11 @@ def _decompose(X, x_offset, splits, alphas, method, fit_intercept, precision):
         tr_j, va_j = jnp.asarray(tr, jnp.int32), jnp.asarray(va, jnp.int32)
         out = np.setdiff1d(np.arange(n), tr, assume_unique=True)
         out_j = jnp.asarray(out, jnp.int32)
-        # Shared projection: cheaper when p + n_out < n_train (see _use_shared)
-        try_shared = shared and p + out.size < tr.size
+        # Shared projection: cheaper when p + n_out < n_train (see _use_shared),
+        # by enough to pay for K and EoutT when n_targets is given
+        try_shared = shared and p + out.size < tr.size and (
+            n_targets is None
+            or 2 * p * (tr.size - p - out.size) * n_targets >= _MIN_SAVED_FLOPS)
         X_tr, X_va = jnp.take(Xj, tr_j, axis=-2), jnp.take(Xj, va_j, axis=-2)
         basis = None
         if try_shared:
@@ -344,7 +367,8 @@ def ridge_cv(
         rounding; penalties whose partial fractions would lose precision
         (nearly equal eigenvalues) are still swept directly. "auto" (default)
         uses partial fractions on CPUs where they cost less than the direct
-        sweep (large grids, ``r`` not much above the validation size); on
+        sweep (large grids, ``r`` not much above the validation size) by at
+        least ~1e9 flops in all (not worth it for a handful of targets); on
         GPUs (float64 rate varies, not yet measured there) it keeps the
         direct sweep, and TPUs (no float64) always do.
         ``RidgeCVResult.penalty_sweep`` says what ran.
@@ -382,9 +406,10 @@ def ridge_cv(
 
     x_offset = X.mean(axis=-2, dtype=np.float64) if fit_intercept else None
     plans, full, XT, idx, precision = _decompose(X, x_offset, splits, alphas, method,
-                                                 fit_intercept, precision)
+                                                 fit_intercept, precision, n_targets * L)
     shared_folds = sum(plan.K is not None for plan in plans)
-    plans, direct, sweep_kind = _plan_sweeps(plans, alphas, penalty_sweep, devs[0].platform)
+    plans, direct, sweep_kind = _plan_sweeps(plans, alphas, penalty_sweep, devs[0].platform,
+                                             n_targets)
     use_x64 = sweep_kind != "direct"
     if batch_size is None:
         bpt = _bytes_per_target(n, p, len(alphas), splits, L, method, fractions=use_x64)
