@@ -494,7 +494,7 @@ def main(argv=None):
             def jfit():
                 return fit_jaxalign(X, Y, alphas, splits, args.memory_budget_bytes,
                                     args.progress, args.precision, args.matmul_precision,
-                                 args.penalty_sweep)
+                                    args.penalty_sweep)
 
             res1, row1 = run_method("jaxalign (1st call)", jfit, log)
             row1.update(cv=f"{args.folds}-fold", note="incl. compile at this shape")
@@ -622,16 +622,17 @@ def main(argv=None):
 
         # ------------------------------------------------------- FLOPs
         flops, flops64, precision, sweep = None, None, None, None
-        if ridge_cv_flops is not None and "jaxalign" in results:
-            precision = results["jaxalign"]["precision"]
-            sweep = results["jaxalign"].get("penalty_sweep", "direct")
+        jx = results.get("jaxalign") or {}
+        shared_folds = jx.get("shared_folds", 0)
+        if ridge_cv_flops is not None and jx:
+            precision = jx["precision"]
+            sweep = jx.get("penalty_sweep", "direct")
             flops, flops64 = ridge_cv_flops(args.n, args.p, T, len(alphas), splits,
                                             precision=precision, penalty_sweep=sweep,
-                                            float64_part=True,
-                                            shared_folds=results["jaxalign"].get("shared_folds", 0))
+                                            float64_part=True, shared_folds=shared_folds)
         size_info = dict(T=T, flops=flops, flops64=flops64, precision=precision,
                          penalty_sweep=sweep, himalaya_batches=hb, reference=ref_name,
-                         shared_folds=(results.get("jaxalign") or {}).get("shared_folds", 0))
+                         shared_folds=shared_folds)
         for row in size_rows:
             if row["method"].startswith("jaxalign") and flops and "time_s" in row:
                 row["gflops"] = flops / row["time_s"] / 1e9

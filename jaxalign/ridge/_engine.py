@@ -76,7 +76,7 @@ def default_memory_budget(devices) -> int:
     return int(min(0.25 * psutil.virtual_memory().available / len(devices), 8 * 2**30))
 
 
-def _bytes_per_target(n, p, n_alphas, splits, n_layers, method, fractions=False):
+def _bytes_per_target(n, p, n_alphas, splits, n_layers, method, float64_sweep=False):
     """Upper estimate of device bytes per target in one batch (float32)."""
     floats_layer = 0
     floats_shared = n  # the batch of Y
@@ -85,7 +85,7 @@ def _bytes_per_target(n, p, n_alphas, splits, n_layers, method, fractions=False)
         r = min(n_tr, p) if method == "primal" else n_tr
         m = min(n_val, r)
         floats_layer += 2 * r + 3 * m + 2 * p + 8 * n_alphas
-        if fractions:  # float64 Z, M Z, u, and the tie product
+        if float64_sweep:  # partial fractions: float64 Z, M Z, u, and the tie product
             floats_layer += 8 * r + 4 * n_alphas
         floats_shared += n + n_val  # gathered training or out-of-training rows, validation rows
     r_full = min(n, p) if method == "primal" else n
@@ -183,6 +183,7 @@ def _plan_sweeps(plans, alphas, penalty_sweep, platform, n_targets=None):
     A = len(alphas)
     total = 0
     out, direct, used = [], [], []
+
     def worth_it(cost, n_direct, m, r, n_layers):
         # cost: flops per target; float64 products counted twice (half rate on CPU)
         direct_cost = 2 * A * m * r
@@ -194,28 +195,23 @@ def _plan_sweeps(plans, alphas, penalty_sweep, platform, n_targets=None):
     for plan in plans:
         m, r = plan.R.shape[-2:]
         n_layers = plan.R.shape[0] if plan.R.ndim == 3 else 1
+        forced = penalty_sweep == "partial_fractions"
         base = 2 * (2 * r * r) + 8 * A * r  # no ties, no penalty swept directly
-        if penalty_sweep == "auto" and not worth_it(base, 0, m, r, n_layers):
-            direct.append(())
-            used.append(None)
-            out.append(plan)
-            continue
-        amp = amplification(plan.s2, alphas)
-        bad = tuple(int(i) for i in np.flatnonzero(~(amp <= MAX_AMPLIFICATION)))
-        ties = has_ties(plan.s2)
-        cost = base + 2 * (2 * r * r) * ties + 2 * len(bad) * m * r
-        nbytes = 8 * r * r * (2 if ties else 1) * n_layers
-        cheaper = worth_it(cost, len(bad), m, r, n_layers)
-        fits = total + nbytes <= _FRACTIONS_MAX_BYTES
-        if (penalty_sweep == "partial_fractions" or cheaper) and fits:
+        use, bad = False, ()
+        if forced or worth_it(base, 0, m, r, n_layers):  # else skip the spectrum checks
+            amp = amplification(plan.s2, alphas)
+            bad = tuple(int(i) for i in np.flatnonzero(~(amp <= MAX_AMPLIFICATION)))
+            ties = has_ties(plan.s2)
+            cost = base + 2 * (2 * r * r) * ties + 2 * len(bad) * m * r
+            nbytes = 8 * r * r * (2 if ties else 1) * n_layers
+            use = (forced or worth_it(cost, len(bad), m, r, n_layers)) and (
+                total + nbytes <= _FRACTIONS_MAX_BYTES)
+        if use:
             plan = plan._replace(fr=fractions(plan.R, plan.s2, alphas, ties))
             total += nbytes
-            direct.append(bad)
-            used.append(len(bad) == 0)
-        else:
-            direct.append(())
-            used.append(None)
         out.append(plan)
+        direct.append(bad if use else ())
+        used.append((len(bad) == 0) if use else None)
     if all(u is True for u in used):
         kind = "partial_fractions"
     elif all(u is None for u in used):
@@ -412,7 +408,7 @@ def ridge_cv(
                                              n_targets)
     use_x64 = sweep_kind != "direct"
     if batch_size is None:
-        bpt = _bytes_per_target(n, p, len(alphas), splits, L, method, fractions=use_x64)
+        bpt = _bytes_per_target(n, p, len(alphas), splits, L, method, float64_sweep=use_x64)
         batch_size = target_batch_size(n_targets, bpt, budget, n_dev)
     alphas_j = jnp.asarray(alphas, jnp.float32)
     if n_dev > 1:

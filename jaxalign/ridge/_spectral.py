@@ -229,7 +229,4 @@ def spectral_basis(
     if V_ref is not None:
         X_out = jnp.asarray(X_out, jnp.float32)
     with jax.enable_x64(True):
-        if X_train.ndim == 3:
-            return fn(X_train, X_eval, method, fit_intercept, project, V_ref, X_out, keep_v64)
-        return fn(X_train, X_eval, method, fit_intercept, project, V_ref, X_out,
-                  keep_v64=keep_v64)
+        return fn(X_train, X_eval, method, fit_intercept, project, V_ref, X_out, keep_v64)
