@@ -48,8 +48,12 @@ def fold_inputs(X, Y, val):
 
 
 def variance64(R, s2, Z, alphas):
+    """Float64 direct variance, times the sweep's gain squared (``max(1, a /
+    max s2)``: the scaling that keeps large penalties off float32's floor)."""
     R, s2, Z = (np.asarray(a, np.float64) for a in (R, s2, Z))
-    return np.stack([np.sum((R @ (Z / (s2 + a)[:, None])) ** 2, 0) for a in alphas])
+    gain = np.maximum(1.0, np.asarray(alphas) / s2.max())
+    return np.stack([np.sum((R @ (Z / (s2 + a)[:, None])) ** 2, 0) * g**2
+                     for a, g in zip(alphas, gain)])
 
 
 @pytest.mark.parametrize("name", ["decay k^-2", "isotropic", "duplicated columns",

@@ -124,9 +124,12 @@ class RidgeCVResult:
     best_alphas : ([L,] T) chosen penalty per target (NaN for undefined targets)
     best_alpha_index : ([L,] T) its index in ``alphas`` (-1 if undefined)
     cv_scores : ([L,] A, T) score of every penalty, averaged over folds
+        (float64 for "neg_mse", which is in the targets' units squared)
     coef : ([L,] p, T) coefficients refitted on all samples with each
-        target's own penalty
-    intercept : ([L,] T) zeros unless ``fit_intercept``
+        target's own penalty (float32; float64 when the ratio of the targets'
+        units to the features' would leave float32's range)
+    intercept : ([L,] T) float64 (a small signal on a large offset survives);
+        zeros unless ``fit_intercept``
     alphas, splits, scoring, method, precision, batch_size, constant : the
         settings used
     shared_folds : number of folds whose training targets came from the whole
@@ -232,17 +235,20 @@ def _resolve_devices(devices):
     return list(devices)
 
 
-def _decompose(X, x_offset, splits, alphas, method, fit_intercept, precision, n_targets=None):
+def _decompose(X, x_offset, splits, alphas, method, fit_intercept, precision, n_targets=None,
+               x_scale=1.0):
     """Spectral plans of every fold and of the whole design (for the refit).
 
     With an intercept, X is first centred over all samples (exactly, in
     float64): the solution is unchanged and float32 products keep their
     precision. Returns ``(plans, full, XT, idx, precision)`` where ``XT`` is
     the transposed design for the fast primal path (else None) and ``idx``
-    holds ``(train, val, out-of-train)`` indices per fold.
+    holds ``(train, val, out-of-train)`` indices per fold. ``X`` is divided
+    by ``x_scale`` (``alphas`` must already be in those units).
     """
     n, p = X.shape[-2:]
-    Xj = jnp.asarray(X - x_offset[..., None, :] if x_offset is not None else X, jnp.float32)
+    Xc = X - x_offset[..., None, :] if x_offset is not None else X
+    Xj = jnp.asarray(Xc / x_scale if x_scale != 1.0 else Xc, jnp.float32)
     primal = method == "primal"
     full = spectral_basis(Xj, Xj[..., :1, :], method=method, fit_intercept=fit_intercept,
                           keep_v64=primal)
@@ -302,6 +308,71 @@ def _use_shared(basis) -> bool:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio2 = 1.0 + np.where(eo > 0, eo / s2, 0.0)
     return bool(np.all(ratio2 <= _SHARED_MAX_ERROR_RATIO**2))
+
+
+# Coefficients beyond this (or nonzero below its inverse) are kept in float64.
+_F32_SAFE = 1e30
+# Penalties this far above the design's largest eigenvalue shrink coefficients
+# and predictions below float32's range (~1e-38 relative).
+_MAX_RELATIVE_PENALTY = 1e30
+
+
+def _design_scale(X, x_offset) -> float:
+    """Root mean square of the (centred) design over all layers, float64; 1 for zeros."""
+    Xc = X - x_offset[..., None, :] if x_offset is not None else X
+    ms = float(np.mean(np.square(Xc, dtype=np.float64)))
+    return math.sqrt(ms) if ms > 0 and math.isfinite(ms) else 1.0
+
+
+def _target_scales(Yb, fit_intercept):
+    """A batch of targets in unit scale: ``((Y - shift) / scale)`` as float32,
+    with ``shift`` (the mean with an intercept, else 0) and ``scale`` (root
+    mean square after the shift; 1 for all-zero columns) per target, float64.
+
+    Ridge is equivariant: coefficients scale with the target and every
+    score chooses the same penalty, so fitting in unit scale and scaling back
+    is exact, and float32 neither underflows (MEG in Tesla, ~1e-12) nor
+    overflows; the float64 shift keeps a small signal on a large offset
+    (``1000 + 1e-4 * signal``) that float32 alone would round away.
+    """
+    Yb = np.asarray(Yb, np.float64)
+    shift = Yb.mean(axis=0) if fit_intercept else np.zeros(Yb.shape[1])
+    Yc = Yb - shift
+    scale = np.sqrt(np.mean(Yc * Yc, axis=0))
+    scale = np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
+    return (Yc / scale).astype(np.float32), shift, scale
+
+
+def _check_penalty_range(s2_full, alphas_s, alphas):
+    """Warn when penalties are so large that coefficients underflow float32
+    (``alphas_s``: the penalties in the units of the scaled design)."""
+    top = float(np.max(np.asarray(s2_full, np.float64)))
+    if top > 0 and alphas_s.max() > _MAX_RELATIVE_PENALTY * top:
+        import warnings
+
+        warnings.warn(
+            f"alphas up to {alphas.max():.3g} exceed the design's largest eigenvalue "
+            f"(in X's own units) by more than {_MAX_RELATIVE_PENALTY:.0e}: their "
+            "coefficients underflow float32 and may be exactly zero; use a grid "
+            "nearer the spectrum (e.g. np.logspace(-2, 8, 11) for z-scored features)",
+            UserWarning, stacklevel=3,
+        )
+
+
+def _warn_dropped(n_dropped, const, n_folds, scoring):
+    """Warn about targets some of whose folds had no defined score (constant
+    validation truth, for Pearson and R^2), left out of their CV mean."""
+    bad = (n_dropped > 0) & ~const
+    if bad.any():
+        import warnings
+
+        idx = np.flatnonzero(bad.reshape(-1, bad.shape[-1]).any(axis=0))
+        warnings.warn(
+            f"{idx.size} target(s) (first: {idx[:5].tolist()}) had validation folds where "
+            f"{scoring} is undefined (constant truth in the fold); up to "
+            f"{int(n_dropped.max())} of {n_folds} folds were left out of their CV mean",
+            UserWarning, stacklevel=3,
+        )
 
 
 def ridge_cv(
@@ -384,6 +455,13 @@ def ridge_cv(
     if penalty_sweep not in PENALTY_SWEEPS:
         raise ValueError(f"penalty_sweep must be one of {PENALTY_SWEEPS}, got {penalty_sweep!r}")
     splits = check_cv(cv, n, groups=groups)
+    small = min(len(va) for _, va in splits)
+    if small < 2 and scoring != "neg_mse":
+        raise ValueError(
+            f"cv has a validation fold of {small} sample(s): scoring={scoring!r} is undefined "
+            "on fewer than 2 samples (it would choose no penalty and leave a zero model); "
+            "use folds of >= 2 samples or scoring='neg_mse', which one sample defines"
+        )
     method = choose_method(min(len(tr) for tr, _ in splits), p, method)
     n_targets = Y.shape[1]
     const = constant_targets(Y)
@@ -401,16 +479,26 @@ def ridge_cv(
         budget = parse_bytes(memory_budget) if memory_budget is not None else default_memory_budget(devs)
 
     x_offset = X.mean(axis=-2, dtype=np.float64) if fit_intercept else None
-    plans, full, XT, idx, precision = _decompose(X, x_offset, splits, alphas, method,
-                                                 fit_intercept, precision, n_targets * L)
+    # Scale-free: X in units of its root mean square (penalties with it), each
+    # target in units of its own (see _target_scales); undone on the outputs.
+    x_scale = _design_scale(X, x_offset)
+    alphas_s = alphas / x_scale**2
+    plans, full, XT, idx, precision = _decompose(X, x_offset, splits, alphas_s, method,
+                                                 fit_intercept, precision, n_targets * L,
+                                                 x_scale=x_scale)
+    _check_penalty_range(full.s2, alphas_s, alphas)
+    # at most _MAX_RELATIVE_PENALTY x the spectrum (warned): beyond it float32
+    # holds no prediction anyway, and 1e45 is no float32
+    top = float(np.max(np.asarray(full.s2, np.float64)))
+    alphas_s = np.minimum(alphas_s, _MAX_RELATIVE_PENALTY * max(top, 1e-30))
     shared_folds = sum(plan.K is not None for plan in plans)
-    plans, direct, sweep_kind = _plan_sweeps(plans, alphas, penalty_sweep, devs[0].platform,
+    plans, direct, sweep_kind = _plan_sweeps(plans, alphas_s, penalty_sweep, devs[0].platform,
                                              n_targets)
     use_x64 = sweep_kind != "direct"
     if batch_size is None:
         bpt = _bytes_per_target(n, p, len(alphas), splits, L, method, float64_sweep=use_x64)
         batch_size = target_batch_size(n_targets, bpt, budget, n_dev)
-    alphas_j = jnp.asarray(alphas, jnp.float32)
+    alphas_j = jnp.asarray(alphas_s, jnp.float32)
     if n_dev > 1:
         mesh = Mesh(np.asarray(devs), ("targets",))
         rep = NamedSharding(mesh, PartitionSpec())
@@ -423,10 +511,15 @@ def ridge_cv(
     fn = cv_batch_layers if n_layers else cv_batch
     lead = (n_layers,) if n_layers else ()
     A = len(alphas)
-    cv_scores = np.empty(lead + (A, n_targets), np.float32)
+    y_shift = np.zeros(n_targets, np.float64)
+    y_scale = np.ones(n_targets, np.float64)
+    # neg MSE carries the targets' units squared; coefficients their ratio to
+    # X's: float64 where float32 could not hold them
+    cv_scores = np.empty(lead + (A, n_targets), np.float64 if scoring == "neg_mse" else np.float32)
     best_idx = np.empty(lead + (n_targets,), np.int32)
+    n_dropped = np.zeros(lead + (n_targets,), np.int32)
     coef = np.empty(lead + (p, n_targets), np.float32)
-    intercept = np.empty(lead + (n_targets,), np.float32)
+    intercept = np.empty(lead + (n_targets,), np.float64)
 
     starts = list(range(0, n_targets, batch_size))
     show = progress if progress is not None else len(starts) > 1
@@ -437,12 +530,21 @@ def ridge_cv(
         bar = tqdm(total=n_targets, desc="ridge CV", unit="target")
 
     def collect(pending):
+        nonlocal coef
         sl, width, out = pending
-        s, b, c, i = (np.asarray(o) for o in out)
-        cv_scores[..., sl] = s[..., :width]
+        s, b, c, i, nd = (np.asarray(o) for o in out)
+        scale = y_scale[sl]
+        s = s[..., :width]
+        cv_scores[..., sl] = s * scale**2 if scoring == "neg_mse" else s
         best_idx[..., sl] = b[..., :width]
-        coef[..., sl] = c[..., :width]
-        intercept[..., sl] = i[..., :width]
+        n_dropped[..., sl] = nd[..., :width]
+        factor = scale / x_scale
+        c = c[..., :width].astype(np.float64) * factor
+        if coef.dtype == np.float32 and (np.any(np.abs(c) > _F32_SAFE) or np.any(
+                (c != 0) & (np.abs(c) < 1 / _F32_SAFE))):
+            coef = coef.astype(np.float64)  # out of float32's comfortable range
+        coef[..., sl] = c
+        intercept[..., sl] = y_shift[sl] + i[..., :width] * scale
         if bar is not None:
             bar.update(width)
 
@@ -450,7 +552,8 @@ def ridge_cv(
     for start in starts:
         stop = min(start + batch_size, n_targets)
         width = stop - start
-        Yb = np.asarray(Y[:, start:stop], dtype=np.float32)
+        Yb, y_shift[start:stop], y_scale[start:stop] = _target_scales(Y[:, start:stop],
+                                                                       fit_intercept)
         if width < batch_size:  # pad to one static shape; padded columns are dropped
             Yb = np.pad(Yb, ((0, 0), (0, batch_size - width)))
         Yb = jax.device_put(Yb, y_sharding)
@@ -464,7 +567,8 @@ def ridge_cv(
     if bar is not None:
         bar.close()
     if fit_intercept:  # back to the caller's (uncentred) features
-        intercept -= np.einsum("...p,...pt->...t", x_offset, coef).astype(np.float32)
+        intercept -= np.einsum("...p,...pt->...t", x_offset, coef)
+    _warn_dropped(n_dropped, const, len(splits), scoring)
 
     # Undefined targets: constant overall, or no fold with a defined score.
     undefined = best_idx < 0

@@ -100,7 +100,10 @@ def _fractions(R, s2, alphas, with_ties: bool) -> Fractions:
     amp_r, amp_rho = _amplification(s2, alphas)
     use_r = (amp_r <= amp_rho)[:, None]
     C = jnp.where(use_r, 2.0 * d, -2.0 * (s2[None, :] * d) / alphas[:, None])
-    return Fractions(M, tie, jnp.diagonal(G), C, d * d)
+    # the variance of the predictions scaled by the direct sweep's gain
+    # (``_solve.penalty_gain``: large penalties must not underflow float32)
+    g2 = jnp.square(jnp.maximum(1.0, alphas / jnp.max(s2)))[:, None]
+    return Fractions(M, tie, jnp.diagonal(G), C * g2, d * d * g2)
 
 
 _fractions_jit = _jit(_fractions, static_argnames=("with_ties",))
@@ -134,8 +137,8 @@ def fractions(R, s2, alphas, with_ties: bool) -> Fractions:
 
 
 def variance(fr: Fractions, Z):
-    """``v[a, t] = || R diag(d_a) Z[:, t] ||^2`` for every penalty, (A, T)
-    float32. Must be traced with x64 enabled (``M Z`` runs in float64)."""
+    """``v[a, t] = || R diag(d_a) Z[:, t] ||^2 g_a^2`` for every penalty, (A, T)
+    float32, with ``g_a`` the sweep's gain (``_solve.penalty_gain``). Must be traced with x64 enabled (``M Z`` runs in float64)."""
     x = Z.astype(jnp.float64)
     u = x * (fr.M @ x)
     tx = fr.tie @ x if fr.tie is not None else fr.gdiag[:, None] * x

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import jax.numpy as jnp
 import numpy as np
 
 from jaxalign.ridge._cv import check_cv, is_partition
 from jaxalign.ridge._engine import ridge_cv
-from jaxalign.ridge._scores import check_scoring, scores_from_stats, _moments
+from jaxalign.ridge._scores import check_scoring, neg_mse, pearson_r, r2_score
 from jaxalign.ridge._validation import check_design, check_targets
 
 __all__ = ["NestedCVResult", "nested_cv"]
@@ -34,7 +33,8 @@ class NestedCVResult:
         (None when ``predictions`` is None). With slow drifts in the data and
         ``standardize=None`` this pools between-fold offsets into the score
         (see :func:`nested_cv`); ``fold_scores.mean(-2)`` does not.
-    fold_scores : ([L,] n_outer, T) score within each outer test fold.
+    fold_scores : ([L,] n_outer, T) score within each outer test fold (NaN
+        for Pearson / R^2 on a one-sample test fold, e.g. leave-one-out).
     best_alphas : ([L,] n_outer, T) penalty chosen in each outer fold.
     outer_splits : list of (train, test) index arrays.
     """
@@ -65,8 +65,12 @@ def _standardize(train, test, how):
     return out_train, out_test
 
 
+_SCORERS = {"pearson": pearson_r, "r2": r2_score, "neg_mse": neg_mse}
+
+
 def _score(scoring, y, pred):
-    return np.asarray(scores_from_stats(scoring, *_moments(y, pred), y.shape[0]))
+    """Scale-free score per target (see ``_scores``); float64 for neg MSE."""
+    return np.asarray(_SCORERS[scoring](y, pred))
 
 
 def nested_cv(
@@ -136,8 +140,9 @@ def nested_cv(
     layered = X.ndim == 3
     lead = (X.shape[0],) if layered else ()
     T = Y.shape[1]
-    preds = np.full(lead + (n, T), np.nan, np.float32) if partition else None
-    fold_scores = np.empty(lead + (len(outer), T), np.float32)
+    out_dtype = np.float64 if Y.dtype == np.float64 else np.float32
+    preds = np.full(lead + (n, T), np.nan, out_dtype) if partition else None
+    fold_scores = np.empty(lead + (len(outer), T), np.float64 if scoring == "neg_mse" else np.float32)
     y_std = np.empty((n, T), np.float32) if (standardize is not None and preds is not None) else None
     best_alphas = np.empty(lead + (len(outer), T), np.float64)
     for k, (train, test) in enumerate(outer):
@@ -151,22 +156,25 @@ def nested_cv(
             X_train, Y_train, alphas, inner_cv, groups=inner_groups,
             scoring=scoring, fit_intercept=fit_intercept, **engine_kwargs,
         )
-        pred = np.asarray(
-            jnp.asarray(X_test, jnp.float32) @ jnp.asarray(res.coef)
-            + jnp.asarray(res.intercept)[..., None, :]
-        )
+        # float64 on the host: coefficients carry the ratio of Y's units to
+        # X's, which float32 products could under- or overflow at extreme scales
+        pred = np.matmul(np.asarray(X_test, np.float64), res.coef.astype(np.float64))
+        pred += res.intercept[..., None, :]
         best_alphas[..., k, :] = res.best_alphas
-        y_test = np.asarray(Y_test, np.float32)
+        y_test = np.asarray(Y_test)
         if standardize is not None and preds is not None:
             y_std[test] = y_test
-        fold_scores[..., k, :] = _score(scoring, y_test, pred) if not layered else np.stack(
-            [_score(scoring, y_test, pl) for pl in pred]
-        )
+        if len(test) < 2 and scoring != "neg_mse":  # r and R^2 need 2 samples: NaN, not 0
+            fold_scores[..., k, :] = np.nan
+        else:
+            fold_scores[..., k, :] = _score(scoring, y_test, pred) if not layered else np.stack(
+                [_score(scoring, y_test, pl) for pl in pred]
+            )
         if preds is not None:
             preds[..., test, :] = pred
     scores = None
     if preds is not None:
-        y = np.asarray(Y, np.float32) if standardize is None else y_std
+        y = Y if standardize is None else y_std
         scores = _score(scoring, y, preds) if not layered else np.stack(
             [_score(scoring, y, pl) for pl in preds]
         )

@@ -80,6 +80,12 @@ def _penalty_factors(s2, alphas):
     return 1.0 / (s2[None, :] + alphas[:, None])
 
 
+def penalty_gain(s2, alphas):
+    """``max(1, alpha / max(s2))`` per penalty: the factor by which the sweep
+    scales ``d_a`` (and ``_fractions`` its variance weights, squared)."""
+    return jnp.maximum(1.0, alphas / jnp.max(s2).astype(alphas.dtype))
+
+
 def _spectral_targets(Vt, x_mean, XtY, y_sum, fit_intercept):
     """Primal fast path: Z = V^T X_c^T Y from a precomputed ``XtY = X^T Y``,
     where ``X_c^T Y = X^T Y - x_mean (sum y)^T``."""
@@ -119,6 +125,12 @@ def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, f
             XtY_tr = jnp.take(XT, train_idx, axis=1) @ Y_tr
         Z = _spectral_targets(plan.Vt, plan.x_mean, XtY_tr, y_tr_sum, fit_intercept)
     d = _penalty_factors(plan.s2, alphas)  # (A, r)
+    # Penalties above the spectrum shrink every prediction by ~1/alpha: score
+    # with d * gain (gain = alpha / max s2 there, 1 below) so that the float32
+    # sums of squares cannot underflow; Pearson is unchanged, the other scores
+    # divide the gain back out.
+    gain = penalty_gain(plan.s2, alphas)  # (A,)
+    d = d * gain[:, None]
 
     Yc, y_mean = center(Y_val)
     var_true = jnp.sum(Yc * Yc, axis=0)  # (T,)
@@ -143,6 +155,10 @@ def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, f
             sel = jnp.asarray(direct)
             var_pred = var_pred.at[sel].set(jax.lax.map(variance, d[sel]))
     pred_mean = (plan.ev_mean[None, :] * d) @ Z  # (A, T)
+    if scoring == "pearson":  # scale-free: the gain cancels
+        return scores_from_stats(scoring, cov, var_pred, var_true, None, n_val)
+    g = gain[:, None]
+    cov, var_pred, pred_mean = cov / g, var_pred / (g * g), pred_mean / g
     if fit_intercept:
         pred_mean = pred_mean + y_tr_sum / n_tr
     sse = var_true - 2.0 * cov + var_pred + n_val * (y_mean - pred_mean) ** 2
@@ -192,6 +208,8 @@ def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept, di
     best_idx : (T,) int32, -1 where no score is defined
     coef : (p, T)
     intercept : (T,)
+    n_dropped : (T,) int32, folds without a defined score (constant validation
+        truth) at the penalty defined on the most folds
     """
     if fit_intercept:
         Y, y_offset = center(Y)
@@ -210,6 +228,7 @@ def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept, di
     total = jnp.sum(jnp.where(jnp.isnan(fold_scores), 0.0, fold_scores), axis=0)
     cv_scores = jnp.where(n_defined > 0, total / jnp.maximum(n_defined, 1), jnp.nan)
     best_idx, valid = _best_alpha_index(cv_scores, alphas)
+    n_dropped = len(plans) - jnp.max(n_defined, axis=0).astype(jnp.int32)
 
     n = Y.shape[0]
     if primal:
@@ -224,7 +243,7 @@ def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept, di
     else:
         intercept = jnp.zeros((Y.shape[1],), Y.dtype)
     best_idx = jnp.where(valid, best_idx, -1).astype(jnp.int32)
-    return cv_scores, best_idx, coef, intercept
+    return cv_scores, best_idx, coef, intercept, n_dropped
 
 
 _STATIC = ("scoring", "fit_intercept", "direct")

@@ -17,7 +17,9 @@ from jaxalign.stats._ceiling import (
 )
 from jaxalign.stats._permutation import (
     paired_permutation_test,
+    permutation_indices,
     permutation_test,
+    sign_flip_signs,
     sign_flip_test,
 )
 
@@ -28,7 +30,9 @@ __all__ = [
     "normalize_scores",
     "paired_permutation_test",
     "pearson_pvalue",
+    "permutation_indices",
     "permutation_test",
+    "sign_flip_signs",
     "sign_flip_test",
     "split_half_ceiling",
     "student_ttest",

@@ -683,9 +683,26 @@ def _sizes(n_targets, per_target, K, budget, cap, batch_size):
     return target_batch_size(n_targets, per_target(Kc), budget, 1, max_batch=cap), Kc
 
 
+def _unit_columns(b):
+    """Columns centred and scaled to unit root mean square in float64, then
+    float32: correlations are unchanged, and data at any finite scale (MEG in
+    Tesla, 1e-12; raw units, 1e4 or more) neither underflows nor overflows
+    the float32 sums of squares. Non-finite entries pass through (reported
+    by the kernels); constant columns become zeros (flagged)."""
+    b = np.asarray(b, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        c = b - b.mean(axis=0)
+        sd = np.sqrt(np.mean(c * c, axis=0))
+        ok = (sd > 0) & np.isfinite(sd)
+        return np.where(ok | ~np.isfinite(b), c / np.where(ok, sd, 1.0), 0.0).astype(np.float32)
+
+
 def _run(kind_fn, columns, names, n_targets, K, per_target, kind, arrangements,
-         max_stat, return_null, memory_budget, batch_size):
+         max_stat, return_null, memory_budget, batch_size, standardize=False):
     """Loop over target batches x permutation chunks; gather numpy results.
+
+    ``standardize``: columns go to the device centred and unit-scaled
+    (:func:`_unit_columns`; correlation tests).
 
     Raises ValueError (naming the first offending entry) as soon as a batch
     reports a non-finite input.
@@ -728,7 +745,8 @@ def _run(kind_fn, columns, names, n_targets, K, per_target, kind, arrangements,
             if col is None:
                 batch.append(None)
                 continue
-            b = np.asarray(col[:, start:stop], np.float32)
+            b = _unit_columns(col[:, start:stop]) if standardize else np.asarray(
+                col[:, start:stop], np.float32)
             if width < Tb:  # one static shape; padded columns are constant, hence masked
                 b = np.pad(b, ((0, 0), (0, Tb - width)))
             batch.append(jax.device_put(b))
@@ -805,7 +823,7 @@ def _correlation_test(y_true, preds, names, n_permutations, block_size, scheme,
     obs, count, mean, std, null, ext, Tb = _run(
         fn, columns, ["y_true", *names], T, K, lambda kc: plan.bytes_per_target(kc, return_null),
         plan.kind, plan.arrangements, max_stat, return_null,
-        memory_budget, batch_size)
+        memory_budget, batch_size, standardize=True)
     const = ~obs["valid"]
     _warn_degenerate(const, "zero variance", ["y_true", *names])
     p = (count + 1) / (K + 1)
@@ -954,13 +972,19 @@ def sign_flip_test(
         raise ValueError(f"diffs has an empty axis: shape {d.shape}")
     exact = _exact_signs(n, K_req)
     K = 2**n if exact else K_req
+    # one scale for all targets (the max statistic compares targets): the
+    # root mean square in float64, so float32 neither under- nor overflows
+    with np.errstate(over="ignore", invalid="ignore"):
+        ms = float(np.mean(np.square(d, dtype=np.float64)))
+    unit = math.sqrt(ms) if ms > 0 and math.isfinite(ms) else 1.0
+    d_unit = d / unit if unit != 1.0 else d
 
     def fn(batch, signs, mask):
         return _sign_batch(batch[0], signs, mask, _side(alternative), return_null=return_null)
 
     per_target = lambda kc: int(4 * 1.5 * (4 * n + 4 * min(kc, 1024) + (kc if return_null else 0)))  # noqa: E731
     obs, count, mean, std, null, ext, Tb = _run(
-        fn, [d], ["diffs"], T, K, per_target, "signs",
+        fn, [d_unit], ["diffs"], T, K, per_target, "signs",
         lambda a, b: _signs(n, K_req, seed, a, b), max_stat, return_null,
         memory_budget, batch_size)
     const = ~obs["valid"]
@@ -968,10 +992,12 @@ def sign_flip_test(
     p = count / K if exact else (count + 1) / (K + 1)
     p_fwe = None
     if max_stat:
-        tol = TIE_TOL * np.abs(d).mean(axis=0)
+        tol = TIE_TOL * np.abs(d_unit).mean(axis=0)
         p_fwe = _p_fwe(obs["obs"], ext, alternative, tol, exact)
-    res = _finish(ravel, const, statistic=obs["obs"], p=p, p_fwe=p_fwe, null_mean=mean,
-                  null_std=std, null=null, null_extreme=_extreme(ext, alternative), constant=const)
+    back = (lambda a: None if a is None else np.asarray(a, np.float64) * unit)  # noqa: E731
+    res = _finish(ravel, const, statistic=back(obs["obs"]), p=p, p_fwe=p_fwe,
+                  null_mean=back(mean), null_std=back(std), null=back(null),
+                  null_extreme=back(_extreme(ext, alternative)), constant=const)
     return PermutationResult(
         n_permutations=K, alternative=alternative, scheme="sign-flip", block_size=None,
         seed=seed, exact=exact, batch_size=Tb, **res,
