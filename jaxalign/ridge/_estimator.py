@@ -142,17 +142,18 @@ class RidgeCV:
             raise RuntimeError("this RidgeCV is not fitted yet: call fit(X, Y) first")
 
     def predict(self, X):
-        """Predictions (n_samples, n_targets) (1-D if fitted on 1-D targets)."""
+        """Predictions (n_samples, n_targets) in float64 (1-D if fitted on 1-D
+        targets)."""
         self._check_fitted()
         X = check_design(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X must have shape (n_samples, {self.n_features_in_}), got {X.shape}"
             )
-        import jax.numpy as jnp
-
-        pred = jnp.asarray(X, jnp.float32) @ jnp.asarray(self.result_.coef)
-        pred = np.asarray(pred + self.result_.intercept)
+        # float64 on the host: a small signal on a large intercept (raw BOLD
+        # ~1000) and coefficients at extreme scales keep their precision
+        pred = np.asarray(X, np.float64) @ self.result_.coef.astype(np.float64)
+        pred += self.result_.intercept
         return pred[:, 0] if self._ravel else pred
 
     def score(self, X, Y):

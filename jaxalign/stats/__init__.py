@@ -15,6 +15,7 @@ from jaxalign.stats._ceiling import (
     normalize_scores,
     split_half_ceiling,
 )
+from jaxalign.stats._refit import cv_permutation_test
 from jaxalign.stats._permutation import (
     paired_permutation_test,
     permutation_indices,
@@ -25,6 +26,7 @@ from jaxalign.stats._permutation import (
 
 __all__ = [
     "correlate_across_models",
+    "cv_permutation_test",
     "extrapolation_ceiling",
     "fdr_correction",
     "normalize_scores",
