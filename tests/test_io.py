@@ -197,6 +197,52 @@ def test_textgrid_bad_inputs(tmp_path):
         io.read_textgrid(other)
 
 
+@pytest.mark.parametrize("text", [LONG, SHORT], ids=["long", "short"])
+def test_textgrid_size_line_smaller_than_the_tier_reads_all_and_warns(tmp_path, text):
+    p = tmp_path / "under.TextGrid"
+    under = text.replace("intervals: size = 5", "intervals: size = 3") if text is LONG else text.replace('3.5\n5\n0\n', '3.5\n3\n0\n')
+    assert under != text
+    p.write_text(under)
+    with pytest.warns(UserWarning, match=r"under\.TextGrid: tier 'word' declares 3 intervals .* but holds 5; reading all 5"):
+        s = io.read_textgrid(p, tier="word", drop_pauses=False)
+    assert list(s.words) == ["sp", 'say "hi"', "", "naïve", "sp"]
+    with pytest.warns(UserWarning, match="declares 3"):
+        tiers = io.read_textgrid_tiers(p)
+    assert list(tiers) == ["word", "events"] and tiers["events"]["text"] == ["beep"]
+
+
+@pytest.mark.parametrize("text", [LONG, SHORT], ids=["long", "short"])
+def test_textgrid_size_line_larger_than_the_tier_is_an_error(tmp_path, text):
+    p = tmp_path / "over.TextGrid"
+    over = text.replace("intervals: size = 5", "intervals: size = 7") if text is LONG else text.replace('3.5\n5\n0\n', '3.5\n7\n0\n')
+    assert over != text
+    p.write_text(over)
+    with pytest.raises(ValueError, match=r"over\.TextGrid: tier 'word' declares 7 intervals .* but holds 5"):
+        io.read_textgrid(p, tier="word")
+    last = tmp_path / "last.TextGrid"  # the last tier: the file ends too soon
+    last.write_text(text.replace("points: size = 1", "points: size = 2") if text is LONG else text.replace('3.5\n1\n1.2', '3.5\n2\n1.2'))
+    with pytest.raises(ValueError, match=r"last\.TextGrid: tier 'events' declares 2 points .* but holds 1"):
+        io.read_textgrid_tiers(last)
+
+
+def test_textgrid_more_tiers_than_declared_warns(tmp_path):
+    p = tmp_path / "tiers.TextGrid"
+    p.write_text(LONG.replace("size = 2\n", "size = 1\n", 1))
+    with pytest.warns(UserWarning, match=r"tiers\.TextGrid: the TextGrid declares 1 tiers .* ignored"):
+        assert list(io.read_textgrid_tiers(p)) == ["word"]
+
+
+def test_alice_textgrid_with_a_wrong_size_line_keeps_every_word(tmp_path):
+    real = next(need("alice").glob("stimulus_*.TextGrid"))
+    text = real.read_text()
+    assert "intervals: size = 2423" in text
+    bad = tmp_path / real.name
+    bad.write_text(text.replace("intervals: size = 2423", "intervals: size = 2000"))
+    with pytest.warns(UserWarning, match=rf"{re.escape(bad.name)}: tier 'word' declares 2000 intervals .* holds 2423"):
+        s = io.read_textgrid(bad)
+    assert len(s) == 2127 and s.words[-1] == "cake"
+
+
 def test_alice_textgrid_real():
     root = need("alice")
     s = io.read_alice_stimulus(root)
