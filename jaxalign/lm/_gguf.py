@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["read_gguf", "read_gguf_config", "GGUF_TO_HF_LLAMA"]
+__all__ = ["read_gguf", "read_gguf_config", "GGUF_TO_HF_LLAMA", "gguf_name", "gguf_tokenizer"]
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 
@@ -88,6 +88,19 @@ _BLOCK_TO_HF = {
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 # Harmless: old converters stored the rotary inverse frequencies per block.
 _IGNORED_BLOCK = {"attn_rot_embd"}
+
+
+def gguf_name(hf_name: str) -> str:
+    """The GGUF tensor name of a Hugging Face Llama tensor name (``hf_name`` itself if unknown)."""
+    for gguf, hf in GGUF_TO_HF_LLAMA.items():
+        if hf == hf_name:
+            return gguf
+    m = re.match(r"^model\.layers\.(\d+)\.(.+)$", hf_name)
+    if m is not None:
+        for part, hf in _BLOCK_TO_HF.items():
+            if hf == m.group(2):
+                return f"blk.{m.group(1)}.{part}"
+    return hf_name
 
 
 def _reverse_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
@@ -246,12 +259,16 @@ def read_gguf(
             f"GGUF tensors with no Llama counterpart (MoE or another variant?): {', '.join(unknown[:20])}"
         )
 
-    tokenizer = None
-    if with_tokenizer:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tokenizer = gguf_tokenizer(path) if with_tokenizer else None
     return config, tensors, tokenizer
+
+
+def gguf_tokenizer(path: str | os.PathLike[str]) -> Any:
+    """The transformers tokenizer embedded in a GGUF file (``AutoTokenizer`` with ``gguf_file=``)."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 def _dequantize(dequantize: Any, tensor: Any) -> np.ndarray:

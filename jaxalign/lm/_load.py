@@ -35,6 +35,7 @@ import numpy as np
 from flax import nnx
 
 from jaxalign._precision import jit as _jit
+from jaxalign.lm._common import NonFiniteWeightError
 from jaxalign.lm._registry import architecture
 from jaxalign.lm._shard import model_mesh, sharded_placer
 
@@ -186,6 +187,20 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict[str, np.nd
     return hf_config, tensors
 
 
+def _tensor_file(directory: Path, name: str) -> str:
+    """The file of ``directory`` holding tensor ``name``, in ``read_checkpoint``'s order (for errors)."""
+    for single, index in ((SAFETENSORS, SAFETENSORS_INDEX), (TORCH_BIN, TORCH_BIN_INDEX)):
+        if (directory / single).is_file():
+            return str(directory / single)
+        if (directory / index).is_file():
+            try:
+                shard = json.loads((directory / index).read_text())["weight_map"].get(name, index)
+            except (OSError, ValueError, KeyError, AttributeError):
+                shard = index
+            return str(directory / shard)
+    return str(directory)
+
+
 # ---------------------------------------------------------------- resolving
 
 
@@ -305,13 +320,19 @@ def build_model(
     return _build(hf_config, tensors, dtype, devices, stacklevel=3)
 
 
-def _build(hf_config, tensors, dtype, devices, *, stacklevel: int) -> nnx.Module:
+def _build(hf_config, tensors, dtype, devices, *, stacklevel: int, source=None) -> nnx.Module:
+    """``build_model``; ``source(name)`` names the file of a tensor in errors (NaN / inf weights)."""
     dtype = _check_dtype(dtype)
     arch = architecture(hf_config.get("model_type"))
     config = arch.Config.from_hf(hf_config)
     model = nnx.eval_shape(lambda: arch.Model(config, dtype=dtype, rngs=nnx.Rngs(0)))
     place = sharded_placer(model, devices, getattr(arch, "SHARDING", None), stacklevel=stacklevel + 1)
-    arch.load_state(model, tensors, place=place)
+    try:
+        arch.load_state(model, tensors, place=place)
+    except NonFiniteWeightError as error:
+        if source is None:
+            raise
+        raise NonFiniteWeightError(f"{source(error.tensor)}: {error}", error.tensor) from None
     unfilled = [
         ".".join(map(str, path))
         for path, variable in nnx.to_flat_state(nnx.state(model))
@@ -375,7 +396,9 @@ def load(
     The tokenizer is transformers' ``AutoTokenizer`` for the same directory,
     or None (with a warning) when there is none. Raises FileNotFoundError for
     missing directories or files, ValueError for unsupported architectures or
-    options and for checkpoints that do not fill the model exactly.
+    options, for checkpoints that do not fill the model exactly, and for
+    weights holding NaN or inf (naming the tensor and its file; every tensor
+    is checked once as it is loaded).
 
     Examples
     --------
@@ -403,12 +426,15 @@ def load(
             raise FileNotFoundError(f"GGUF file {path} does not exist")
         if revision is not None:
             warnings.warn(f"revision={revision!r} ignored for the GGUF file {path}", stacklevel=2)
-        read_gguf = importlib.import_module("jaxalign.lm._gguf").read_gguf
-        hf_config, tensors, tokenizer = read_gguf(path)
-        return _build(hf_config, tensors, dtype, devices, stacklevel=3), tokenizer
+        gguf = importlib.import_module("jaxalign.lm._gguf")
+        hf_config, tensors, _ = gguf.read_gguf(path, with_tokenizer=False)
+        source = lambda name: f"{path} (GGUF tensor {gguf.gguf_name(name)})"  # noqa: E731
+        model = _build(hf_config, tensors, dtype, devices, stacklevel=3, source=source)
+        return model, gguf.gguf_tokenizer(path)  # after the weights: a corrupt file fails first
     directory = resolve(name, revision)
     hf_config, tensors = read_checkpoint(directory)
-    model = _build(hf_config, tensors, dtype, devices, stacklevel=3)
+    model = _build(hf_config, tensors, dtype, devices, stacklevel=3,
+                   source=functools.partial(_tensor_file, directory))
     return model, _load_tokenizer(directory)
 
 
