@@ -426,6 +426,22 @@ def test_gguf_with_non_finite_weights_is_refused_naming_tensor_and_file(tmp_path
         lm.load(path)
 
 
+@needs_gguf
+def test_truncated_gguf_is_named(tmp_path):
+    hf_cfg = transformers.LlamaConfig(**(LLAMA_BASE | LLAMA_CASES["tied"]))
+    tensors = _tiny_llama_tensors(llama.Config.from_hf(hf_cfg.to_dict()))
+    _write_llama_gguf(tmp_path / "full.gguf", hf_cfg, tensors)
+    data = (tmp_path / "full.gguf").read_bytes()
+    # inside the metadata, inside the tensor index, inside the last tensor, and empty
+    for cut in (40, len(data) // 10, len(data) - 100, 0):
+        path = tmp_path / f"cut{cut}.gguf"
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=rf"cut{cut}\.gguf.*truncated"):
+            read_gguf(path, with_tokenizer=False)
+        with pytest.raises(ValueError, match=rf"cut{cut}\.gguf.*truncated"):
+            lm.load(path)
+
+
 # ------------------------------------------------------------------------ through jaxalign.lm.load
 
 

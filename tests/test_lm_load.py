@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 import warnings
@@ -323,6 +324,38 @@ def test_non_finite_weights_are_named_with_their_file(ref, tmp_path, fmt, value)
     for dtype in (jnp.float32, jnp.bfloat16):
         with pytest.raises(ValueError, match=rf"{where}.*tensor '{bad}'.*non-finite"):
             quiet_load(tmp_path, dtype=dtype)
+
+
+def test_malformed_json_is_named_with_its_line(ref, tmp_path):
+    ref.save_pretrained(tmp_path)
+    good = (tmp_path / "config.json").read_text()
+    lines = good.splitlines()
+    lines[2] = lines[2] + ","  # a stray comma at the end of line 3
+    (tmp_path / "config.json").write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=r"config\.json: malformed JSON at line 3, column \d+"):
+        quiet_load(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"config\.json: expected a JSON object"):
+        quiet_load(tmp_path)
+    (tmp_path / "config.json").write_text(good)
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": {"a": "b"')
+    with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json: malformed JSON at line 1"):
+        quiet_load(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "pytorch_model.bin"])
+def test_truncated_weights_are_named(ref, tmp_path, name):
+    ref.config.save_pretrained(tmp_path)
+    if name == "pytorch_model.bin":
+        torch.save(ref.state_dict(), tmp_path / name)
+    else:
+        write_safetensors(tmp_path / name, state_dict_numpy(ref))
+    data = (tmp_path / name).read_bytes()
+    for cut in (len(data) - 200, 100, 4):
+        (tmp_path / name).write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path / name))}.*(truncated|corrupt|not a safetensors)"):
+            quiet_load(tmp_path)
 
 
 def test_build_model_refuses_non_finite_weights(ref):

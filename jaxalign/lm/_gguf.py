@@ -123,7 +123,20 @@ def _open(path: str | os.PathLike[str]) -> tuple[Path, Any, str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {path}")
-    reader = GGUFReader(path)  # memory-mapped: metadata and tensor index only
+    try:
+        reader = GGUFReader(path)  # memory-mapped: metadata and tensor index only
+    except Exception as error:  # gguf-py fails with bare numpy / mmap / struct messages
+        raise ValueError(
+            f"{path}: cannot read this GGUF file: it looks truncated or corrupt "
+            f"({path.stat().st_size} bytes; {type(error).__name__}: {error})"
+        ) from error
+    size = path.stat().st_size
+    for tensor in reader.tensors:
+        if tensor.data_offset + tensor.n_bytes > size:
+            raise ValueError(
+                f"{path}: GGUF tensor {tensor.name} ends at byte {tensor.data_offset + tensor.n_bytes} "
+                f"but the file has {size} bytes: it looks truncated"
+            )
     arch = _field(reader, "general.architecture")
     if arch is None:
         raise ValueError(f"{path} has no general.architecture: not a model GGUF file")
@@ -218,7 +231,8 @@ def read_gguf(
     ``with_tokenizer=False``).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a
-    non-llama architecture, an unknown tensor or an unsupported rope scaling.
+    truncated or corrupt file, a non-llama architecture, an unknown tensor or
+    an unsupported rope scaling.
     """
     from gguf.quants import dequantize
 

@@ -67,6 +67,21 @@ _HUB_PATTERNS = (
 # ------------------------------------------------------------------ reading
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON file's object; ValueError naming the file, line and column when it is malformed."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 JSON file ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
 _SAFETENSORS_DTYPES = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
@@ -100,7 +115,10 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     n = int(raw[:8].view("<u8")[0])
     if 8 + n > raw.size:
         raise ValueError(f"{path} is not a safetensors file (header length {n} > file size)")
-    header = json.loads(bytes(raw[8 : 8 + n]).decode("utf-8"))
+    try:
+        header = json.loads(bytes(raw[8 : 8 + n]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a safetensors file or is corrupt (unreadable header: {error})") from None
     header.pop("__metadata__", None)
     data = raw[8 + n :]
     tensors = {}
@@ -130,9 +148,17 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "(or convert it to safetensors)"
         ) from error
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch's messages do not name the file
+        raise ValueError(
+            f"{path}: cannot read this PyTorch checkpoint: it looks truncated or corrupt, or is not a "
+            f"weights-only state dict ({type(error).__name__}: {str(error).strip().splitlines()[0]})"
+        ) from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict (tensor name -> tensor), found {type(state).__name__}")
     tensors = {}
     for name, t in state.items():
         if not isinstance(t, torch.Tensor):
@@ -146,7 +172,9 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def _read_sharded(directory: Path, index_name: str, reader) -> dict[str, np.ndarray]:
-    index = json.loads((directory / index_name).read_text())
+    index = _read_json(directory / index_name)
+    if not isinstance(index.get("weight_map"), dict):
+        raise ValueError(f"{directory / index_name}: no weight_map (tensor name -> shard file)")
     shards = list(dict.fromkeys(index["weight_map"].values()))
     missing = [s for s in shards if not (directory / s).is_file()]
     if missing:
@@ -170,7 +198,7 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict[str, np.nd
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory} has no config.json (the Hugging Face model config)")
-    hf_config = json.loads(config_path.read_text())
+    hf_config = _read_json(config_path)
     if (directory / SAFETENSORS).is_file():
         tensors = read_safetensors(directory / SAFETENSORS)
     elif (directory / SAFETENSORS_INDEX).is_file():
