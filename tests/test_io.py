@@ -613,6 +613,41 @@ def test_nifti_round_trip(tmp_path):
         io.read_nifti(tmp_path / "three_d.nii.gz")
 
 
+def test_nifti_nan_in_the_mask_is_outside_it(tmp_path):
+    nib = pytest.importorskip("nibabel", reason="nibabel is optional (pip install nibabel)")
+    affine = np.eye(4)
+    vol = np.arange(4 * 5 * 3 * 2, dtype=np.float32).reshape(4, 5, 3, 2)
+    nib.save(nib.Nifti1Image(vol, affine), tmp_path / "run.nii.gz")
+    mask = np.zeros((4, 5, 3), np.float32)
+    mask[1, 2, 0] = mask[3, 4, 2] = 1.0
+    mask[0, :, :] = np.nan  # 15 NaN voxels (a resampled mask's border, say)
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "mask.nii.gz")
+    with pytest.warns(UserWarning, match=r"mask\.nii\.gz has 15 NaN voxels: treated as outside the mask"):
+        rec = io.read_nifti(tmp_path / "run.nii.gz", tmp_path / "mask.nii.gz")
+    assert rec.data.shape == (2, 2) and rec.mask.sum() == 2
+    np.testing.assert_array_equal(rec.data, vol[mask == 1].T)
+    with pytest.warns(UserWarning, match=r"mask \(array\) has 15 NaN voxels"):
+        assert io.read_nifti(tmp_path / "run.nii.gz", mask).n_targets == 2
+    only_nan = np.full((4, 5, 3), np.nan)
+    with pytest.warns(UserWarning, match="NaN voxels"), pytest.raises(ValueError, match="selects no voxel"):
+        io.read_nifti(tmp_path / "run.nii.gz", only_nan)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_nifti_truncated_file_is_named(tmp_path, suffix):
+    nib = pytest.importorskip("nibabel", reason="nibabel is optional (pip install nibabel)")
+    rng = np.random.default_rng(0)
+    nib.save(nib.Nifti1Image(rng.standard_normal((8, 8, 8, 20)).astype(np.float32), np.eye(4)), tmp_path / f"full{suffix}")
+    data = (tmp_path / f"full{suffix}").read_bytes()
+    for cut in (len(data) - 50, len(data) // 2, 200, 10):
+        path = tmp_path / f"cut{cut}{suffix}"
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=rf"{re.escape(str(path))}.*truncated or corrupt"):
+            io.read_nifti(path)
+        with pytest.raises(ValueError, match=rf"mask image {re.escape(str(path))}.*truncated or corrupt"):
+            io.read_nifti(tmp_path / f"full{suffix}", path)
+
+
 @pytest.fixture
 def mne():
     mne = pytest.importorskip("mne", reason="mne is optional (pip install mne)")
