@@ -716,13 +716,52 @@ def test_mne_epochs(mne):
     raw = make_raw(mne)
     ev = np.array([[300, 0, 1], [500, 0, 2], [700, 0, 1]])
     epochs = mne.Epochs(raw, ev, event_id={"the": 1, "cat": 2}, tmin=-0.1, tmax=0.5, baseline=None, preload=True)
-    stim, rec = io.read_mne_epochs(epochs)
+    stim, rec = io.read_mne_epochs(epochs, first_samp=raw.first_samp)
     assert list(stim.words) == ["the", "cat", "the"]
     assert rec.data.shape == (3, 3, 61) and rec.epoch_times[0] == pytest.approx(-0.1)
     from jaxalign.timing import word_locked_windows
 
     win = word_locked_windows(rec.data, rec.sfreq, tmin=-0.1, n_windows=10, width=0.05)
     assert win.shape == (10, 3, 3)
+
+
+def test_mne_raw_and_epochs_share_one_clock(mne, tmp_path):
+    raw = make_raw(mne)  # first_samp = 250 at 100 Hz: the recording starts 2.5 s into the acquisition
+    assert raw.first_samp == 250
+    ev = np.array([[250 + 100, 0, 1], [250 + 420, 0, 2], [250 + 600, 0, 1]])  # MNE events: first_samp included
+    event_id = {"the": 1, "cat": 2}
+    stim_raw, rec_raw = io.read_mne_raw(raw, ev, event_id=event_id)
+    np.testing.assert_allclose(stim_raw.onsets, [1.0, 4.2, 6.0])
+    # the convention is raw.times': each onset is the time of its event's sample in the Raw
+    np.testing.assert_allclose(stim_raw.onsets, rec_raw.times[ev[:, 0] - raw.first_samp])
+    lazy = mne.Epochs(raw, ev, event_id=event_id, tmin=-0.1, tmax=0.3, baseline=None, preload=False)
+    loaded = mne.Epochs(raw, ev, event_id=event_id, tmin=-0.1, tmax=0.3, baseline=None, preload=True)
+    loaded.save(tmp_path / "test-epo.fif")
+    runs = {
+        "lazy (first_samp from the Raw it holds)": lambda: io.read_mne_epochs(lazy),
+        "preloaded, first_samp=raw": lambda: io.read_mne_epochs(loaded, first_samp=raw),
+        "file, first_samp=int": lambda: io.read_mne_epochs(tmp_path / "test-epo.fif", first_samp=raw.first_samp),
+    }
+    for how, read in runs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            stim_ep, rec_ep = read()
+        assert list(stim_ep.words) == list(stim_raw.words), how
+        np.testing.assert_allclose(stim_ep.onsets, stim_raw.onsets, err_msg=how)
+        np.testing.assert_allclose(rec_ep.times, stim_raw.onsets, err_msg=how)
+        assert rec_ep.info["first_samp"] == 250
+    # the first epoch's data are the Raw's samples around the first onset
+    start = int(round((stim_raw.onsets[0] - 0.1) * 100))
+    np.testing.assert_allclose(rec_ep.data[0], rec_raw.data[start : start + rec_ep.data.shape[2]].T)
+    # when first_samp cannot be known, the other clock is used and said
+    with pytest.warns(UserWarning, match=r"test-epo\.fif: the Epochs do not record their Raw's first_samp"):
+        stim_acq, _ = io.read_mne_epochs(tmp_path / "test-epo.fif")
+    np.testing.assert_allclose(stim_acq.onsets, stim_raw.onsets + 2.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        io.read_mne_epochs(loaded, first_samp=0)
+    with pytest.raises(ValueError, match="first_samp must be"):
+        io.read_mne_epochs(loaded, first_samp=-1)
 
 
 @pytest.mark.parametrize("module,call", [("nibabel", lambda p: io.read_nifti(p)), ("mne", lambda p: io.read_mne_raw(p))])
