@@ -423,6 +423,69 @@ def test_unreadable_cache_entry_is_recomputed(gpt2, tmp_path):
     np.testing.assert_array_equal(first, again)
 
 
+def _no_model_work(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("model work started before the cache folder was checked")
+
+    for mod, name in ((_cache, "model_fingerprint"), (_extract, "_forward"), (_extract, "align_words"),
+                      (_surprisal, "align_words"), (_surprisal, "_logprob_forward")):
+        monkeypatch.setattr(mod, name, boom)
+
+
+def test_unusable_cache_dir_fails_before_any_model_work(gpt2, tmp_path, monkeypatch):
+    model, tok, _ = gpt2
+    _no_model_work(monkeypatch)
+    a_file = tmp_path / "cache.npy"
+    a_file.write_bytes(b"not a folder")
+    for call in (word_features, word_surprisal):
+        with pytest.raises(NotADirectoryError, match=rf"cache_dir {a_file} exists and is not a directory"):
+            call(model, tok, WORDS, cache_dir=a_file)
+        with pytest.raises(NotADirectoryError, match=rf"cache_dir {a_file / 'sub'} cannot be created"):
+            call(model, tok, WORDS, cache_dir=a_file / "sub")
+    if os.geteuid() == 0:  # root writes anywhere: permissions cannot be tested
+        return
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(PermissionError, match=rf"cache_dir {locked} is not writable"):
+            word_features(model, tok, WORDS, cache_dir=locked)
+        with pytest.raises(PermissionError, match=rf"cache_dir {locked / 'sub'} cannot be created"):
+            word_features(model, tok, WORDS, cache_dir=locked / "sub")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_orphaned_cache_temporaries_of_killed_writers_are_removed(gpt2, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    model, tok, _ = gpt2
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer exists (reused only after the pid space wraps)
+    host = _cache._host()
+    orphan = tmp_path / f".{'a' * 64}.npy.{host}-{dead.pid}.k2j4_x9q.tmp"
+    live = tmp_path / f".{'b' * 64}.npy.{host}-{os.getpid()}.abcd1234.tmp"  # a writer still running
+    remote = tmp_path / f".{'c' * 64}.npy.otherhost-{dead.pid}.abcd1234.tmp"  # a shared folder's other machine
+    legacy = tmp_path / f".{'d' * 64}.npy.abcd1234.tmp"  # no writer named: left alone
+    for f in (orphan, live, remote, legacy):
+        f.write_bytes(b"partial")
+    word_features(model, tok, WORDS[:3], cache_dir=tmp_path)
+    assert not orphan.exists() and live.exists() and remote.exists() and legacy.exists()
+    # the names the cache writes are the ones it recognises
+    seen = []
+    real_mkstemp = _cache.tempfile.mkstemp
+
+    def spy(*a, **k):
+        fd, name = real_mkstemp(*a, **k)
+        seen.append(Path(name).name)
+        return fd, name
+
+    monkeypatch.setattr(_cache.tempfile, "mkstemp", spy)
+    word_features(model, tok, WORDS[:4], cache_dir=tmp_path)
+    entry_tmps = [n for n in seen if not n.startswith(".write-probe.")]
+    assert entry_tmps and all(_cache._TMP.match(n)["pid"] == str(os.getpid()) for n in entry_tmps)
+
+
 # ------------------------------------------------------------------ bad input
 
 

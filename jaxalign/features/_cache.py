@@ -14,6 +14,13 @@ Files are written atomically: ``np.save`` to a temporary file in the same
 folder, flushed and fsynced, then ``os.replace``d onto the final name, so an
 interrupted run leaves either a complete entry or none. A cached entry that
 cannot be read (truncated by a full disk, say) is reported and recomputed.
+Temporary files are named ``.<entry>.<host>-<pid>.<random>.tmp``; a run killed
+mid-write leaves one behind, and the next run (:func:`prepare`) removes those
+of this host whose writer process no longer exists.
+
+:func:`prepare` is called before any model work: a cache folder that is a
+file, cannot be created or is not writable fails at once, not after the
+features are computed.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 import warnings
 from pathlib import Path
@@ -120,8 +129,71 @@ def load(cache_dir: str | os.PathLike, key: str) -> np.ndarray | None:
         return None
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):  # exists (another user's), or cannot tell
+        return True
+    return True
+
+
+_TMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def remove_orphans(cache_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers on this host left in ``cache_dir``; return them.
+
+    Only files named by :func:`_atomic_write` whose host is this one and
+    whose process id no longer exists are removed (a live writer's file, or
+    another machine's on a shared folder, is left alone).
+    """
+    host, removed = _host(), []
+    for tmp in Path(cache_dir).glob(".*.tmp"):
+        m = _TMP.match(tmp.name)
+        if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def prepare(cache_dir: str | os.PathLike) -> Path:
+    """Check ``cache_dir`` before any work: create it, check it is writable, clean orphaned temporaries.
+
+    Raises ``NotADirectoryError`` when it (or a parent) is a file and
+    ``PermissionError`` when it cannot be created or written, naming it.
+    """
+    path = Path(os.fspath(cache_dir)).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"cache_dir {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise NotADirectoryError(f"cache_dir {path} cannot be created: a parent is a file ({error})") from None
+    except OSError as error:
+        raise PermissionError(f"cache_dir {path} cannot be created ({error})") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise PermissionError(f"cache_dir {path} is not writable ({error})") from None
+    remove_orphans(path)
+    return path
+
+
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tag = f"{_host()}-{os.getpid()}"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{tag}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

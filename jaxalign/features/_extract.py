@@ -456,6 +456,8 @@ def word_features(
     cache_dir
         where to cache results (see ``jaxalign.features._cache``): a second
         call with the same model, words and settings loads the saved array.
+        Created if needed and checked before any work (NotADirectoryError /
+        PermissionError naming it when it is a file or not writable).
     progress
         tqdm bar over batches: None shows it for long runs on a terminal.
     max_length
@@ -475,6 +477,8 @@ def word_features(
     Returns a float32 numpy array (n_layers_kept, n_words, dim), or
     ``(array, FeatureInfo)``.
     """
+    if cache_dir is not None:  # a cache that cannot be written fails now, not after the computation
+        cache_dir = _cache.prepare(cache_dir)
     align = align_words(tokenizer, words)  # validates words and tokenizer first
     max_len = resolve_max_length(model, tokenizer, max_length)
     if max_len is None:  # unknown (a foreign model): only the windows asked for limit them

@@ -114,6 +114,8 @@ def word_surprisal(
 
     Raises ValueError for encoders (no causal mask or no LM head).
     """
+    if cache_dir is not None:  # a cache that cannot be written fails now, not after the computation
+        cache_dir = _cache.prepare(cache_dir)
     align = align_words(tokenizer, words)
     if context != "passage":
         raise ValueError(f"unknown context {context!r} for word_surprisal; only 'passage' is supported")
