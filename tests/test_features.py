@@ -413,6 +413,31 @@ def test_model_fingerprint_sees_weight_changes(gpt2):
     assert _cache.model_fingerprint(model) != _cache.model_fingerprint(other)
 
 
+def test_cache_key_has_the_format_version_and_the_model_dtype(gpt2, tmp_path, monkeypatch):
+    model, tok, path = gpt2
+    args = ("word_features", "my-model", {"ids": np.arange(3)}, {"layers": [0]})
+    key = _cache.cache_key(*args, dtype="float32")
+    assert _cache.cache_key(*args, dtype="bfloat16") != key
+    monkeypatch.setattr(_cache, "FORMAT", _cache.FORMAT + 1)
+    assert _cache.cache_key(*args, dtype="float32") != key
+    monkeypatch.undo()
+    assert _cache.cache_key(*args, dtype="float32") == key
+    # through word_features: the same model_id in another dtype is another entry
+    import jax.numpy as jnp
+
+    half, _ = lm.load(path, dtype=jnp.bfloat16)
+    assert _cache.model_dtype(model) == "float32" and _cache.model_dtype(half) == "bfloat16"
+    kw = dict(cache_dir=tmp_path, model_id="tiny-gpt2", return_info=True, layers=[1])
+    full_out, full_info = word_features(model, tok, WORDS[:4], **kw)
+    half_out, half_info = word_features(half, tok, WORDS[:4], **kw)
+    assert not half_info.cache_hit and half_info.cache_path != full_info.cache_path
+    assert not np.array_equal(full_out, half_out)  # bfloat16 features differ: never served for float32
+    assert word_features(model, tok, WORDS[:4], **kw)[1].cache_hit
+    s_full = word_surprisal(model, tok, WORDS[:4], cache_dir=tmp_path, model_id="tiny-gpt2")
+    s_half = word_surprisal(half, tok, WORDS[:4], cache_dir=tmp_path, model_id="tiny-gpt2")
+    assert not np.array_equal(s_full[1:], s_half[1:])
+
+
 def test_unreadable_cache_entry_is_recomputed(gpt2, tmp_path):
     model, tok, _ = gpt2
     first, info = word_features(model, tok, WORDS[:5], cache_dir=tmp_path, return_info=True)

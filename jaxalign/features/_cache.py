@@ -8,7 +8,11 @@ produced it, for people browsing the folder). The key is the SHA-256 of
 - the tokenized input: the token ids and every word's token range (this
   covers the words, the text and the tokenizer's behaviour exactly);
 - the settings (pooling, context, layers, window sizes, max length, ...);
-- ``FORMAT``, bumped whenever the computation changes.
+- the model's dtype (:func:`model_dtype`: its parameters' dtypes), always,
+  also when a ``model_id`` names the model (the same checkpoint loaded in
+  bfloat16 gives other features than in float32);
+- ``FORMAT``, the cache format version, bumped whenever the computation or
+  the key changes.
 
 Files are written atomically: ``np.save`` to a temporary file in the same
 folder, flushed and fsynced, then ``os.replace``d onto the final name, so an
@@ -37,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = 1
+#: Cache format version: part of every key, bumped whenever the computation
+#: or the key changes (2: the model dtype joined the key).
+FORMAT = 2
 # Elements read from each parameter for the checksum (evenly strided over the
 # flattened tensor). Any real change of weights (another checkpoint, a
 # fine-tuning step) changes all of them; to tell apart models that differ in a
@@ -94,13 +100,22 @@ def model_fingerprint(model) -> str:
     return _hash_bytes(*parts)
 
 
-def cache_key(kind: str, model_id: str, arrays: dict[str, np.ndarray], settings: dict) -> str:
-    """SHA-256 hex key of a computation (see module doc)."""
+def model_dtype(model) -> str:
+    """The dtypes of a model's parameters (``"float32"``, ``"bfloat16"``, or several joined by ``+``)."""
+    from flax import nnx
+
+    dtypes = {str(variable.get_value().dtype) for _, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    return "+".join(sorted(dtypes)) or "none"
+
+
+def cache_key(kind: str, model_id: str, arrays: dict[str, np.ndarray], settings: dict, *, dtype: str) -> str:
+    """SHA-256 hex key of a computation (see module doc); ``dtype`` is :func:`model_dtype`."""
     payload = json.dumps(
         {
             "format": FORMAT,
             "kind": kind,
             "model": model_id,
+            "dtype": str(dtype),
             "arrays": {
                 k: _hash_bytes(str(v.dtype).encode(), str(v.shape).encode(), np.ascontiguousarray(v).tobytes())
                 for k, v in sorted(arrays.items())

@@ -508,6 +508,7 @@ def word_features(
 
     cache_path = None
     if cache_dir is not None:
+        dtype = _cache.model_dtype(model)
         settings = {
             "pooling": pooling, "context": context, "context_size": context_size,
             "min_context": min_context, "layers": list(kept_layers), "max_length": max_len,
@@ -518,6 +519,7 @@ def word_features(
             model_id if model_id is not None else _cache.model_fingerprint(model),
             {"input_ids": align.input_ids, "word_stop": align.word_stop},
             settings,
+            dtype=dtype,
         )
         cache_path = str(_cache.entry_path(cache_dir, key))
         cached = _cache.load(cache_dir, key)
@@ -536,7 +538,7 @@ def word_features(
     if cache_dir is not None:
         meta = {
             "kind": "word_features", "model_class": f"{type(model).__module__}.{type(model).__name__}",
-            "model_id": model_id, "n_words": align.n_words, "n_tokens": align.n_tokens,
+            "model_id": model_id, "dtype": dtype, "n_words": align.n_words, "n_tokens": align.n_tokens,
             "shape": list(out.shape), "skipped": skipped.tolist(), **settings,
         }
         _cache.save(cache_dir, key, out, meta)
