@@ -187,21 +187,9 @@ def prepare(cache_dir: str | os.PathLike) -> Path:
     Raises ``NotADirectoryError`` when it (or a parent) is a file and
     ``PermissionError`` when it cannot be created or written, naming it.
     """
-    path = Path(os.fspath(cache_dir)).expanduser()
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"cache_dir {path} exists and is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
-        raise NotADirectoryError(f"cache_dir {path} cannot be created: a parent is a file ({error})") from None
-    except OSError as error:
-        raise PermissionError(f"cache_dir {path} cannot be created ({error})") from None
-    try:
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as error:
-        raise PermissionError(f"cache_dir {path} is not writable ({error})") from None
+    from jaxalign.io._tables import writable_dir
+
+    path = writable_dir(cache_dir, "cache_dir")
     remove_orphans(path)
     return path
 
