@@ -767,5 +767,5 @@ def test_mne_raw_and_epochs_share_one_clock(mne, tmp_path):
 @pytest.mark.parametrize("module,call", [("nibabel", lambda p: io.read_nifti(p)), ("mne", lambda p: io.read_mne_raw(p))])
 def test_optional_dependency_missing_says_how_to_install(monkeypatch, tmp_path, module, call):
     monkeypatch.setitem(__import__("sys").modules, module, None)  # import now fails
-    with pytest.raises(ImportError, match=f"pip install {module}"):
+    with pytest.raises(ImportError, match=rf'pip install {module} \(or pip install "jaxalign\[io\]"\)'):
         call(tmp_path / "any.file")

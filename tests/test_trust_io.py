@@ -80,3 +80,14 @@ def test_cli_main_restores_the_warning_format():
     before = warnings.formatwarning
     assert cli.main(["demo", "--samples", "60", "--features", "4", "--targets", "6"]) == 0
     assert warnings.formatwarning is before
+
+
+def test_readme_names_the_io_extra_where_it_shows_nibabel_or_mne_readers():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    paragraphs = [p for p in readme.split("\n\n") if "nibabel" in p or "MNE reads" in p or "read_nifti" in p
+                  or "read_mne" in p]
+    assert paragraphs
+    for p in paragraphs:
+        assert 'pip install "jaxalign[io]"' in p, p

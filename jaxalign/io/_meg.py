@@ -28,7 +28,8 @@ def _mne():
         import mne
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "reading MEG/EEG files needs MNE-Python, an optional dependency of jaxalign: pip install mne"
+            "reading MEG/EEG files needs MNE-Python, an optional dependency of jaxalign: pip install mne "
+            "(or pip install \"jaxalign[io]\")"
         ) from None
     return mne
 

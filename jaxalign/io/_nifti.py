@@ -20,7 +20,7 @@ def _nibabel():
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError(
             "reading NIfTI images needs nibabel, an optional dependency of jaxalign: "
-            "pip install nibabel"
+            "pip install nibabel (or pip install \"jaxalign[io]\")"
         ) from None
     return nibabel
 
