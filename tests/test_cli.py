@@ -1,5 +1,6 @@
 import io
 
+import pytest
 
 from jaxalign.cli import main, run_demo
 
@@ -61,8 +62,6 @@ def _no_model_work(monkeypatch):
     monkeypatch.setattr(alice, "run", boom)
     monkeypatch.setattr(cli, "run_demo", boom)
 
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("argv,flag", [
