@@ -71,6 +71,46 @@ def run_demo(n_samples=1500, n_features=256, n_targets=6000, seed=0, out=sys.std
     return rows
 
 
+def _int_at_least(minimum: int):
+    """argparse ``type``: an integer >= ``minimum`` (argparse names the flag and exits with code 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _layer_list(text: str) -> list[int]:
+    """argparse ``type`` for --layers: comma-separated hidden-state indices, at least one."""
+    parts = [x.strip() for x in text.split(",")]
+    if not any(parts):
+        raise argparse.ArgumentTypeError("give at least one layer index, e.g. 0,10,20")
+    try:
+        return [int(x) for x in parts if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer indices (integers), got {text!r}"
+        ) from None
+
+
+def _confound_list(text: str) -> str:
+    """argparse ``type`` for --confounds: checked now, not after the features are computed."""
+    from jaxalign.studies.alice import _confound_names
+
+    try:
+        _confound_names(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _demo(args):
     run_demo(args.samples, args.features, args.targets, args.seed)
     return 0
@@ -81,9 +121,7 @@ def _alice(args):
 
     from jaxalign.studies import alice
 
-    layers = [int(x) for x in args.layers.split(",") if x.strip()]
-    if not layers:
-        raise SystemExit("--layers: give at least one layer index")
+    layers = args.layers if isinstance(args.layers, list) else _layer_list(args.layers)
     synthetic = True if args.synthetic else None
     res = alice.run(args.root, layers=layers, n_subjects=args.subjects, out=args.out, model_path=args.model,
                     synthetic=synthetic, confounds=args.confounds, n_permutations=args.permutations,
@@ -108,10 +146,11 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="fit the ridge engine on a planted synthetic problem",
                           description="Fit RidgeCV on a synthetic encoding problem with a known "
                           "answer and print a table of held-out scores per target group.")
-    demo.add_argument("--samples", type=int, default=1500)
-    demo.add_argument("--features", type=int, default=256)
-    demo.add_argument("--targets", type=int, default=6000)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--samples", type=_int_at_least(20), default=1500,
+                      help="samples (at least 20: 80%% train with 5 folds, 20%% test)")
+    demo.add_argument("--features", type=_int_at_least(1), default=256)
+    demo.add_argument("--targets", type=_int_at_least(3), default=6000, help="targets (at least 3: one per group)")
+    demo.add_argument("--seed", type=_int_at_least(0), default=0)
     demo.set_defaults(func=_demo)
     al = sub.add_parser(
         "alice", help="LM layers vs the Alice fMRI ROIs (default command)",
@@ -120,35 +159,55 @@ def main(argv=None) -> int:
         "a figure. Without the data (../shared/data/alice, $JAXALIGN_ALICE or --root) it runs on a "
         "synthetic Alice-format study with planted responses.")
     al.add_argument("--root", default=None, help="the Alice data folder (default: found automatically)")
-    al.add_argument("--layers", default="0,10,20,30", help="comma-separated hidden-state indices "
-                    "(0 = embeddings; the full study uses 0,5,...,30)")
-    al.add_argument("--subjects", type=int, default=None, help="first N usable listeners (default all)")
-    al.add_argument("--out", default="out/alice")
+    al.add_argument("--layers", type=_layer_list, default="0,10,20,30", help="comma-separated hidden-state "
+                    "indices (0 = embeddings; the full study uses 0,5,...,30)")
+    al.add_argument("--subjects", type=_int_at_least(1), default=None,
+                    help="first N usable listeners (default all; the study needs at least 2)")
+    al.add_argument("--out", default="out/alice", help="results folder (created; must be writable)")
     al.add_argument("--model", default=None, help="a causal LM path for jaxalign.lm.load (default SmolLM2)")
-    al.add_argument("--confounds", default="sndpwr,motion",
+    al.add_argument("--confounds", type=_confound_list, default="sndpwr,motion",
                     help="regressed out of the ROI time courses: any of rate,sndpwr,motion ('' for none)")
-    al.add_argument("--permutations", type=int, default=10000)
+    al.add_argument("--permutations", type=_int_at_least(1), default=10000)
     al.add_argument("--synthetic", action="store_true", help="use the synthetic study even if data exist")
     al.add_argument("--no-control", action="store_true", help="skip the random-vector control row")
-    al.add_argument("--seed", type=int, default=0)
+    al.add_argument("--seed", type=_int_at_least(0), default=0)
     al.set_defaults(func=_alice)
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["alice"] + argv  # the bare command is alice, flags included
+    args = parser.parse_args(argv)  # invalid flag values: argparse names the flag and exits with 2
+    command = args.command or "alice"
+    if command == "alice":
+        # before any data or model is read: results go to --out at the end
+        from jaxalign.io._tables import writable_dir
+        from jaxalign.studies.alice import find_root
+
+        try:
+            if not args.synthetic:
+                find_root(args.root)  # a --root or $JAXALIGN_ALICE without the data fails here
+            writable_dir(args.out, "--out folder")
+        except (OSError, ValueError) as e:
+            print(f"jaxalign {command}: error: {e}", file=sys.stderr)
+            return 2
     import warnings
 
-    # one clean line per warning on the command line (no source-line echo)
+    # one clean line per warning on the command line (no source-line echo),
+    # for this call only: the caller's warning format is restored after
+    previous_format = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *a, **k: f"{category.__name__}: {message}\n"
-    if args.command is None:
-        args = parser.parse_args(["alice"] + list(sys.argv[1:] if argv is None else argv))
-    from jaxalign._compile_cache import enable_compilation_cache
-
-    # compiled programs kept on disk: a second run skips most compilation
-    # ($JAXALIGN_COMPILE_CACHE: a folder, or 'off')
-    enable_compilation_cache()
     try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, not a traceback
-        print(f"jaxalign {args.command or 'alice'}: error: {e}", file=sys.stderr)
-        return 2
+        from jaxalign._compile_cache import enable_compilation_cache
+
+        # compiled programs kept on disk: a second run skips most compilation
+        # ($JAXALIGN_COMPILE_CACHE: a folder, or 'off')
+        enable_compilation_cache()
+        try:
+            return args.func(args)
+        except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, not a traceback
+            print(f"jaxalign {command}: error: {e}", file=sys.stderr)
+            return 2
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -413,6 +413,31 @@ def test_model_fingerprint_sees_weight_changes(gpt2):
     assert _cache.model_fingerprint(model) != _cache.model_fingerprint(other)
 
 
+def test_cache_key_has_the_format_version_and_the_model_dtype(gpt2, tmp_path, monkeypatch):
+    model, tok, path = gpt2
+    args = ("word_features", "my-model", {"ids": np.arange(3)}, {"layers": [0]})
+    key = _cache.cache_key(*args, dtype="float32")
+    assert _cache.cache_key(*args, dtype="bfloat16") != key
+    monkeypatch.setattr(_cache, "FORMAT", _cache.FORMAT + 1)
+    assert _cache.cache_key(*args, dtype="float32") != key
+    monkeypatch.undo()
+    assert _cache.cache_key(*args, dtype="float32") == key
+    # through word_features: the same model_id in another dtype is another entry
+    import jax.numpy as jnp
+
+    half, _ = lm.load(path, dtype=jnp.bfloat16)
+    assert _cache.model_dtype(model) == "float32" and _cache.model_dtype(half) == "bfloat16"
+    kw = dict(cache_dir=tmp_path, model_id="tiny-gpt2", return_info=True, layers=[1])
+    full_out, full_info = word_features(model, tok, WORDS[:4], **kw)
+    half_out, half_info = word_features(half, tok, WORDS[:4], **kw)
+    assert not half_info.cache_hit and half_info.cache_path != full_info.cache_path
+    assert not np.array_equal(full_out, half_out)  # bfloat16 features differ: never served for float32
+    assert word_features(model, tok, WORDS[:4], **kw)[1].cache_hit
+    s_full = word_surprisal(model, tok, WORDS[:4], cache_dir=tmp_path, model_id="tiny-gpt2")
+    s_half = word_surprisal(half, tok, WORDS[:4], cache_dir=tmp_path, model_id="tiny-gpt2")
+    assert not np.array_equal(s_full[1:], s_half[1:])
+
+
 def test_unreadable_cache_entry_is_recomputed(gpt2, tmp_path):
     model, tok, _ = gpt2
     first, info = word_features(model, tok, WORDS[:5], cache_dir=tmp_path, return_info=True)
@@ -421,6 +446,69 @@ def test_unreadable_cache_entry_is_recomputed(gpt2, tmp_path):
         again, info2 = word_features(model, tok, WORDS[:5], cache_dir=tmp_path, return_info=True)
     assert not info2.cache_hit
     np.testing.assert_array_equal(first, again)
+
+
+def _no_model_work(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("model work started before the cache folder was checked")
+
+    for mod, name in ((_cache, "model_fingerprint"), (_extract, "_forward"), (_extract, "align_words"),
+                      (_surprisal, "align_words"), (_surprisal, "_logprob_forward")):
+        monkeypatch.setattr(mod, name, boom)
+
+
+def test_unusable_cache_dir_fails_before_any_model_work(gpt2, tmp_path, monkeypatch):
+    model, tok, _ = gpt2
+    _no_model_work(monkeypatch)
+    a_file = tmp_path / "cache.npy"
+    a_file.write_bytes(b"not a folder")
+    for call in (word_features, word_surprisal):
+        with pytest.raises(NotADirectoryError, match=rf"cache_dir {a_file} exists and is not a directory"):
+            call(model, tok, WORDS, cache_dir=a_file)
+        with pytest.raises(NotADirectoryError, match=rf"cache_dir {a_file / 'sub'} cannot be created"):
+            call(model, tok, WORDS, cache_dir=a_file / "sub")
+    if os.geteuid() == 0:  # root writes anywhere: permissions cannot be tested
+        return
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(PermissionError, match=rf"cache_dir {locked} is not writable"):
+            word_features(model, tok, WORDS, cache_dir=locked)
+        with pytest.raises(PermissionError, match=rf"cache_dir {locked / 'sub'} cannot be created"):
+            word_features(model, tok, WORDS, cache_dir=locked / "sub")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_orphaned_cache_temporaries_of_killed_writers_are_removed(gpt2, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    model, tok, _ = gpt2
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer exists (reused only after the pid space wraps)
+    host = _cache._host()
+    orphan = tmp_path / f".{'a' * 64}.npy.{host}-{dead.pid}.k2j4_x9q.tmp"
+    live = tmp_path / f".{'b' * 64}.npy.{host}-{os.getpid()}.abcd1234.tmp"  # a writer still running
+    remote = tmp_path / f".{'c' * 64}.npy.otherhost-{dead.pid}.abcd1234.tmp"  # a shared folder's other machine
+    legacy = tmp_path / f".{'d' * 64}.npy.abcd1234.tmp"  # no writer named: left alone
+    for f in (orphan, live, remote, legacy):
+        f.write_bytes(b"partial")
+    word_features(model, tok, WORDS[:3], cache_dir=tmp_path)
+    assert not orphan.exists() and live.exists() and remote.exists() and legacy.exists()
+    # the names the cache writes are the ones it recognises
+    seen = []
+    real_mkstemp = _cache.tempfile.mkstemp
+
+    def spy(*a, **k):
+        fd, name = real_mkstemp(*a, **k)
+        seen.append(Path(name).name)
+        return fd, name
+
+    monkeypatch.setattr(_cache.tempfile, "mkstemp", spy)
+    word_features(model, tok, WORDS[:4], cache_dir=tmp_path)
+    entry_tmps = [n for n in seen if not n.startswith(".write-probe.")]
+    assert entry_tmps and all(_cache._TMP.match(n)["pid"] == str(os.getpid()) for n in entry_tmps)
 
 
 # ------------------------------------------------------------------ bad input

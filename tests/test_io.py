@@ -197,6 +197,52 @@ def test_textgrid_bad_inputs(tmp_path):
         io.read_textgrid(other)
 
 
+@pytest.mark.parametrize("text", [LONG, SHORT], ids=["long", "short"])
+def test_textgrid_size_line_smaller_than_the_tier_reads_all_and_warns(tmp_path, text):
+    p = tmp_path / "under.TextGrid"
+    under = text.replace("intervals: size = 5", "intervals: size = 3") if text is LONG else text.replace('3.5\n5\n0\n', '3.5\n3\n0\n')
+    assert under != text
+    p.write_text(under)
+    with pytest.warns(UserWarning, match=r"under\.TextGrid: tier 'word' declares 3 intervals .* but holds 5; reading all 5"):
+        s = io.read_textgrid(p, tier="word", drop_pauses=False)
+    assert list(s.words) == ["sp", 'say "hi"', "", "naïve", "sp"]
+    with pytest.warns(UserWarning, match="declares 3"):
+        tiers = io.read_textgrid_tiers(p)
+    assert list(tiers) == ["word", "events"] and tiers["events"]["text"] == ["beep"]
+
+
+@pytest.mark.parametrize("text", [LONG, SHORT], ids=["long", "short"])
+def test_textgrid_size_line_larger_than_the_tier_is_an_error(tmp_path, text):
+    p = tmp_path / "over.TextGrid"
+    over = text.replace("intervals: size = 5", "intervals: size = 7") if text is LONG else text.replace('3.5\n5\n0\n', '3.5\n7\n0\n')
+    assert over != text
+    p.write_text(over)
+    with pytest.raises(ValueError, match=r"over\.TextGrid: tier 'word' declares 7 intervals .* but holds 5"):
+        io.read_textgrid(p, tier="word")
+    last = tmp_path / "last.TextGrid"  # the last tier: the file ends too soon
+    last.write_text(text.replace("points: size = 1", "points: size = 2") if text is LONG else text.replace('3.5\n1\n1.2', '3.5\n2\n1.2'))
+    with pytest.raises(ValueError, match=r"last\.TextGrid: tier 'events' declares 2 points .* but holds 1"):
+        io.read_textgrid_tiers(last)
+
+
+def test_textgrid_more_tiers_than_declared_warns(tmp_path):
+    p = tmp_path / "tiers.TextGrid"
+    p.write_text(LONG.replace("size = 2\n", "size = 1\n", 1))
+    with pytest.warns(UserWarning, match=r"tiers\.TextGrid: the TextGrid declares 1 tiers .* ignored"):
+        assert list(io.read_textgrid_tiers(p)) == ["word"]
+
+
+def test_alice_textgrid_with_a_wrong_size_line_keeps_every_word(tmp_path):
+    real = next(need("alice").glob("stimulus_*.TextGrid"))
+    text = real.read_text()
+    assert "intervals: size = 2423" in text
+    bad = tmp_path / real.name
+    bad.write_text(text.replace("intervals: size = 2423", "intervals: size = 2000"))
+    with pytest.warns(UserWarning, match=rf"{re.escape(bad.name)}: tier 'word' declares 2000 intervals .* holds 2423"):
+        s = io.read_textgrid(bad)
+    assert len(s) == 2127 and s.words[-1] == "cake"
+
+
 def test_alice_textgrid_real():
     root = need("alice")
     s = io.read_alice_stimulus(root)
@@ -567,6 +613,41 @@ def test_nifti_round_trip(tmp_path):
         io.read_nifti(tmp_path / "three_d.nii.gz")
 
 
+def test_nifti_nan_in_the_mask_is_outside_it(tmp_path):
+    nib = pytest.importorskip("nibabel", reason="nibabel is optional (pip install nibabel)")
+    affine = np.eye(4)
+    vol = np.arange(4 * 5 * 3 * 2, dtype=np.float32).reshape(4, 5, 3, 2)
+    nib.save(nib.Nifti1Image(vol, affine), tmp_path / "run.nii.gz")
+    mask = np.zeros((4, 5, 3), np.float32)
+    mask[1, 2, 0] = mask[3, 4, 2] = 1.0
+    mask[0, :, :] = np.nan  # 15 NaN voxels (a resampled mask's border, say)
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "mask.nii.gz")
+    with pytest.warns(UserWarning, match=r"mask\.nii\.gz has 15 NaN voxels: treated as outside the mask"):
+        rec = io.read_nifti(tmp_path / "run.nii.gz", tmp_path / "mask.nii.gz")
+    assert rec.data.shape == (2, 2) and rec.mask.sum() == 2
+    np.testing.assert_array_equal(rec.data, vol[mask == 1].T)
+    with pytest.warns(UserWarning, match=r"mask \(array\) has 15 NaN voxels"):
+        assert io.read_nifti(tmp_path / "run.nii.gz", mask).n_targets == 2
+    only_nan = np.full((4, 5, 3), np.nan)
+    with pytest.warns(UserWarning, match="NaN voxels"), pytest.raises(ValueError, match="selects no voxel"):
+        io.read_nifti(tmp_path / "run.nii.gz", only_nan)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_nifti_truncated_file_is_named(tmp_path, suffix):
+    nib = pytest.importorskip("nibabel", reason="nibabel is optional (pip install nibabel)")
+    rng = np.random.default_rng(0)
+    nib.save(nib.Nifti1Image(rng.standard_normal((8, 8, 8, 20)).astype(np.float32), np.eye(4)), tmp_path / f"full{suffix}")
+    data = (tmp_path / f"full{suffix}").read_bytes()
+    for cut in (len(data) - 50, len(data) // 2, 200, 10):
+        path = tmp_path / f"cut{cut}{suffix}"
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=rf"{re.escape(str(path))}.*truncated or corrupt"):
+            io.read_nifti(path)
+        with pytest.raises(ValueError, match=rf"mask image {re.escape(str(path))}.*truncated or corrupt"):
+            io.read_nifti(tmp_path / f"full{suffix}", path)
+
+
 @pytest.fixture
 def mne():
     mne = pytest.importorskip("mne", reason="mne is optional (pip install mne)")
@@ -635,7 +716,7 @@ def test_mne_epochs(mne):
     raw = make_raw(mne)
     ev = np.array([[300, 0, 1], [500, 0, 2], [700, 0, 1]])
     epochs = mne.Epochs(raw, ev, event_id={"the": 1, "cat": 2}, tmin=-0.1, tmax=0.5, baseline=None, preload=True)
-    stim, rec = io.read_mne_epochs(epochs)
+    stim, rec = io.read_mne_epochs(epochs, first_samp=raw.first_samp)
     assert list(stim.words) == ["the", "cat", "the"]
     assert rec.data.shape == (3, 3, 61) and rec.epoch_times[0] == pytest.approx(-0.1)
     from jaxalign.timing import word_locked_windows
@@ -644,8 +725,47 @@ def test_mne_epochs(mne):
     assert win.shape == (10, 3, 3)
 
 
+def test_mne_raw_and_epochs_share_one_clock(mne, tmp_path):
+    raw = make_raw(mne)  # first_samp = 250 at 100 Hz: the recording starts 2.5 s into the acquisition
+    assert raw.first_samp == 250
+    ev = np.array([[250 + 100, 0, 1], [250 + 420, 0, 2], [250 + 600, 0, 1]])  # MNE events: first_samp included
+    event_id = {"the": 1, "cat": 2}
+    stim_raw, rec_raw = io.read_mne_raw(raw, ev, event_id=event_id)
+    np.testing.assert_allclose(stim_raw.onsets, [1.0, 4.2, 6.0])
+    # the convention is raw.times': each onset is the time of its event's sample in the Raw
+    np.testing.assert_allclose(stim_raw.onsets, rec_raw.times[ev[:, 0] - raw.first_samp])
+    lazy = mne.Epochs(raw, ev, event_id=event_id, tmin=-0.1, tmax=0.3, baseline=None, preload=False)
+    loaded = mne.Epochs(raw, ev, event_id=event_id, tmin=-0.1, tmax=0.3, baseline=None, preload=True)
+    loaded.save(tmp_path / "test-epo.fif")
+    runs = {
+        "lazy (first_samp from the Raw it holds)": lambda: io.read_mne_epochs(lazy),
+        "preloaded, first_samp=raw": lambda: io.read_mne_epochs(loaded, first_samp=raw),
+        "file, first_samp=int": lambda: io.read_mne_epochs(tmp_path / "test-epo.fif", first_samp=raw.first_samp),
+    }
+    for how, read in runs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            stim_ep, rec_ep = read()
+        assert list(stim_ep.words) == list(stim_raw.words), how
+        np.testing.assert_allclose(stim_ep.onsets, stim_raw.onsets, err_msg=how)
+        np.testing.assert_allclose(rec_ep.times, stim_raw.onsets, err_msg=how)
+        assert rec_ep.info["first_samp"] == 250
+    # the first epoch's data are the Raw's samples around the first onset
+    start = int(round((stim_raw.onsets[0] - 0.1) * 100))
+    np.testing.assert_allclose(rec_ep.data[0], rec_raw.data[start : start + rec_ep.data.shape[2]].T)
+    # when first_samp cannot be known, the other clock is used and said
+    with pytest.warns(UserWarning, match=r"test-epo\.fif: the Epochs do not record their Raw's first_samp"):
+        stim_acq, _ = io.read_mne_epochs(tmp_path / "test-epo.fif")
+    np.testing.assert_allclose(stim_acq.onsets, stim_raw.onsets + 2.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        io.read_mne_epochs(loaded, first_samp=0)
+    with pytest.raises(ValueError, match="first_samp must be"):
+        io.read_mne_epochs(loaded, first_samp=-1)
+
+
 @pytest.mark.parametrize("module,call", [("nibabel", lambda p: io.read_nifti(p)), ("mne", lambda p: io.read_mne_raw(p))])
 def test_optional_dependency_missing_says_how_to_install(monkeypatch, tmp_path, module, call):
     monkeypatch.setitem(__import__("sys").modules, module, None)  # import now fails
-    with pytest.raises(ImportError, match=f"pip install {module}"):
+    with pytest.raises(ImportError, match=rf'pip install {module} \(or pip install "jaxalign\[io\]"\)'):
         call(tmp_path / "any.file")

@@ -410,6 +410,38 @@ def test_read_gguf_errors(tmp_path):
         read_gguf(tmp_path / "moe.gguf", with_tokenizer=False)
 
 
+@needs_gguf
+@pytest.mark.parametrize("value", [np.nan, -np.inf])
+def test_gguf_with_non_finite_weights_is_refused_naming_tensor_and_file(tmp_path, value):
+    hf_cfg = transformers.LlamaConfig(**(LLAMA_BASE | LLAMA_CASES["tied"]))
+    tensors = _tiny_llama_tensors(llama.Config.from_hf(hf_cfg.to_dict()))
+    bad = np.array(tensors["model.layers.1.mlp.up_proj.weight"])
+    bad[2, 7] = value
+    tensors["model.layers.1.mlp.up_proj.weight"] = bad
+    path = tmp_path / "nan.gguf"
+    _write_llama_gguf(path, hf_cfg, tensors)
+    # the weights are checked before the tokenizer is built (this file has none)
+    with pytest.raises(ValueError, match=r"nan\.gguf \(GGUF tensor blk\.1\.ffn_up\.weight\).*"
+                       r"'model\.layers\.1\.mlp\.up_proj\.weight'.*non-finite"):
+        lm.load(path)
+
+
+@needs_gguf
+def test_truncated_gguf_is_named(tmp_path):
+    hf_cfg = transformers.LlamaConfig(**(LLAMA_BASE | LLAMA_CASES["tied"]))
+    tensors = _tiny_llama_tensors(llama.Config.from_hf(hf_cfg.to_dict()))
+    _write_llama_gguf(tmp_path / "full.gguf", hf_cfg, tensors)
+    data = (tmp_path / "full.gguf").read_bytes()
+    # inside the metadata, inside the tensor index, inside the last tensor, and empty
+    for cut in (40, len(data) // 10, len(data) - 100, 0):
+        path = tmp_path / f"cut{cut}.gguf"
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=rf"cut{cut}\.gguf.*truncated"):
+            read_gguf(path, with_tokenizer=False)
+        with pytest.raises(ValueError, match=rf"cut{cut}\.gguf.*truncated"):
+            lm.load(path)
+
+
 # ------------------------------------------------------------------------ through jaxalign.lm.load
 
 

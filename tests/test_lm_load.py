@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 import warnings
@@ -151,15 +152,20 @@ def test_tokenizer_is_loaded_when_present(saved):
 def test_gguf_paths_go_to_read_gguf(ref, tmp_path, monkeypatch):
     calls = []
 
-    def read_gguf(path):
+    def read_gguf(path, with_tokenizer=True):
         calls.append(path)
-        return ref.config.to_dict(), state_dict_numpy(ref), "the tokenizer"
+        return ref.config.to_dict(), state_dict_numpy(ref), "the tokenizer" if with_tokenizer else None
 
-    monkeypatch.setitem(sys.modules, "jaxalign.lm._gguf", types.SimpleNamespace(read_gguf=read_gguf))
+    def gguf_tokenizer(path):
+        calls.append(path)
+        return "the tokenizer"
+
+    monkeypatch.setitem(sys.modules, "jaxalign.lm._gguf",
+                        types.SimpleNamespace(read_gguf=read_gguf, gguf_tokenizer=gguf_tokenizer))
     path = tmp_path / "tiny.Q8_0.gguf"
     path.write_bytes(b"GGUF")
     model, tokenizer = lm.load(path)
-    assert calls == [path] and tokenizer == "the tokenizer"
+    assert calls == [path, path] and tokenizer == "the tokenizer"
     assert_same_model(model, ref)
     with pytest.raises(FileNotFoundError, match="missing.gguf"):
         lm.load(tmp_path / "missing.gguf")
@@ -287,6 +293,76 @@ def test_shape_mismatch_is_named(ref, saved):
     write_safetensors(saved / "model.safetensors", tensors)
     with pytest.raises(ValueError, match=r"shape mismatch.*h\.0\.attn\.c_proj\.weight.*\(16, 17\)"):
         quiet_load(saved)
+
+
+# ------------------------------------------------------- corrupt checkpoints
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize("fmt", ["safetensors", "bin", "sharded", "bfloat16"])
+def test_non_finite_weights_are_named_with_their_file(ref, tmp_path, fmt, value):
+    ref.config.save_pretrained(tmp_path)
+    tensors = state_dict_numpy(ref)
+    bad = "transformer.h.1.mlp.c_fc.weight"
+    tensors[bad][3, 5] = value
+    if fmt == "safetensors":
+        write_safetensors(tmp_path / "model.safetensors", tensors)
+        where = "model.safetensors"
+    elif fmt == "bfloat16":
+        safetensors_torch.save_file({k: torch.from_numpy(v).bfloat16() for k, v in tensors.items()},
+                                    tmp_path / "model.safetensors")
+        where = "model.safetensors"
+    elif fmt == "bin":
+        torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, tmp_path / "pytorch_model.bin")
+        where = "pytorch_model.bin"
+    else:  # sharded: the message names the shard that holds the tensor
+        ref.save_pretrained(tmp_path, max_shard_size="8KB")
+        index = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+        where = index[bad]
+        shard = {k: v for k, v in tensors.items() if index.get(k) == where}
+        write_safetensors(tmp_path / where, shard)
+    for dtype in (jnp.float32, jnp.bfloat16):
+        with pytest.raises(ValueError, match=rf"{where}.*tensor '{bad}'.*non-finite"):
+            quiet_load(tmp_path, dtype=dtype)
+
+
+def test_malformed_json_is_named_with_its_line(ref, tmp_path):
+    ref.save_pretrained(tmp_path)
+    good = (tmp_path / "config.json").read_text()
+    lines = good.splitlines()
+    lines[2] = lines[2] + ","  # a stray comma at the end of line 3
+    (tmp_path / "config.json").write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=r"config\.json: malformed JSON at line 3, column \d+"):
+        quiet_load(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"config\.json: expected a JSON object"):
+        quiet_load(tmp_path)
+    (tmp_path / "config.json").write_text(good)
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": {"a": "b"')
+    with pytest.raises(ValueError, match=r"model\.safetensors\.index\.json: malformed JSON at line 1"):
+        quiet_load(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "pytorch_model.bin"])
+def test_truncated_weights_are_named(ref, tmp_path, name):
+    ref.config.save_pretrained(tmp_path)
+    if name == "pytorch_model.bin":
+        torch.save(ref.state_dict(), tmp_path / name)
+    else:
+        write_safetensors(tmp_path / name, state_dict_numpy(ref))
+    data = (tmp_path / name).read_bytes()
+    for cut in (len(data) - 200, 100, 4):
+        (tmp_path / name).write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path / name))}.*(truncated|corrupt|not a safetensors)"):
+            quiet_load(tmp_path)
+
+
+def test_build_model_refuses_non_finite_weights(ref):
+    tensors = state_dict_numpy(ref)
+    tensors["transformer.wte.weight"][0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"'transformer\.wte\.weight'.*1 NaN, 0 inf"):
+        lm.build_model(ref.config.to_dict(), tensors)
 
 
 def test_neox_lm_head_under_either_name(tmp_path):

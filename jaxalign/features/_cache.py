@@ -8,12 +8,23 @@ produced it, for people browsing the folder). The key is the SHA-256 of
 - the tokenized input: the token ids and every word's token range (this
   covers the words, the text and the tokenizer's behaviour exactly);
 - the settings (pooling, context, layers, window sizes, max length, ...);
-- ``FORMAT``, bumped whenever the computation changes.
+- the model's dtype (:func:`model_dtype`: its parameters' dtypes), always,
+  also when a ``model_id`` names the model (the same checkpoint loaded in
+  bfloat16 gives other features than in float32);
+- ``FORMAT``, the cache format version, bumped whenever the computation or
+  the key changes.
 
 Files are written atomically: ``np.save`` to a temporary file in the same
 folder, flushed and fsynced, then ``os.replace``d onto the final name, so an
 interrupted run leaves either a complete entry or none. A cached entry that
 cannot be read (truncated by a full disk, say) is reported and recomputed.
+Temporary files are named ``.<entry>.<host>-<pid>.<random>.tmp``; a run killed
+mid-write leaves one behind, and the next run (:func:`prepare`) removes those
+of this host whose writer process no longer exists.
+
+:func:`prepare` is called before any model work: a cache folder that is a
+file, cannot be created or is not writable fails at once, not after the
+features are computed.
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 import warnings
 from pathlib import Path
@@ -28,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = 1
+#: Cache format version: part of every key, bumped whenever the computation
+#: or the key changes (2: the model dtype joined the key).
+FORMAT = 2
 # Elements read from each parameter for the checksum (evenly strided over the
 # flattened tensor). Any real change of weights (another checkpoint, a
 # fine-tuning step) changes all of them; to tell apart models that differ in a
@@ -85,13 +100,22 @@ def model_fingerprint(model) -> str:
     return _hash_bytes(*parts)
 
 
-def cache_key(kind: str, model_id: str, arrays: dict[str, np.ndarray], settings: dict) -> str:
-    """SHA-256 hex key of a computation (see module doc)."""
+def model_dtype(model) -> str:
+    """The dtypes of a model's parameters (``"float32"``, ``"bfloat16"``, or several joined by ``+``)."""
+    from flax import nnx
+
+    dtypes = {str(variable.get_value().dtype) for _, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    return "+".join(sorted(dtypes)) or "none"
+
+
+def cache_key(kind: str, model_id: str, arrays: dict[str, np.ndarray], settings: dict, *, dtype: str) -> str:
+    """SHA-256 hex key of a computation (see module doc); ``dtype`` is :func:`model_dtype`."""
     payload = json.dumps(
         {
             "format": FORMAT,
             "kind": kind,
             "model": model_id,
+            "dtype": str(dtype),
             "arrays": {
                 k: _hash_bytes(str(v.dtype).encode(), str(v.shape).encode(), np.ascontiguousarray(v).tobytes())
                 for k, v in sorted(arrays.items())
@@ -120,8 +144,59 @@ def load(cache_dir: str | os.PathLike, key: str) -> np.ndarray | None:
         return None
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):  # exists (another user's), or cannot tell
+        return True
+    return True
+
+
+_TMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def remove_orphans(cache_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers on this host left in ``cache_dir``; return them.
+
+    Only files named by :func:`_atomic_write` whose host is this one and
+    whose process id no longer exists are removed (a live writer's file, or
+    another machine's on a shared folder, is left alone).
+    """
+    host, removed = _host(), []
+    for tmp in Path(cache_dir).glob(".*.tmp"):
+        m = _TMP.match(tmp.name)
+        if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def prepare(cache_dir: str | os.PathLike) -> Path:
+    """Check ``cache_dir`` before any work: create it, check it is writable, clean orphaned temporaries.
+
+    Raises ``NotADirectoryError`` when it (or a parent) is a file and
+    ``PermissionError`` when it cannot be created or written, naming it.
+    """
+    from jaxalign.io._tables import writable_dir
+
+    path = writable_dir(cache_dir, "cache_dir")
+    remove_orphans(path)
+    return path
+
+
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tag = f"{_host()}-{os.getpid()}"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{tag}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

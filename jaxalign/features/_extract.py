@@ -456,6 +456,8 @@ def word_features(
     cache_dir
         where to cache results (see ``jaxalign.features._cache``): a second
         call with the same model, words and settings loads the saved array.
+        Created if needed and checked before any work (NotADirectoryError /
+        PermissionError naming it when it is a file or not writable).
     progress
         tqdm bar over batches: None shows it for long runs on a terminal.
     max_length
@@ -475,6 +477,8 @@ def word_features(
     Returns a float32 numpy array (n_layers_kept, n_words, dim), or
     ``(array, FeatureInfo)``.
     """
+    if cache_dir is not None:  # a cache that cannot be written fails now, not after the computation
+        cache_dir = _cache.prepare(cache_dir)
     align = align_words(tokenizer, words)  # validates words and tokenizer first
     max_len = resolve_max_length(model, tokenizer, max_length)
     if max_len is None:  # unknown (a foreign model): only the windows asked for limit them
@@ -504,6 +508,7 @@ def word_features(
 
     cache_path = None
     if cache_dir is not None:
+        dtype = _cache.model_dtype(model)
         settings = {
             "pooling": pooling, "context": context, "context_size": context_size,
             "min_context": min_context, "layers": list(kept_layers), "max_length": max_len,
@@ -514,6 +519,7 @@ def word_features(
             model_id if model_id is not None else _cache.model_fingerprint(model),
             {"input_ids": align.input_ids, "word_stop": align.word_stop},
             settings,
+            dtype=dtype,
         )
         cache_path = str(_cache.entry_path(cache_dir, key))
         cached = _cache.load(cache_dir, key)
@@ -532,7 +538,7 @@ def word_features(
     if cache_dir is not None:
         meta = {
             "kind": "word_features", "model_class": f"{type(model).__module__}.{type(model).__name__}",
-            "model_id": model_id, "n_words": align.n_words, "n_tokens": align.n_tokens,
+            "model_id": model_id, "dtype": dtype, "n_words": align.n_words, "n_tokens": align.n_tokens,
             "shape": list(out.shape), "skipped": skipped.tolist(), **settings,
         }
         _cache.save(cache_dir, key, out, meta)

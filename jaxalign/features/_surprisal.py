@@ -114,6 +114,8 @@ def word_surprisal(
 
     Raises ValueError for encoders (no causal mask or no LM head).
     """
+    if cache_dir is not None:  # a cache that cannot be written fails now, not after the computation
+        cache_dir = _cache.prepare(cache_dir)
     align = align_words(tokenizer, words)
     if context != "passage":
         raise ValueError(f"unknown context {context!r} for word_surprisal; only 'passage' is supported")
@@ -140,12 +142,14 @@ def word_surprisal(
 
     key = None
     if cache_dir is not None:
+        dtype = _cache.model_dtype(model)
         settings = {"context": context, "bos": bool(bos), "max_length": max_len, "stride": stride}
         key = _cache.cache_key(
             "word_surprisal",
             model_id if model_id is not None else _cache.model_fingerprint(model),
             {"input_ids": ids, "word_stop": align.word_stop},
             settings,
+            dtype=dtype,
         )
         cached = _cache.load(cache_dir, key)
         if cached is not None and cached.shape == (align.n_words,):
@@ -158,7 +162,8 @@ def word_surprisal(
     if key is not None:
         meta = {
             "kind": "word_surprisal", "model_class": f"{type(model).__module__}.{type(model).__name__}",
-            "model_id": model_id, "n_words": align.n_words, "n_tokens": int(len(ids)), **settings,
+            "model_id": model_id, "dtype": dtype, "n_words": align.n_words, "n_tokens": int(len(ids)),
+            **settings,
         }
         _cache.save(cache_dir, key, out, meta)
     return out

@@ -2,7 +2,11 @@
 
 Times follow one convention: 0 s is the first sample of the Raw object
 (``raw.times[0]``), for the recording's ``times`` and the words' ``onsets``
-alike, whatever ``raw.first_samp`` and the measurement date are.
+alike, whatever ``raw.first_samp`` and the measurement date are. An event at
+sample ``s`` of an MNE events array (samples counted from the start of the
+acquisition, ``first_samp`` included) is at ``(s - raw.first_samp) / sfreq``
+s, for :func:`read_mne_raw` and :func:`read_mne_epochs` alike (the latter
+needs ``first_samp`` when the Epochs no longer hold their Raw).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ def _mne():
         import mne
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "reading MEG/EEG files needs MNE-Python, an optional dependency of jaxalign: pip install mne"
+            "reading MEG/EEG files needs MNE-Python, an optional dependency of jaxalign: pip install mne "
+            "(or pip install \"jaxalign[io]\")"
         ) from None
     return mne
 
@@ -84,8 +89,10 @@ def read_mne_raw(raw, events=None, *, event_id=None, annotations=None, descripti
     Returns
     -------
     stimulus : Stimulus
-        ``words`` and ``onsets`` in seconds from the first sample (annotation
-        ``offsets`` = onset + duration); words are sorted by onset.
+        ``words`` and ``onsets`` in seconds from the first recorded sample,
+        on ``raw.times``' clock (an event at sample ``s`` is at
+        ``(s - raw.first_samp) / sfreq``, as in :func:`read_mne_epochs`;
+        annotation ``offsets`` = onset + duration); words are sorted by onset.
     recording : Recording
         ``kind="meg"`` (used for EEG too), data (n_samples, n_channels) in SI
         units (T, T/m, V), ``times`` = ``raw.times``, ``sfreq``,
@@ -202,13 +209,43 @@ def read_mne_raw(raw, events=None, *, event_id=None, annotations=None, descripti
     return stimulus, recording
 
 
-def read_mne_epochs(epochs, *, words=None, word_column: str = "word", picks="data") -> tuple[Stimulus, Recording]:
+def read_mne_epochs(epochs, *, words=None, word_column: str = "word", picks="data", first_samp=None) -> tuple[Stimulus, Recording]:
     """Word-locked MEG/EEG epochs (words, channels, time) from an ``mne.Epochs`` (or a -epo.fif file).
 
     Words: ``words`` if given, else ``epochs.metadata[word_column]`` if
-    present, else the event names. Stimulus ``onsets`` are the epochs' event
-    samples / sfreq on the acquisition clock (``first_samp`` included, as in
-    ``epochs.events``).
+    present, else the event names.
+
+    Times follow the module's one convention, the same as
+    :func:`read_mne_raw`: seconds from the first recorded sample of the Raw
+    the epochs were cut from (``raw.times``' clock), i.e. ``(event sample -
+    raw.first_samp) / sfreq``. MNE's ``epochs.events`` count samples from the
+    start of the acquisition (``first_samp`` included) and an Epochs object
+    does not keep the Raw's ``first_samp`` once its data are loaded, hence
+    the ``first_samp`` argument.
+
+    Parameters
+    ----------
+    epochs : mne.Epochs, str or Path
+    words : sequence of str, optional
+    word_column : str
+    picks : str, list
+        Channels (MNE ``picks``).
+    first_samp : int or mne.io.Raw, optional
+        The Raw's ``first_samp`` (or the Raw itself). Default: taken from the
+        Raw that non-preloaded Epochs still hold; when there is none (preloaded
+        Epochs, -epo.fif files) 0 is used with a warning: the onsets are then
+        on the acquisition clock, shifted by ``first_samp / sfreq`` from
+        :func:`read_mne_raw`'s. Pass ``first_samp=0`` to use that clock
+        without the warning.
+
+    Returns
+    -------
+    stimulus : Stimulus
+        ``words``; ``onsets`` = ``(epochs.events[:, 0] - first_samp) / sfreq``.
+    recording : Recording
+        ``kind="meg"``, data (n_epochs, n_channels, n_times), ``times`` = the
+        onsets, ``epoch_times`` = ``epochs.times``; ``info["first_samp"]``
+        the value used.
     """
     mne = _mne()
     source = None
@@ -232,15 +269,33 @@ def read_mne_epochs(epochs, *, words=None, word_column: str = "word", picks="dat
     if len(words) != n:
         raise ValueError(f"{len(words)} words but {n} epochs")
     sfreq = float(epochs.info["sfreq"])
-    stimulus = Stimulus(words=words, onsets=epochs.events[:, 0] / sfreq, info={"source": source})
+    if first_samp is None:
+        held = getattr(epochs, "_raw", None)  # the Raw of non-preloaded Epochs (MNE keeps it there)
+        if isinstance(held, mne.io.BaseRaw):
+            first_samp = held.first_samp
+        else:
+            first_samp = 0
+            warnings.warn(
+                f"{source or 'these epochs'}: the Epochs do not record their Raw's first_samp, so the word onsets "
+                "are event samples / sfreq on the acquisition clock, not on raw.times' clock as read_mne_raw's; "
+                "pass first_samp=raw.first_samp (or the Raw) to align them, or first_samp=0 to keep this clock",
+                UserWarning,
+                stacklevel=2,
+            )
+    elif isinstance(first_samp, mne.io.BaseRaw):
+        first_samp = first_samp.first_samp
+    if isinstance(first_samp, bool) or not isinstance(first_samp, (int, np.integer)) or first_samp < 0:
+        raise ValueError(f"first_samp must be an integer >= 0 or an mne Raw, got {first_samp!r}")
+    onsets = (epochs.events[:, 0] - int(first_samp)) / sfreq
+    stimulus = Stimulus(words=words, onsets=onsets, info={"source": source})
     recording = Recording(
         data=data,
         kind="meg",
-        times=epochs.events[:, 0] / sfreq,
+        times=onsets,
         target_names=names,
         sfreq=sfreq,
         epoch_times=epochs.times,
         channel_info=info,
-        info={"source": source},
+        info={"source": source, "first_samp": int(first_samp)},
     )
     return stimulus, recording

@@ -20,7 +20,7 @@ def _nibabel():
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError(
             "reading NIfTI images needs nibabel, an optional dependency of jaxalign: "
-            "pip install nibabel"
+            "pip install nibabel (or pip install \"jaxalign[io]\")"
         ) from None
     return nibabel
 
@@ -29,10 +29,27 @@ def _image(img, what: str):
     nib = _nibabel()
     if isinstance(img, (str, os.PathLike)):
         p = existing_file(img, what)
-        return nib.load(str(p)), str(p)
+        try:
+            return nib.load(str(p)), str(p)
+        except Exception as error:  # nibabel / gzip / zlib messages that may not name the file
+            raise ValueError(
+                f"cannot read the {what} {p}: the file looks truncated or corrupt, or is not a NIfTI "
+                f"image ({type(error).__name__}: {error})"
+            ) from error
     if hasattr(img, "get_fdata") and hasattr(img, "affine"):
         return img, None
     raise ValueError(f"{what} must be a path or a nibabel image, got {type(img).__name__}")
+
+
+def _data(img, src, what: str, dtype=None) -> np.ndarray:
+    """The image's voxels; ValueError naming the file when they cannot be read (truncated file)."""
+    try:
+        return np.asarray(img.dataobj, dtype=dtype)
+    except Exception as error:  # EOFError, zlib.error, OSError "could the file be damaged?"
+        raise ValueError(
+            f"cannot read the voxels of the {what} {src or '(in memory)'}: the file looks truncated or "
+            f"corrupt ({type(error).__name__}: {error})"
+        ) from error
 
 
 def _mask_array(mask, shape3, affine) -> tuple[np.ndarray, str | None]:
@@ -40,14 +57,21 @@ def _mask_array(mask, shape3, affine) -> tuple[np.ndarray, str | None]:
         arr, src = mask, None
     else:
         img, src = _image(mask, "mask image")
-        arr = np.asarray(img.dataobj)
+        arr = _data(img, src, "mask image")
         if not np.allclose(img.affine, affine, atol=1e-4):
             raise ValueError(f"the mask {src or ''} and the functional image have different affines")
     arr = np.squeeze(arr)
     if arr.shape != shape3:
         raise ValueError(f"mask shape {arr.shape} does not match the image volume shape {shape3}")
     if arr.dtype != bool:
-        arr = arr != 0
+        nan = np.isnan(arr) if arr.dtype.kind in "fc" else np.zeros(arr.shape, dtype=bool)
+        if nan.any():  # NaN != 0 would put every NaN voxel inside the mask
+            warnings.warn(
+                f"the mask {src or '(array)'} has {int(nan.sum())} NaN voxels: treated as outside the mask",
+                UserWarning,
+                stacklevel=3,
+            )
+        arr = (arr != 0) & ~nan
     if not arr.any():
         raise ValueError("the mask selects no voxel")
     return arr, src
@@ -63,8 +87,9 @@ def read_nifti(images, mask=None, *, tr: float | None = None, runs=None, dtype=n
         0, 1, ... (or labelled by ``runs``).
     mask : str, Path, nibabel image or 3-D array, optional
         Brain / ROI mask; non-zero voxels are the targets, in C order
-        (``data[t] == volume_t[mask]``). Must have the images' volume shape
-        (and, for an image, their affine). Default: every voxel.
+        (``data[t] == volume_t[mask]``). NaN voxels are outside the mask
+        (with a warning). Must have the images' volume shape (and, for an
+        image, their affine). Default: every voxel.
     tr : float, optional
         Repetition time in s. Default: the 4th zoom of the header (ms
         converted to s when the header says so); a warning and 1 s if none.
@@ -86,8 +111,8 @@ def read_nifti(images, mask=None, *, tr: float | None = None, runs=None, dtype=n
     ImportError
         Without nibabel.
     FileNotFoundError, ValueError
-        Missing files; images that are not 4-D or differ in volume shape or
-        affine; a mask of the wrong shape.
+        Missing files; truncated or corrupt files (named); images that are
+        not 4-D or differ in volume shape or affine; a mask of the wrong shape.
     """
     single = isinstance(images, (str, os.PathLike)) or hasattr(images, "get_fdata")
     images = [images] if single else list(images)
@@ -129,7 +154,7 @@ def read_nifti(images, mask=None, *, tr: float | None = None, runs=None, dtype=n
             else:
                 warnings.warn(f"image {src or k} has no TR in its header; using 1 s (pass tr=)", UserWarning, stacklevel=2)
                 tr_used = 1.0
-        vol = np.asarray(img.dataobj, dtype=dtype)
+        vol = _data(img, src, "NIfTI image", dtype)
         blocks.append(vol[mask_arr].T)  # (n_vols, n_voxels), C order of the mask
         n = vol.shape[3]
         times.append(np.arange(n) * tr_used)

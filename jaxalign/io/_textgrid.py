@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,9 @@ class _Stream:
             raise ValueError(f"{self.path}: malformed TextGrid: expected a string for {what}, found {v!r}")
         return v
 
+    def next_is_number(self) -> bool:
+        return self.i < len(self.values) and isinstance(self.values[self.i], float)
+
     def count(self, what):
         v = self.take(float, what)
         if v != int(v) or v < 0:
@@ -75,12 +79,18 @@ def read_textgrid_tiers(path) -> dict[str, dict]:
         (TextTier) ``xmin == xmax`` = the point times. A repeated tier name
         gets a ``"#2"``, ``"#3"``... suffix.
 
+    A tier holding more intervals (or points) than its ``intervals: size =``
+    line declares is read whole, with a warning naming the file, the tier and
+    both counts (trusting the size line would silently drop words); one
+    holding fewer is an error.
+
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If the file is not a TextGrid or is malformed.
+        If the file is not a TextGrid or is malformed (including a tier with
+        fewer intervals than it declares).
     """
     p = existing_file(path, "TextGrid file")
     s = _Stream(_values(read_text(p)), p)
@@ -102,22 +112,47 @@ def read_textgrid_tiers(path) -> dict[str, dict]:
         s.take(float, "tier xmin")
         s.take(float, "tier xmax")
         n = s.count(f"number of intervals of tier {name!r}")
-        xmin, xmax, text = np.empty(n), np.empty(n), []
-        if cls == "IntervalTier":
-            for i in range(n):
-                xmin[i] = s.take(float, f"xmin of interval {i + 1} of tier {name!r}")
-                xmax[i] = s.take(float, f"xmax of interval {i + 1} of tier {name!r}")
-                text.append(s.take(str, f"text of interval {i + 1} of tier {name!r}"))
-        elif cls == "TextTier":
-            for i in range(n):
-                xmin[i] = xmax[i] = s.take(float, f"time of point {i + 1} of tier {name!r}")
-                text.append(s.take(str, f"mark of point {i + 1} of tier {name!r}"))
-        else:
+        if cls not in ("IntervalTier", "TextTier"):
             raise ValueError(f"{p}: unknown tier class {cls!r}")
+        xmin, xmax, text = [], [], []
+        unit = "intervals" if cls == "IntervalTier" else "points"
+        # Read what the tier holds, not what it declares: an entry starts with
+        # a number, a tier with its class (a string), so the stream shows
+        # where the tier really ends.
+        while len(text) < n or s.next_is_number():
+            if not s.next_is_number():  # the next tier, or the end of the file, comes too soon
+                raise ValueError(
+                    f"{p}: tier {name!r} declares {n} {unit} ({unit}: size = {n}) but holds "
+                    f"{len(text)}: the file is truncated or its size line is wrong"
+                )
+            i = len(text) + 1
+            if cls == "IntervalTier":
+                xmin.append(s.take(float, f"xmin of interval {i} of tier {name!r}"))
+                xmax.append(s.take(float, f"xmax of interval {i} of tier {name!r}"))
+                text.append(s.take(str, f"text of interval {i} of tier {name!r}"))
+            else:
+                xmin.append(s.take(float, f"time of point {i} of tier {name!r}"))
+                xmax.append(xmin[-1])
+                text.append(s.take(str, f"mark of point {i} of tier {name!r}"))
+        if len(text) > n:
+            warnings.warn(
+                f"{p}: tier {name!r} declares {n} {unit} ({unit}: size = {n}) but holds {len(text)}; "
+                f"reading all {len(text)}",
+                UserWarning,
+                stacklevel=3,
+            )
+        xmin, xmax = np.asarray(xmin, dtype=np.float64), np.asarray(xmax, dtype=np.float64)
         key, j = name, 2
         while key in tiers:
             key, j = f"{name}#{j}", j + 1
         tiers[key] = {"class": cls, "xmin": xmin, "xmax": xmax, "text": text}
+    if s.i < len(s.values):
+        warnings.warn(
+            f"{p}: the TextGrid declares {n_tiers} tiers (size = {n_tiers}) but has more content after "
+            "them, which is ignored",
+            UserWarning,
+            stacklevel=3,
+        )
     return tiers
 
 

@@ -232,6 +232,43 @@ def layer_norm(dim: int, eps: float, *, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
 # ------------------------------------------------------------- weight loading
 
 
+class NonFiniteWeightError(ValueError):
+    """A checkpoint tensor holds NaN or inf values (``tensor``: its checkpoint name)."""
+
+    def __init__(self, message: str, tensor: str):
+        super().__init__(message)
+        self.tensor = tensor
+
+
+#: Elements per ``np.isfinite`` block in :func:`check_finite` (bounds the
+#: temporary boolean array to a few MiB whatever the tensor's size).
+FINITE_CHUNK = 1 << 22
+
+
+def check_finite(x: np.ndarray, name: str) -> None:
+    """Raise :class:`NonFiniteWeightError` naming ``name`` when ``x`` holds NaN or inf.
+
+    One pass over ``x`` in blocks of about :data:`FINITE_CHUNK` elements along
+    its first axis (works on strided views, e.g. a transposed memory map,
+    without copying them whole).
+    """
+    x = np.asarray(x)
+    if x.ndim == 0:
+        x = x.reshape(1)
+    if x.size == 0:
+        return
+    step = max(1, FINITE_CHUNK // max(1, x[0].size))
+    for i in range(0, x.shape[0], step):
+        if not np.isfinite(x[i : i + step]).all():
+            n_nan = int(np.count_nonzero(np.isnan(x)))
+            n_inf = int(np.count_nonzero(np.isinf(x)))
+            raise NonFiniteWeightError(
+                f"checkpoint tensor {name!r} {tuple(x.shape)} holds non-finite values "
+                f"({n_nan} NaN, {n_inf} inf): the checkpoint is corrupt (or overflowed when cast to {x.dtype})",
+                name,
+            )
+
+
 class Target(NamedTuple):
     """Where one checkpoint tensor goes.
 
@@ -281,6 +318,10 @@ def fill_params(
     may be an abstract model from ``nnx.eval_shape`` whose values are only
     ``jax.ShapeDtypeStruct`` placeholders (this is how ``load`` builds models:
     no random initialisation, no second copy of the weights).
+
+    Every tensor is checked for NaN / inf as it is cast (:func:`check_finite`,
+    one pass): a corrupt checkpoint raises :class:`NonFiniteWeightError` (a
+    ValueError naming the tensor) instead of giving all-NaN hidden states.
     """
     ignore_re = [re.compile(p) for p in ignore]
     params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
@@ -351,7 +392,9 @@ def fill_params(
             x = np.asarray(tensors[name])
             if target.transform is not None:
                 x = target.transform(x)
-            return np.asarray(x, dtype=dtype)
+            x = np.asarray(x, dtype=dtype)
+            check_finite(x, name)
+            return x
 
         if None in parts:
             value = host(parts[None])

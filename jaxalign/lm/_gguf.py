@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["read_gguf", "read_gguf_config", "GGUF_TO_HF_LLAMA"]
+__all__ = ["read_gguf", "read_gguf_config", "GGUF_TO_HF_LLAMA", "gguf_name", "gguf_tokenizer"]
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 
@@ -90,6 +90,19 @@ _BLOCK_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 _IGNORED_BLOCK = {"attn_rot_embd"}
 
 
+def gguf_name(hf_name: str) -> str:
+    """The GGUF tensor name of a Hugging Face Llama tensor name (``hf_name`` itself if unknown)."""
+    for gguf, hf in GGUF_TO_HF_LLAMA.items():
+        if hf == hf_name:
+            return gguf
+    m = re.match(r"^model\.layers\.(\d+)\.(.+)$", hf_name)
+    if m is not None:
+        for part, hf in _BLOCK_TO_HF.items():
+            if hf == m.group(2):
+                return f"blk.{m.group(1)}.{part}"
+    return hf_name
+
+
 def _reverse_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
     """Undo llama.cpp's ``permute`` of q/k rows (transformers' reverse permute)."""
     dim = weights.shape[0] // n_head // 2
@@ -110,7 +123,20 @@ def _open(path: str | os.PathLike[str]) -> tuple[Path, Any, str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {path}")
-    reader = GGUFReader(path)  # memory-mapped: metadata and tensor index only
+    try:
+        reader = GGUFReader(path)  # memory-mapped: metadata and tensor index only
+    except Exception as error:  # gguf-py fails with bare numpy / mmap / struct messages
+        raise ValueError(
+            f"{path}: cannot read this GGUF file: it looks truncated or corrupt "
+            f"({path.stat().st_size} bytes; {type(error).__name__}: {error})"
+        ) from error
+    size = path.stat().st_size
+    for tensor in reader.tensors:
+        if tensor.data_offset + tensor.n_bytes > size:
+            raise ValueError(
+                f"{path}: GGUF tensor {tensor.name} ends at byte {tensor.data_offset + tensor.n_bytes} "
+                f"but the file has {size} bytes: it looks truncated"
+            )
     arch = _field(reader, "general.architecture")
     if arch is None:
         raise ValueError(f"{path} has no general.architecture: not a model GGUF file")
@@ -205,7 +231,8 @@ def read_gguf(
     ``with_tokenizer=False``).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a
-    non-llama architecture, an unknown tensor or an unsupported rope scaling.
+    truncated or corrupt file, a non-llama architecture, an unknown tensor or
+    an unsupported rope scaling.
     """
     from gguf.quants import dequantize
 
@@ -246,12 +273,16 @@ def read_gguf(
             f"GGUF tensors with no Llama counterpart (MoE or another variant?): {', '.join(unknown[:20])}"
         )
 
-    tokenizer = None
-    if with_tokenizer:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tokenizer = gguf_tokenizer(path) if with_tokenizer else None
     return config, tensors, tokenizer
+
+
+def gguf_tokenizer(path: str | os.PathLike[str]) -> Any:
+    """The transformers tokenizer embedded in a GGUF file (``AutoTokenizer`` with ``gguf_file=``)."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 def _dequantize(dequantize: Any, tensor: Any) -> np.ndarray:

@@ -35,6 +35,7 @@ import numpy as np
 from flax import nnx
 
 from jaxalign._precision import jit as _jit
+from jaxalign.lm._common import NonFiniteWeightError
 from jaxalign.lm._registry import architecture
 from jaxalign.lm._shard import model_mesh, sharded_placer
 
@@ -64,6 +65,21 @@ _HUB_PATTERNS = (
 
 
 # ------------------------------------------------------------------ reading
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON file's object; ValueError naming the file, line and column when it is malformed."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 JSON file ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 _SAFETENSORS_DTYPES = {
@@ -99,7 +115,10 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     n = int(raw[:8].view("<u8")[0])
     if 8 + n > raw.size:
         raise ValueError(f"{path} is not a safetensors file (header length {n} > file size)")
-    header = json.loads(bytes(raw[8 : 8 + n]).decode("utf-8"))
+    try:
+        header = json.loads(bytes(raw[8 : 8 + n]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a safetensors file or is corrupt (unreadable header: {error})") from None
     header.pop("__metadata__", None)
     data = raw[8 + n :]
     tensors = {}
@@ -129,9 +148,17 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "(or convert it to safetensors)"
         ) from error
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch's messages do not name the file
+        raise ValueError(
+            f"{path}: cannot read this PyTorch checkpoint: it looks truncated or corrupt, or is not a "
+            f"weights-only state dict ({type(error).__name__}: {str(error).strip().splitlines()[0]})"
+        ) from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict (tensor name -> tensor), found {type(state).__name__}")
     tensors = {}
     for name, t in state.items():
         if not isinstance(t, torch.Tensor):
@@ -145,7 +172,9 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def _read_sharded(directory: Path, index_name: str, reader) -> dict[str, np.ndarray]:
-    index = json.loads((directory / index_name).read_text())
+    index = _read_json(directory / index_name)
+    if not isinstance(index.get("weight_map"), dict):
+        raise ValueError(f"{directory / index_name}: no weight_map (tensor name -> shard file)")
     shards = list(dict.fromkeys(index["weight_map"].values()))
     missing = [s for s in shards if not (directory / s).is_file()]
     if missing:
@@ -169,7 +198,7 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict[str, np.nd
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory} has no config.json (the Hugging Face model config)")
-    hf_config = json.loads(config_path.read_text())
+    hf_config = _read_json(config_path)
     if (directory / SAFETENSORS).is_file():
         tensors = read_safetensors(directory / SAFETENSORS)
     elif (directory / SAFETENSORS_INDEX).is_file():
@@ -184,6 +213,20 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict[str, np.nd
             f"{SAFETENSORS}, {SAFETENSORS_INDEX}, {TORCH_BIN} and {TORCH_BIN_INDEX}"
         )
     return hf_config, tensors
+
+
+def _tensor_file(directory: Path, name: str) -> str:
+    """The file of ``directory`` holding tensor ``name``, in ``read_checkpoint``'s order (for errors)."""
+    for single, index in ((SAFETENSORS, SAFETENSORS_INDEX), (TORCH_BIN, TORCH_BIN_INDEX)):
+        if (directory / single).is_file():
+            return str(directory / single)
+        if (directory / index).is_file():
+            try:
+                shard = json.loads((directory / index).read_text())["weight_map"].get(name, index)
+            except (OSError, ValueError, KeyError, AttributeError):
+                shard = index
+            return str(directory / shard)
+    return str(directory)
 
 
 # ---------------------------------------------------------------- resolving
@@ -305,13 +348,19 @@ def build_model(
     return _build(hf_config, tensors, dtype, devices, stacklevel=3)
 
 
-def _build(hf_config, tensors, dtype, devices, *, stacklevel: int) -> nnx.Module:
+def _build(hf_config, tensors, dtype, devices, *, stacklevel: int, source=None) -> nnx.Module:
+    """``build_model``; ``source(name)`` names the file of a tensor in errors (NaN / inf weights)."""
     dtype = _check_dtype(dtype)
     arch = architecture(hf_config.get("model_type"))
     config = arch.Config.from_hf(hf_config)
     model = nnx.eval_shape(lambda: arch.Model(config, dtype=dtype, rngs=nnx.Rngs(0)))
     place = sharded_placer(model, devices, getattr(arch, "SHARDING", None), stacklevel=stacklevel + 1)
-    arch.load_state(model, tensors, place=place)
+    try:
+        arch.load_state(model, tensors, place=place)
+    except NonFiniteWeightError as error:
+        if source is None:
+            raise
+        raise NonFiniteWeightError(f"{source(error.tensor)}: {error}", error.tensor) from None
     unfilled = [
         ".".join(map(str, path))
         for path, variable in nnx.to_flat_state(nnx.state(model))
@@ -375,7 +424,9 @@ def load(
     The tokenizer is transformers' ``AutoTokenizer`` for the same directory,
     or None (with a warning) when there is none. Raises FileNotFoundError for
     missing directories or files, ValueError for unsupported architectures or
-    options and for checkpoints that do not fill the model exactly.
+    options, for checkpoints that do not fill the model exactly, and for
+    weights holding NaN or inf (naming the tensor and its file; every tensor
+    is checked once as it is loaded).
 
     Examples
     --------
@@ -403,12 +454,15 @@ def load(
             raise FileNotFoundError(f"GGUF file {path} does not exist")
         if revision is not None:
             warnings.warn(f"revision={revision!r} ignored for the GGUF file {path}", stacklevel=2)
-        read_gguf = importlib.import_module("jaxalign.lm._gguf").read_gguf
-        hf_config, tensors, tokenizer = read_gguf(path)
-        return _build(hf_config, tensors, dtype, devices, stacklevel=3), tokenizer
+        gguf = importlib.import_module("jaxalign.lm._gguf")
+        hf_config, tensors, _ = gguf.read_gguf(path, with_tokenizer=False)
+        source = lambda name: f"{path} (GGUF tensor {gguf.gguf_name(name)})"  # noqa: E731
+        model = _build(hf_config, tensors, dtype, devices, stacklevel=3, source=source)
+        return model, gguf.gguf_tokenizer(path)  # after the weights: a corrupt file fails first
     directory = resolve(name, revision)
     hf_config, tensors = read_checkpoint(directory)
-    model = _build(hf_config, tensors, dtype, devices, stacklevel=3)
+    model = _build(hf_config, tensors, dtype, devices, stacklevel=3,
+                   source=functools.partial(_tensor_file, directory))
     return model, _load_tokenizer(directory)
 
 

@@ -122,17 +122,24 @@ def find_root(root=None) -> Path | None:
     """The Alice data folder: ``root``, ``$JAXALIGN_ALICE``, or ``../shared/data/alice``.
 
     The last is looked up beside the current directory and beside the
-    project checkout that holds this package. Returns None when none exists
-    (an explicit ``root`` that does not exist raises FileNotFoundError).
+    project checkout that holds this package. Returns None when none exists.
+    An explicit ``root``, or a ``$JAXALIGN_ALICE`` that is set, without the
+    data raises FileNotFoundError naming it (a typo there must not silently
+    fall back to other data or to the synthetic study).
     """
     if root is not None:
         p = Path(root).expanduser()
         if not (p / "fmri").is_dir():
             raise FileNotFoundError(f"no Alice data at {p} (expected {p / 'fmri'} and the TextGrid)")
         return p
-    candidates = []
     if os.environ.get(_ENV):
-        candidates.append(Path(os.environ[_ENV]).expanduser())
+        p = Path(os.environ[_ENV]).expanduser()
+        if not (p / "fmri").is_dir():
+            what = "does not exist" if not p.exists() else f"has no {p / 'fmri'} folder"
+            raise FileNotFoundError(f"${_ENV} is set to {p}, which {what}: point it at the Alice data "
+                                    f"folder or unset it")
+        return p.resolve()
+    candidates = []
     candidates.append(Path.cwd() / ".." / "shared" / "data" / "alice")
     candidates.append(Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "alice")
     for c in candidates:
@@ -408,15 +415,16 @@ def _grid(results, key, rows=None):
 
 def plot(results, path):
     """Heat map of mean r (stars: FDR < 0.05) and r along the layers per ROI, +/- 1 SEM."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure on its own Agg canvas: no pyplot, no global backend switch, no
+    # figure kept open in the caller's session.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     names, rois = results["layers"], results["rois"]
     mean_r, p_fdr, sem = _grid(results, "mean_r"), _grid(results, "p_fdr"), _grid(results, "sem_r")
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(1.2 * len(rois) + 8, 0.45 * len(names) + 2.2),
-                                 gridspec_kw={"width_ratios": [1.25, 1]})
+    fig = Figure(figsize=(1.2 * len(rois) + 8, 0.45 * len(names) + 2.2))
+    FigureCanvasAgg(fig)
+    ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1]})
     im = ax.imshow(mean_r, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(rois)), rois)
     ax.set_yticks(range(len(names)), names)
@@ -444,7 +452,6 @@ def plot(results, path):
         bx.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def format_table(results, roi_focus="LPTL") -> str:
@@ -474,10 +481,13 @@ def run(root=None, *, layers=QUICK_LAYERS, n_subjects=None, out="out/alice", mod
 
     ``synthetic``: None = real data when :func:`find_root` finds it, else
     synthetic; True / False to force. Features are cached under
-    ``out/cache``. Returns the results dict.
+    ``out/cache``. ``out`` is created and checked to be writable first
+    (NotADirectoryError / PermissionError naming it). Returns the results dict.
     """
     t0 = time.perf_counter()
-    out = Path(out)
+    from jaxalign.io._tables import writable_dir
+
+    out = writable_dir(out, "output folder")  # before any work: results go there at the end
     real_root = None if synthetic else find_root(root)
     if synthetic is False and real_root is None:
         raise FileNotFoundError("Alice data not found: pass root, set $JAXALIGN_ALICE, or place it at "

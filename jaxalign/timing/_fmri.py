@@ -53,6 +53,20 @@ def _last_scan_before(word_times: np.ndarray, tr_times: np.ndarray) -> np.ndarra
     return np.searchsorted(tr_times, word_times, side="left").astype(np.int64) - 1
 
 
+def _warn_after_last_scan(w: np.ndarray, tr: np.ndarray) -> None:
+    """Warn when most words (> 50%) come after the last TR ends: a unit mix-up, most likely."""
+    end = tr[-1] + (tr[-1] - tr[-2] if tr.size > 1 else 0.0)  # the last scan's TR ends here
+    n_after = int(np.count_nonzero(w > end))
+    if 2 * n_after > w.size:
+        warnings.warn(
+            f"{n_after} of {w.size} words come after the last scan (t = {tr[-1]:g} s, its TR ends at "
+            f"{end:g} s) and all go to the last TR (word times reach {w.max():g}): are the word times in "
+            "milliseconds and the scan times in seconds? Both must be seconds on the same clock.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def words_to_trs(word_times, tr_times, *, warn: bool = True) -> np.ndarray:
     r"""The TR of every word: the index of the last scan time strictly before it.
 
@@ -64,7 +78,9 @@ def words_to_trs(word_times, tr_times, *, warn: bool = True) -> np.ndarray:
     rule: a word at exactly a scan time belongs to the previous scan). Words
     at or before the first scan get ``-1``: they fall before the recording
     and are dropped by :func:`average_per_tr` (a warning says how many).
-    Words after the last scan go to the last TR.
+    Words after the last scan go to the last TR; when most of them (more than
+    half) come even after that TR ends, a warning suggests a unit mix-up
+    (word times in ms, scan times in s).
 
     Parameters
     ----------
@@ -73,7 +89,7 @@ def words_to_trs(word_times, tr_times, *, warn: bool = True) -> np.ndarray:
     tr_times : array_like, shape (n_trs,)
         Scan times in seconds, strictly increasing, on the same clock.
     warn : bool
-        Warn when some words get ``-1``.
+        Warn when some words get ``-1``, or most come after the last scan.
 
     Returns
     -------
@@ -96,6 +112,8 @@ def words_to_trs(word_times, tr_times, *, warn: bool = True) -> np.ndarray:
             UserWarning,
             stacklevel=2,
         )
+    if warn:
+        _warn_after_last_scan(w, tr)
     return idx
 
 
@@ -139,7 +157,7 @@ def average_per_tr(features, word_times, tr_times, *, return_counts: bool = Fals
 
     with :math:`\mathrm{tr}` from :func:`words_to_trs`; :math:`F_j = 0` for a
     TR with no word (silence). Words before the first scan are dropped with a
-    warning.
+    warning; a warning also says when most words come after the last scan.
 
     Parameters
     ----------
@@ -174,6 +192,7 @@ def average_per_tr(features, word_times, tr_times, *, return_counts: bool = Fals
             UserWarning,
             stacklevel=2,
         )
+    _warn_after_last_scan(w, tr)
     counts = np.bincount(idx[keep], minlength=tr.size).astype(np.int64)
     weights = (1.0 / counts[idx[keep]]).astype(flat.dtype)
     matrix = sp.csr_matrix((weights, (idx[keep], np.flatnonzero(keep))), shape=(tr.size, w.size))
