@@ -77,6 +77,7 @@ import numpy as np
 from jax import lax
 
 from jaxalign._precision import jit as _jit
+from jaxalign.stats._tail import normal_tail_p
 from jaxalign.ridge._engine import default_memory_budget, parse_bytes, target_batch_size
 from jaxalign.ridge._scores import center
 from jaxalign.ridge._validation import _as_float_array, _check_finite
@@ -139,6 +140,12 @@ class PermutationResult:
     n_permutations : number of null draws (2**n for exact sign flips)
     exact : True when the null was enumerated exactly (sign flips only); then
         ``p = #{null at least as extreme} / n_permutations`` (identity included)
+    tail : "normal" when p-values the counts could not resolve (fewer than 10
+        null values at least as extreme) come from a Gaussian with the null's
+        mean and standard deviation (``jaxalign.stats._tail``), else None
+
+    Leading batch axes of the inputs (``(..., n, T)``: layers, windows) lead
+    every per-target array (``(..., T)``; the null is ``(K, ..., T)``).
     """
 
     statistic: np.ndarray
@@ -159,6 +166,7 @@ class PermutationResult:
     constant: np.ndarray | None = field(default=None, repr=False)
     exact: bool = False
     batch_size: int = 0
+    tail: str | None = None
 
     def __iter__(self):
         """Unpacks as ``(statistic, p)``: ``r, p = permutation_test(y, pred)``."""
@@ -802,8 +810,116 @@ def _finish(ravel, const, **arrays):
     return out
 
 
+TAILS = (None, "normal")
+
+
+def _tail_p(p, count, obs, mean, std, alternative, K, tail):
+    """Replace the p-values the counts cannot resolve by the Gaussian tail's
+    (see ``_tail``). ``tail=None``: unchanged."""
+    if tail is None:
+        return p
+    return np.where(np.isnan(p), np.nan, normal_tail_p(obs, mean, std, count, K, alternative))
+
+
+# FDR level for the floor check (the default of fdr_correction).
+_FLOOR_Q = 0.05
+_TAIL_REMEDY = "Use tail='normal' (p below the floor from a Gaussian fit of each null's tail) or"
+
+
+def _warn_floor(p, K, tail, exact=False, stacklevel=4, remedy=None):
+    """Warn when the permutation floor can hide every discovery.
+
+    With ``K`` draws the smallest p is ``1 / (K + 1)``; BH-FDR at 0.05 over
+    ``m`` targets rejects nothing unless at least ``m / (0.05 (K + 1))`` of
+    them reach it. Warned when some targets sit at the floor but fewer than
+    that, so a correction would silently find nothing; ``tail="normal"`` (p
+    below the floor from the null's Gaussian tail) or more permutations lift it.
+    """
+    if tail is not None or exact:
+        return
+    p = np.asarray(p, np.float64)
+    m = int(np.sum(np.isfinite(p)))
+    floor = 1.0 / (K + 1)
+    at_floor = int(np.sum(p <= floor * (1 + 1e-9)))
+    need = int(np.ceil(m * floor / _FLOOR_Q - 1e-9))
+    if 0 < at_floor < need:
+        warnings.warn(
+            f"{at_floor} of {m} targets reached the smallest p possible with "
+            f"n_permutations={K} (1/{K + 1}); BH-FDR at {_FLOOR_Q} over {m} targets can "
+            f"only reject if at least {need} do, so it may find nothing whatever the "
+            f"effect size. {remedy or _TAIL_REMEDY} "
+            f"n_permutations >= {int(np.ceil(m / _FLOOR_Q))}.",
+            UserWarning, stacklevel=stacklevel,
+        )
+
+
+def _flatten_lead(arrays, names):
+    """Arrays ``(..., n, T)`` with common leading batch axes (a ``(n, T)``
+    truth broadcasts) -> ``(n, B*T)`` columns, and the leading shape.
+
+    Leading axes (layers, MEG windows...) are just more targets: every one
+    gets the same arrangements, so max-statistic p-values cover them all."""
+    lead = ()
+    for a, name in zip(arrays, names):
+        if a is not None and np.ndim(a) >= 3:
+            try:
+                lead = np.broadcast_shapes(lead, np.shape(a)[:-2])
+            except ValueError:
+                raise ValueError(f"{name} of shape {np.shape(a)} does not broadcast to the "
+                                 f"leading batch axes {lead} of the other inputs") from None
+    if not lead:
+        return arrays, lead
+    out = []
+    for a, name in zip(arrays, names):
+        if a is None:
+            out.append(None)
+            continue
+        a = np.asarray(a)
+        if a.ndim < 2:
+            raise ValueError(f"{name} must have shape (..., n_samples, n_targets) when other "
+                             f"inputs have leading batch axes {lead}; got {a.shape}")
+        try:
+            a = np.broadcast_to(a, lead + a.shape[-2:])
+        except ValueError:
+            raise ValueError(f"{name} of shape {a.shape} does not broadcast to the leading "
+                             f"batch axes {lead}") from None
+        n, T = a.shape[-2:]
+        out.append(np.moveaxis(a.reshape((-1, n, T)), 0, 1).reshape(n, -1))
+    return out, lead
+
+
+def _unflatten_lead(res: PermutationResult, lead, T):
+    """Per-target arrays ``(B*T,)`` -> ``lead + (T,)``; the null ``(K, B*T)`` ->
+    ``(K,) + lead + (T,)``."""
+    if not lead:
+        return res
+    for name in ("statistic", "p", "p_fwe", "r", "r_a", "r_b", "null_mean", "null_std",
+                 "constant"):
+        a = getattr(res, name)
+        if a is not None:
+            setattr(res, name, np.asarray(a).reshape(lead + (T,)))
+    if res.null is not None:
+        res.null = res.null.reshape((res.null.shape[0],) + lead + (T,))
+    return res
+
+
 def _correlation_test(y_true, preds, names, n_permutations, block_size, scheme,
-                      alternative, seed, max_stat, batch_size, return_null, memory_budget):
+                      alternative, seed, max_stat, batch_size, return_null, memory_budget,
+                      tail=None):
+    _check_choice(tail, "tail", TAILS)
+    arrays, lead = _flatten_lead([y_true, *preds], ["y_true", *names])
+    if lead:
+        T_last = np.shape(preds[0])[-1]
+        y_true, preds = arrays[0], arrays[1:]
+    res = _correlation_test_2d(y_true, preds, names, n_permutations, block_size, scheme,
+                               alternative, seed, max_stat, batch_size, return_null,
+                               memory_budget, tail)
+    return _unflatten_lead(res, lead, T_last) if lead else res
+
+
+def _correlation_test_2d(y_true, preds, names, n_permutations, block_size, scheme,
+                         alternative, seed, max_stat, batch_size, return_null, memory_budget,
+                         tail):
     _check_choice(alternative, "alternative", ALTERNATIVES)
     K = _check_int(n_permutations, "n_permutations", 1)
     seed = _check_seed(seed)
@@ -812,28 +928,31 @@ def _correlation_test(y_true, preds, names, n_permutations, block_size, scheme,
     scheme, block_size = _check_scheme(n, scheme, block_size)
     plan = _Plan(n, K, scheme, block_size, seed)
     paired = len(preds) == 2
+    keep = return_null
 
     def fn(batch, arr, mask):
         yt, ya, yb = batch
         return _corr_batch(yt, ya, ya if yb is None else yb, arr, mask, plan.src, plan.dst,
                            _side(alternative), kind=plan.kind,
-                           return_null=return_null, paired=paired)
+                           return_null=keep, paired=paired)
 
     columns = [y_true, preds[0], preds[1] if paired else None]
     obs, count, mean, std, null, ext, Tb = _run(
-        fn, columns, ["y_true", *names], T, K, lambda kc: plan.bytes_per_target(kc, return_null),
-        plan.kind, plan.arrangements, max_stat, return_null,
+        fn, columns, ["y_true", *names], T, K, lambda kc: plan.bytes_per_target(kc, keep),
+        plan.kind, plan.arrangements, max_stat, keep,
         memory_budget, batch_size, standardize=True)
     const = ~obs["valid"]
-    _warn_degenerate(const, "zero variance", ["y_true", *names])
-    p = (count + 1) / (K + 1)
+    _warn_degenerate(const, "zero variance", ["y_true", *names], stacklevel=5)
+    p = np.where(const, np.nan, (count + 1) / (K + 1))
+    p = _tail_p(p, count, obs["obs"], mean, std, alternative, K, tail)
+    _warn_floor(p, K, tail, stacklevel=5)
     p_fwe = _p_fwe(obs["obs"], ext, alternative, TIE_TOL, False) if max_stat else None
     res = _finish(ravel, const, statistic=obs["obs"], p=p, p_fwe=p_fwe, r_a=obs.get("r_a"),
                   r_b=obs.get("r_b"), null_mean=mean, null_std=std, null=null,
                   null_extreme=_extreme(ext, alternative), constant=const)
     return PermutationResult(
         n_permutations=K, alternative=alternative, scheme=scheme, block_size=block_size,
-        seed=seed, batch_size=Tb, r=None if paired else res["statistic"], **res,
+        seed=seed, batch_size=Tb, r=None if paired else res["statistic"], tail=tail, **res,
     )
 
 
@@ -850,15 +969,22 @@ def permutation_test(
     *,
     return_null: bool = False,
     memory_budget=None,
+    tail: str | None = None,
 ) -> PermutationResult:
     """Permutation test of the Pearson r between truth and prediction, per target.
 
     Parameters
     ----------
-    y_true, y_pred : (n_samples, n_targets) or (n_samples,)
-        Truth and prediction (e.g. held-out predictions of an encoding model);
-        float32 internally. NaN or inf raises ValueError; a target that is
-        constant in either array warns and gets NaN r and p.
+    y_true, y_pred : (n_samples, n_targets) or (n_samples,), or with leading
+        batch axes ``(..., n_samples, n_targets)`` (layers, MEG windows; a 2-D
+        ``y_true`` broadcasts against a batched ``y_pred``): every leading
+        index is tested with the same arrangements. Any finite scale (each
+        column is standardized in float64 first). NaN or inf raises
+        ValueError; a target that is constant in either array warns and gets
+        NaN r and p. Held-out predictions of SEVERAL fold models (nested CV)
+        must not be tested this way: their fold scores are correlated under
+        the null and this test is anti-conservative there (9-10% of p < 0.05
+        measured); use :func:`cv_permutation_test`, which refits.
     n_permutations : K >= 1 random draws of the null.
     block_size : block length (samples) for ``scheme="block"``; minimum
         circular shift for ``scheme="circular"``.
@@ -876,6 +1002,14 @@ def permutation_test(
     return_null : keep the (K, T) null statistics (host memory 4 K T bytes).
     memory_budget : bytes or "4GiB" for one batch on the device (default:
         as the ridge engine, 25% of free RAM up to 8 GiB on CPU).
+    tail : None | "normal"
+        ``"normal"``: where fewer than 10 null values are at least as
+        extreme, p comes from a Gaussian with the null's own mean and
+        standard deviation (``jaxalign.stats._tail``: conservative far out
+        for correlations, within 0.7-1.7x of 200,000 exact permutations
+        at 1e-3..1e-4), so p can go below the floor ``1 / (K + 1)``.
+        Without it a warning says when the floor can hide every discovery of
+        an FDR correction (too few permutations for the number of targets).
 
     Returns
     -------
@@ -893,7 +1027,7 @@ def permutation_test(
     """
     return _correlation_test(y_true, [y_pred], ["y_pred"], n_permutations, block_size,
                              scheme, alternative, seed, max_stat, batch_size, return_null,
-                             memory_budget)
+                             memory_budget, tail)
 
 
 def paired_permutation_test(
@@ -910,6 +1044,7 @@ def paired_permutation_test(
     *,
     return_null: bool = False,
     memory_budget=None,
+    tail: str | None = None,
 ) -> PermutationResult:
     """Is ``r(y_true, pred_a) - r(y_true, pred_b)`` larger than chance, per target?
 
@@ -928,7 +1063,7 @@ def paired_permutation_test(
     """
     return _correlation_test(y_true, [pred_a, pred_b], ["pred_a", "pred_b"], n_permutations,
                              block_size, scheme, alternative, seed, max_stat, batch_size,
-                             return_null, memory_budget)
+                             return_null, memory_budget, tail)
 
 
 def sign_flip_test(
@@ -946,7 +1081,8 @@ def sign_flip_test(
 
     Parameters
     ----------
-    diffs : (n, n_targets) or (n,)
+    diffs : (n, n_targets) or (n,), or ``(..., n, n_targets)`` with leading
+        batch axes (layers, windows; each leading index is more targets)
         Paired differences (e.g. per-subject score of model A minus model B).
         NaN raises; an all-zero target warns and gets NaN.
     n_permutations : random sign patterns. When ``2**n <= n_permutations``
@@ -955,7 +1091,9 @@ def sign_flip_test(
         with the identity among them); otherwise ``p = (#hits + 1) / (K + 1)``.
         See :func:`sign_flip_signs`.
     alternative, seed, max_stat, batch_size, return_null, memory_budget :
-        as in :func:`permutation_test`.
+        as in :func:`permutation_test`. (No Gaussian tail here: a mean of
+        sign-flipped values over a few subjects can have heavier than normal
+        tails; the null is one GEMM per chunk, so use more permutations.)
 
     The statistic is the mean; the null mean of ``s * d`` for random signs
     ``s`` is one GEMM, ``signs @ diffs / n``, per batch.
@@ -963,6 +1101,10 @@ def sign_flip_test(
     _check_choice(alternative, "alternative", ALTERNATIVES)
     K_req = _check_int(n_permutations, "n_permutations", 1)
     seed = _check_seed(seed)
+    (diffs,), lead = _flatten_lead([diffs], ["diffs"])
+    T_last = np.shape(diffs)[-1]
+    if lead:
+        T_last = T_last // int(np.prod(lead))
     d = _targets(diffs, "diffs")
     ravel = d.ndim == 1
     if ravel:
@@ -979,17 +1121,21 @@ def sign_flip_test(
     unit = math.sqrt(ms) if ms > 0 and math.isfinite(ms) else 1.0
     d_unit = d / unit if unit != 1.0 else d
 
-    def fn(batch, signs, mask):
-        return _sign_batch(batch[0], signs, mask, _side(alternative), return_null=return_null)
+    keep = return_null
 
-    per_target = lambda kc: int(4 * 1.5 * (4 * n + 4 * min(kc, 1024) + (kc if return_null else 0)))  # noqa: E731
+    def fn(batch, signs, mask):
+        return _sign_batch(batch[0], signs, mask, _side(alternative), return_null=keep)
+
+    per_target = lambda kc: int(4 * 1.5 * (4 * n + 4 * min(kc, 1024) + (kc if keep else 0)))  # noqa: E731
     obs, count, mean, std, null, ext, Tb = _run(
         fn, [d_unit], ["diffs"], T, K, per_target, "signs",
-        lambda a, b: _signs(n, K_req, seed, a, b), max_stat, return_null,
+        lambda a, b: _signs(n, K_req, seed, a, b), max_stat, keep,
         memory_budget, batch_size)
     const = ~obs["valid"]
     _warn_degenerate(const, "all-zero values", ["diffs"], stacklevel=3)
     p = count / K if exact else (count + 1) / (K + 1)
+    p = np.where(const, np.nan, p)
+    _warn_floor(p, K, None, exact=exact, stacklevel=3, remedy="Use")
     p_fwe = None
     if max_stat:
         tol = TIE_TOL * np.abs(d_unit).mean(axis=0)
@@ -998,7 +1144,8 @@ def sign_flip_test(
     res = _finish(ravel, const, statistic=back(obs["obs"]), p=p, p_fwe=p_fwe,
                   null_mean=back(mean), null_std=back(std), null=back(null),
                   null_extreme=back(_extreme(ext, alternative)), constant=const)
-    return PermutationResult(
+    out = PermutationResult(
         n_permutations=K, alternative=alternative, scheme="sign-flip", block_size=None,
         seed=seed, exact=exact, batch_size=Tb, **res,
     )
+    return _unflatten_lead(out, lead, T_last)
