@@ -68,9 +68,10 @@ def test_power_on_a_planted_signal():
     Y = _ar1(rng, 150, 3)
     Y[:, 0] += X @ rng.standard_normal(X.shape[1]) * 0.5
     res = stats.cv_permutation_test(X, Y, ALPHAS, ContiguousKFold(5, gap=3), 4,
-                                    n_permutations=49, seed=0)
-    assert res.p[0] == pytest.approx(1 / 50)
-    assert res.r[0] > 0.3
+                                    n_permutations=49, seed=0, tail="normal")
+    assert res.p[0] < 1 / 50 / 10  # far below the count floor, from the null's moments
+    assert res.r[0] > 0.3 and res.tail == "normal"
+    assert np.all(res.p[1:] > 0.01)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -45,6 +45,9 @@ from jaxalign.stats._permutation import (
     _check_int,
     _check_scheme,
     _check_seed,
+    _tail_p,
+    _warn_floor,
+    TAILS,
     permutation_indices,
 )
 
@@ -81,6 +84,7 @@ def cv_permutation_test(
     fit_intercept: bool = False,
     chunk_targets: int | None = None,
     progress: bool | None = None,
+    tail: str | None = None,
     **engine_kwargs,
 ) -> PermutationResult:
     """Test the nested-CV score of an encoding model against a refitted null.
@@ -117,6 +121,10 @@ def cv_permutation_test(
     chunk_targets : permuted targets per nested-CV call (default: about
         256 MiB of float32 host memory, at least T)
     progress : a bar over chunks (default: more than one chunk)
+    tail : None | "normal": p below the ``1 / (K + 1)`` floor from a Gaussian
+        with the null's moments where fewer than 10 null values are as
+        extreme (see :func:`permutation_test`); without it, a warning when
+        the floor keeps an FDR correction from any discovery
 
     Returns
     -------
@@ -138,6 +146,7 @@ def cv_permutation_test(
     [0.05, 0.05]
     """
     _check_choice(alternative, "alternative", ALTERNATIVES)
+    _check_choice(tail, "tail", TAILS)
     K = _check_int(n_permutations, "n_permutations", 1)
     seed = _check_seed(seed)
     Y = np.asarray(Y)
@@ -206,6 +215,8 @@ def cv_permutation_test(
         p_fwe = np.where(const, np.nan, (c + 1) / (K + 1))
     mean = s1 / K
     std = np.sqrt(np.maximum(s2 / K - mean**2, 0.0))
+    p = _tail_p(p, count, obs, mean, std, alternative, K, tail)
+    _warn_floor(p, K, tail, stacklevel=3)
     null_ext = None
     if max_stat:
         null_ext = -ext if alternative == "less" else ext
@@ -216,6 +227,6 @@ def cv_permutation_test(
     return PermutationResult(
         n_permutations=K, alternative=alternative, scheme=f"refit-{scheme}",
         block_size=block_size, seed=seed, r=out["statistic"], null_extreme=null_ext,
-        constant=const, **out,
+        constant=const, tail=tail, **out,
     )
 
