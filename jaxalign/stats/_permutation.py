@@ -61,6 +61,13 @@ host; permutations are generated on the device, vmapped over keys
 ``fold_in(key(seed), k)``, so permutation k is the same whatever the batch
 sizes. :func:`permutation_indices` and :func:`sign_flip_signs` return the
 exact arrangements used, for checking against any reference.
+
+Reproducibility: the same seed gives the same arrangements, hence the same
+p-values, whatever the batch sizes, chunking, number of devices or platform,
+for a given JAX version (JAX's default threefry PRNG; ``jax.random`` may
+change between JAX versions: ``tests/test_stats_permutation.py`` pins the
+arrangements of the version in use and says when they move). The data's
+scale does not matter either (columns are standardized in float64).
 """
 
 from __future__ import annotations
