@@ -109,16 +109,21 @@ def test_calibrated_under_a_true_null(scheme, block_size):
     null is within 3 binomial sd of nominal at 0.05 and 0.01, for both
     schemes the docs recommend."""
     rng = np.random.default_rng(2026)
-    n, T, K = 300, 3000, 100
+    n, T, K, groups = 300, 3000, 100, 10
     X = _smooth_design(rng, n)
     Y = _ar1(rng, n, T)
     alphas = np.logspace(-2, 6, 9)
     outer = ContiguousKFold(5, gap=5)
-    res = stats.cv_permutation_test(X, Y, alphas, outer, 5, n_permutations=K, scheme=scheme,
-                                    block_size=block_size, seed=1)
+    # All targets of one call share the K arrangements, so one call measures
+    # the rate given that draw (it varied 0.9-1.7% at p < 0.01 across draws);
+    # 10 groups of 300 targets with their own seeds average over draws.
+    p = np.concatenate([
+        stats.cv_permutation_test(X, Yg, alphas, outer, 5, n_permutations=K, scheme=scheme,
+                                  block_size=block_size, seed=100 + g, progress=False).p
+        for g, Yg in enumerate(np.split(Y, groups, axis=1))])
     for level in (0.05, 0.01):
         nominal, lo, hi = _binomial_band(K, level, T)
-        frac = np.mean(res.p < level)
+        frac = np.mean(p < level)
         assert lo <= frac <= hi, (scheme, level, frac, nominal)
     if scheme == "circular":  # the shortcut this replaces, on the same data
         nested = nested_cv(X, Y, alphas, outer, 5, standardize="separate")
