@@ -406,8 +406,8 @@ class HiddenStates(_Features):
             raise _custom("context_size is only used with context 'tokens' or 'words' (context 'passage' "
                           "is truncated at max_length)")
         if self.context != "passage" and self.context_size is None:
-            raise _custom("context {context!r} needs context_size (the number of previous {context})",
-                          context=self.context)
+            raise _custom("context {context} needs context_size (the number of previous {unit})",
+                          context=repr(self.context), unit=self.context)
         if self.context == "tokens" and self.min_context is not None and self.min_context > self.context_size:
             raise _custom("min_context ({m}) exceeds context_size ({n}): every word would be skipped",
                           m=self.min_context, n=self.context_size)
@@ -845,17 +845,18 @@ class StudyConfig(_Section):
         """Absent [timing] / [[models]] follow the dataset (fMRI -> fmri timing, arrays -> no model)."""
         if not isinstance(data, dict):
             return data
-        ds = data.get("dataset")
+        ds = data.get("dataset", {"kind": "alice"})
         kind = ds.get("kind") if isinstance(ds, dict) else getattr(ds, "kind", None)
         if kind not in DATASET_KINDS:
             return data
         data = dict(data)
-        if "timing" not in data:
+        timing = data.get("timing")
+        if timing is None or (isinstance(timing, dict) and "kind" not in timing):
             if isinstance(ds, dict):
                 recording = "continuous" if kind == "mne" and ds.get("data") == "raw" else DATASET_KINDS[kind].recording
             else:
                 recording = ds.recording_kind
-            data["timing"] = {"kind": _TIMING_FOR.get(recording, "none")}
+            data["timing"] = {"kind": _TIMING_FOR.get(recording, "none"), **(timing or {})}
         if "models" not in data and kind == "arrays":
             data["models"] = []
         return data
@@ -890,6 +891,14 @@ class StudyConfig(_Section):
                 if self.dataset.kind in ("alice",):
                     problems.append(("encoding.outer.kind", "group folds need several runs/stories; "
                                                             "the Alice story is one run"))
+            if self.encoding.confounds and self.dataset.kind == "alice":
+                from jaxalign.io import ALICE_REGRESSORS
+
+                allowed = ("motion",) + tuple(ALICE_REGRESSORS)
+                bad = [c for c in self.encoding.confounds if c not in allowed]
+                if bad:
+                    problems.append(("encoding.confounds", f"unknown Alice confound(s) {bad} (allowed: "
+                                                           f"{_choices(allowed)}; 'motion' = the 6 rp_*)"))
             if self.encoding.confounds and self.dataset.kind != "alice":
                 problems.append(("encoding.confounds", f"dataset kind {self.dataset.kind!r} provides no named "
                                                        "confounds (only 'alice' does, for now)"))
@@ -1142,9 +1151,13 @@ def _tags(tp) -> list[str]:
 def _tag_key(tp) -> str:
     """The key that picks a union member: 'method' for [encoding], else 'kind'."""
     for arg in typing.get_args(tp):
-        inner, _ = _unwrap(arg)
-        if isinstance(inner, type) and issubclass(inner, BaseModel) and "method" in inner.model_fields:
-            return "method"
+        inner, meta = _unwrap(arg)
+        tags = [m.tag for m in meta if isinstance(m, Tag)]
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and tags:
+            for key in ("kind", "method"):
+                field = inner.model_fields.get(key)
+                if field is not None and field.default == tags[0]:
+                    return key
     return "kind"
 
 
@@ -1192,12 +1205,18 @@ _MESSAGES = {
     "string_type": "expected a string", "bool_type": "expected true or false", "bool_parsing": "expected true or false",
     "list_type": "expected a list", "tuple_type": "expected a list",
     "model_type": "expected a table", "model_attributes_type": "expected a table", "dict_type": "expected a table",
-    "greater_than_equal": lambda c: f"must be >= {c.get('ge')}", "greater_than": lambda c: f"must be > {c.get('gt')}",
-    "less_than_equal": lambda c: f"must be <= {c.get('le')}", "less_than": lambda c: f"must be < {c.get('lt')}",
+    "greater_than_equal": lambda c: f"must be >= {_num(c.get('ge'))}",
+    "greater_than": lambda c: f"must be > {_num(c.get('gt'))}",
+    "less_than_equal": lambda c: f"must be <= {_num(c.get('le'))}",
+    "less_than": lambda c: f"must be < {_num(c.get('lt'))}",
     "too_short": lambda c: f"needs at least {c.get('min_length')} item(s)",
     "too_long": lambda c: f"takes at most {c.get('max_length')} item(s)",
     "finite_number": "must be a finite number",
 }
+
+
+def _num(x):
+    return int(x) if isinstance(x, float) and x.is_integer() else x
 
 
 def _short(value) -> str:
