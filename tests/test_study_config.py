@@ -314,6 +314,13 @@ def test_cross_section_rejections():
         "encoding.confounds: dataset kind 'harry_potter_fmri' provides no named confounds")
 
 
+def test_packaged_names_match_the_lm_registry():
+    from jaxalign.lm._packaged import PACKAGED_MODELS
+    from jaxalign.studies.config import PACKAGED
+
+    assert sorted(PACKAGED) == sorted(PACKAGED_MODELS)
+
+
 def test_model_source_rules():
     assert only_problem({"models": [{"hub": "a/b", "path": "c"}]}) == (
         "models[0]: give exactly one of packaged, hub or path (got hub and path)")
@@ -502,7 +509,6 @@ def test_hash_survives_a_toml_round_trip(tmp_path):
 def test_to_toml_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "study.toml"
     path.write_text("old contents\n")
-    import tomli_w
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -515,4 +521,3 @@ def test_to_toml_is_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]  # no temp file left behind
     StudyConfig().to_toml(path)
     assert StudyConfig.from_toml(path) == StudyConfig()
-    assert tomli_w is not None
