@@ -77,9 +77,9 @@ import numpy as np
 from jax import lax
 
 from jaxalign._precision import jit as _jit
-from jaxalign.ridge._engine import default_memory_budget, parse_bytes, target_batch_size
+from jaxalign._core.memory import default_memory_budget, parse_bytes, target_batch_size
 from jaxalign.ridge._scores import center
-from jaxalign.ridge._validation import _as_float_array, _check_finite
+from jaxalign._core.validation import as_float_array as _as_float_array, check_finite as _check_finite
 
 __all__ = [
     "ALTERNATIVES",
