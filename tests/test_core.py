@@ -85,3 +85,65 @@ def test_target_batch_size_fits_the_budget_and_the_devices():
     assert size % 2 == 0 and size <= 300 * 2
     with pytest.raises(MemoryError, match="raise memory_budget"):
         memory.target_batch_size(10, 1000, 10)
+
+
+# ---------------------------------------------------------------------- files
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
+    from jaxalign._core import files
+
+    target = tmp_path / "results.json"
+    files.atomic_write_text(target, "first")
+    files.atomic_write(target, lambda f: f.write(b"second"))
+    assert target.read_text() == "second"
+
+    def broken(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        files.atomic_write(target, broken)
+    assert target.read_text() == "second"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temporary left
+
+
+def test_atomic_write_names_its_temporaries_for_remove_orphans(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from jaxalign._core import files
+
+    seen = []
+    real = files.tempfile.mkstemp
+
+    def spy(*a, **k):
+        fd, name = real(*a, **k)
+        seen.append(os.path.basename(name))
+        return fd, name
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", spy)
+    files.atomic_write_text(tmp_path / "a.txt", "x")
+    m = files.TMP_NAME.match(seen[0])
+    assert m and m["host"] == files.host_tag() and m["pid"] == str(os.getpid())
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / f".a.txt.{files.host_tag()}-{dead.pid}.zz.tmp"
+    live = tmp_path / f".a.txt.{files.host_tag()}-{os.getpid()}.zz.tmp"
+    for f in (orphan, live):
+        f.write_bytes(b"partial")
+    assert files.remove_orphans(tmp_path) == [orphan]
+    assert live.exists() and not orphan.exists()
+
+
+def test_writable_dir_creates_and_names_the_problem(tmp_path):
+    from jaxalign._core import files
+
+    assert files.writable_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="out .*file exists and is not a directory"):
+        files.writable_dir(tmp_path / "file", "out")
+    with pytest.raises(NotADirectoryError, match="a parent is a file"):
+        files.writable_dir(tmp_path / "file" / "sub", "out")

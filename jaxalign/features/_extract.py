@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxalign._core.validation import check_int
 from jaxalign._precision import jit as _jit
 from jaxalign.features import _cache
 from jaxalign.features._align import Alignment, align_words
@@ -339,12 +340,6 @@ def _forward(graphdef, state, ids, mask, row, idx, sel, layers) -> jax.Array:
 # ---------------------------------------------------------------- planning
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def window_starts(align: Alignment, context: str, context_size: int | None, max_length: int) -> np.ndarray:
     """(n_words,) first token of each word's window (see module doc)."""
     stop = align.word_stop
@@ -393,11 +388,11 @@ def _check_options(pooling, context, context_size, min_context, max_length):
         if context_size is None:
             unit = "tokens" if context == "tokens" else "words (the current one included)"
             raise ValueError(f"context={context!r} needs context_size: the number of previous {unit}")
-        context_size = _check_int("context_size", context_size, 1)
+        context_size = check_int(context_size, "context_size", 1)
         if context == "tokens" and context_size > max_length:
             raise ValueError(f"context_size={context_size} tokens exceeds the max length {max_length}")
     if min_context is not None:
-        min_context = _check_int("min_context", min_context, 0)
+        min_context = check_int(min_context, "min_context", 0)
         cap = context_size if context == "tokens" else max_length
         if min_context > cap:
             raise ValueError(
