@@ -147,3 +147,78 @@ def test_writable_dir_creates_and_names_the_problem(tmp_path):
         files.writable_dir(tmp_path / "file", "out")
     with pytest.raises(NotADirectoryError, match="a parent is a file"):
         files.writable_dir(tmp_path / "file" / "sub", "out")
+
+
+# --------------------------------------------------------------------- zscore
+
+
+def test_zscore_columns_float64_statistics_float32_out():
+    from jaxalign._core.zscore import zscore_columns
+
+    rng = np.random.default_rng(0)
+    x = 1e6 + rng.standard_normal((50, 3))  # a large offset: float32 statistics would lose it
+    z, mean, scale = zscore_columns(x, warn=False)
+    ref = (x - x.mean(0)) / x.std(0)
+    assert z.dtype == np.float32 and mean.shape == scale.shape == (1, 3)
+    np.testing.assert_allclose(z, ref, atol=1e-6)
+    # given statistics are applied, not recomputed
+    z2, m2, s2 = zscore_columns(x[:10], mean, scale)
+    np.testing.assert_allclose(z2, ref[:10], atol=1e-6)
+    assert m2 is mean and s2 is scale
+
+
+def test_zscore_columns_constant_columns_are_zeros_and_warned_once():
+    import warnings
+
+    from jaxalign._core.zscore import zscore_columns
+
+    x = np.column_stack([np.arange(5.0), np.full(5, 3.0), 1.0 + 1e-12 * np.arange(5.0)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        z, _, scale = zscore_columns(x, tol_dtype=np.float32)
+    assert len(caught) == 1 and "2 columns are constant" in str(caught[0].message)
+    assert np.isinf(scale[0, 1:]).all() and (z[:, 1:] == 0).all()
+    # the same 1e-12 wiggle is signal at float64's tolerance (the default for float64 data)
+    assert not np.isinf(zscore_columns(x[:, 2:], warn=False)[2]).any()
+    # applying a constant column's statistics elsewhere also gives zeros
+    z_test, _, _ = zscore_columns(x + 1.0, *zscore_columns(x, warn=False, tol_dtype=np.float32)[1:])
+    assert (z_test[:, 1:] == 0).all()
+
+
+def test_zscore_columns_stacks_over_leading_axes():
+    from jaxalign._core.zscore import zscore_columns
+
+    x = np.random.default_rng(1).standard_normal((2, 20, 4))
+    z, mean, _ = zscore_columns(x)
+    assert mean.shape == (2, 1, 4)
+    np.testing.assert_allclose(z[1], zscore_columns(x[1])[0])
+
+
+# ----------------------------------------------------------------------- runs
+
+
+def test_run_segments_and_trim_mask():
+    from jaxalign._core.runs import run_segments, trim_mask
+
+    starts, ends = run_segments([1, 1, 2, 2, 2, 1], 6)
+    assert starts.tolist() == [0, 2, 5] and ends.tolist() == [2, 5, 6]
+    assert [a.tolist() for a in run_segments(None, 4)] == [[0], [4]]
+    assert trim_mask([0] * 5 + [1] * 5, 1, 2).tolist() == [0, 1, 1, 0, 0, 0, 1, 1, 0, 0]
+    with pytest.raises(ValueError, match="nothing would be left"):
+        trim_mask([0, 0, 0], 2, 1)
+    with pytest.raises(ValueError, match="runs must be 1-D with one label per sample"):
+        run_segments([1, 2], 3)
+
+
+def test_last_scan_before_is_strict():
+    from jaxalign._core.runs import last_scan_before
+
+    scans = np.array([0.0, 2.0, 4.0])
+    assert last_scan_before(np.array([-1.0, 0.0, 0.5, 2.0, 9.0]), scans).tolist() == [-1, -1, 0, 0, 2]
+
+
+def test_timing_and_io_share_the_run_helpers():
+    import jaxalign.timing as timing
+    from jaxalign._core import runs
+
+    assert timing.trim_mask is runs.trim_mask and timing.run_segments is runs.run_segments
