@@ -222,3 +222,51 @@ def test_timing_and_io_share_the_run_helpers():
     from jaxalign._core import runs
 
     assert timing.trim_mask is runs.trim_mask and timing.run_segments is runs.run_segments
+
+
+# ------------------------------------------- model facts (moved to jaxalign.lm)
+
+
+def test_lm_answers_causal_max_length_and_shape_from_the_architecture():
+    from flax import nnx
+
+    import jaxalign.lm as lm
+    from jaxalign.lm import bert, gpt2
+
+    causal = gpt2.Model(gpt2.Config(vocab_size=32, n_positions=64, n_embd=16, n_layer=2, n_head=2),
+                        rngs=nnx.Rngs(0))
+    encoder = bert.Model(bert.Config(vocab_size=32, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32,
+                                     max_position_embeddings=40), rngs=nnx.Rngs(0))
+    assert lm.is_causal(causal) and not lm.is_causal(encoder)
+    assert lm.max_length(causal) == 64 and lm.max_length(encoder) == 40
+    facts = lm.model_facts(causal)
+    assert (facts.n_states, facts.dim, facts.has_logits) == (3, 16, True)
+    # every registered architecture states its mask kind
+    import importlib
+
+    for module in lm.MODEL_TYPES.values():
+        assert isinstance(importlib.import_module(module).Config.causal, bool)
+
+
+def test_lm_is_causal_probes_foreign_models():
+    import jax.numpy as jnp
+
+    import jaxalign.lm as lm
+    from jaxalign.lm import LMOutput
+
+    class Flagged:
+        causal = False
+
+    assert lm.is_causal(Flagged()) is False
+    assert lm.max_length(Flagged()) is None
+
+    class CumSum:  # a foreign "model": each position sums the ones before it (causal)
+        def __call__(self, ids, mask=None):
+            h = jnp.cumsum(ids.astype(jnp.float32), axis=1)[None, ..., None]
+            return LMOutput(hidden_states=jnp.concatenate([h, h]), logits=None)
+
+    from unittest import mock
+
+    with mock.patch("jaxalign.lm._load.hidden_states", lambda m, ids: m(jnp.asarray(ids)).hidden_states):
+        assert lm.is_causal(CumSum()) is True

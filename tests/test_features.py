@@ -556,7 +556,7 @@ def test_bad_inputs(gpt2, minilm):
 
 
 def test_round_rows_few_shapes_little_padding():
-    from jaxalign.features._extract import _round_rows
+    from jaxalign.features._batching import _round_rows
 
     out = [_round_rows(n) for n in range(1, 1025)]
     assert all(r >= n for n, r in zip(range(1, 1025), out))
