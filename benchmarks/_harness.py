@@ -19,7 +19,8 @@ threadpoolctl are imported lazily and are optional) so that every benchmark in
     CPU model, cores, RAM, library versions, accelerator, date.
 ``print_table(rows, columns)``
     Aligned markdown table (paste-able into ``benchmarks/RESULTS.md``).
-``parse_bytes('4GiB')``, ``contiguous_kfold(n, k)``, ``write_json(path, obj)``.
+``parse_bytes('4GiB')`` (the library's reader: bare ``4G`` is 4 GiB),
+``write_json(path, obj)``. Folds come from ``jaxalign.ridge.ContiguousKFold``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import json
 import math
 import os
 import platform
-import re
 import sys
 import threading
 import time
@@ -51,33 +51,20 @@ MIB = 1 << 20
 # sizes
 
 
-_BYTES_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
-_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": 1 << 10,
-    "m": 1000**2, "mb": 1000**2, "mib": 1 << 20,
-    "g": 1000**3, "gb": 1000**3, "gib": 1 << 30,
-    "t": 1000**4, "tb": 1000**4, "tib": 1 << 40,
-}
-
-
 def parse_bytes(text: str | int | float | None) -> int | None:
-    """Parse a human size: ``'4GiB'`` -> 4294967296, ``'500MB'`` -> 5e8.
+    """An optional size flag in bytes: ``None`` and ``''`` give ``None``, anything
+    else is read by the library's :func:`jaxalign.ridge.parse_bytes`.
 
-    Binary units (KiB, MiB, GiB, TiB) are powers of 1024, decimal ones (KB, MB,
-    GB, TB, or bare K/M/G/T) powers of 1000; a bare number is bytes. ``None``
-    and ``''`` give ``None``.
+    One reader for every size a user types, so a benchmark's ``--memory-budget
+    4G`` means what ``RidgeCV(memory_budget="4G")`` means: bare K/M/G/T and
+    KiB/MiB/GiB/TiB are binary (powers of 1024), KB/MB/GB/TB decimal. (Before,
+    this harness read bare ``4G`` as 4e9 bytes while the engine read 4 GiB.)
     """
-    if text is None:
+    if text is None or (isinstance(text, str) and not text.strip()):
         return None
-    if isinstance(text, (int, float)):
-        return int(text)
-    if not text.strip():
-        return None
-    m = _BYTES_RE.match(text)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"cannot parse a size from {text!r} (e.g. '4GiB', '500MB', '1e9')")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    from jaxalign.ridge import parse_bytes as library_parse_bytes
+
+    return library_parse_bytes(text)
 
 
 def format_bytes(n: float | None) -> str:
@@ -87,29 +74,6 @@ def format_bytes(n: float | None) -> str:
         if abs(n) >= size:
             return f"{n / size:.1f} {unit}"
     return f"{int(n)} B"
-
-
-# --------------------------------------------------------------------------
-# cross-validation folds
-
-
-def contiguous_kfold(n_samples: int, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Contiguous, unshuffled K-fold splits, identical to ``sklearn.KFold(k)``.
-
-    The first ``n_samples % n_splits`` folds have one extra sample.
-    """
-    if not 2 <= n_splits <= n_samples:
-        raise ValueError(f"need 2 <= n_splits <= n_samples, got {n_splits}, {n_samples}")
-    sizes = np.full(n_splits, n_samples // n_splits, dtype=int)
-    sizes[: n_samples % n_splits] += 1
-    idx = np.arange(n_samples)
-    splits, start = [], 0
-    for size in sizes:
-        test = idx[start : start + size]
-        train = np.concatenate([idx[:start], idx[start + size :]])
-        splits.append((train, test))
-        start += size
-    return splits
 
 
 # --------------------------------------------------------------------------

@@ -456,6 +456,9 @@ def main(argv=None):
         ridge_cv_flops = None
 
     batch_budget = H.parse_bytes(args.himalaya_batch_budget)
+    # the library's folds for every method (peers too): the same splits as sklearn's KFold(k)
+    from jaxalign.ridge import ContiguousKFold
+
     rows, sizes_out = [], []
     jax_cv_mode = None
     for size_i, T in enumerate(args.targets):
@@ -467,7 +470,7 @@ def main(argv=None):
             f"({H.format_bytes(X.nbytes + Y.nbytes)}) in {time.perf_counter() - t0:.1f} s; "
             f"planted alpha* 10^[{np.log10(alpha_star.min()):.1f}, "
             f"{np.log10(alpha_star.max()):.1f}]")
-        splits = H.contiguous_kfold(args.n, args.folds)
+        splits = list(ContiguousKFold(args.folds).split(args.n))  # = sklearn KFold(k), unshuffled
         results, size_rows = {}, []
         ref_name = None
 

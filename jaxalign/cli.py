@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     command = args.command or "alice"
     if command == "alice":
         # before any data or model is read: results go to --out at the end
-        from jaxalign.io._tables import writable_dir
+        from jaxalign._core.files import writable_dir
         from jaxalign.studies.alice import find_root
 
         try:

@@ -28,6 +28,7 @@ transformers = pytest.importorskip("transformers")
 
 import jaxalign.lm as lm  # noqa: E402
 from jaxalign.features import FeatureInfo, align_words, word_features, word_surprisal  # noqa: E402
+from jaxalign._core import files  # noqa: E402
 from jaxalign.features import _cache, _extract, _surprisal  # noqa: E402
 
 WORDS = [
@@ -487,7 +488,7 @@ def test_orphaned_cache_temporaries_of_killed_writers_are_removed(gpt2, tmp_path
     model, tok, _ = gpt2
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # its pid no longer exists (reused only after the pid space wraps)
-    host = _cache._host()
+    host = files.host_tag()
     orphan = tmp_path / f".{'a' * 64}.npy.{host}-{dead.pid}.k2j4_x9q.tmp"
     live = tmp_path / f".{'b' * 64}.npy.{host}-{os.getpid()}.abcd1234.tmp"  # a writer still running
     remote = tmp_path / f".{'c' * 64}.npy.otherhost-{dead.pid}.abcd1234.tmp"  # a shared folder's other machine
@@ -498,17 +499,17 @@ def test_orphaned_cache_temporaries_of_killed_writers_are_removed(gpt2, tmp_path
     assert not orphan.exists() and live.exists() and remote.exists() and legacy.exists()
     # the names the cache writes are the ones it recognises
     seen = []
-    real_mkstemp = _cache.tempfile.mkstemp
+    real_mkstemp = files.tempfile.mkstemp
 
     def spy(*a, **k):
         fd, name = real_mkstemp(*a, **k)
         seen.append(Path(name).name)
         return fd, name
 
-    monkeypatch.setattr(_cache.tempfile, "mkstemp", spy)
+    monkeypatch.setattr(files.tempfile, "mkstemp", spy)
     word_features(model, tok, WORDS[:4], cache_dir=tmp_path)
     entry_tmps = [n for n in seen if not n.startswith(".write-probe.")]
-    assert entry_tmps and all(_cache._TMP.match(n)["pid"] == str(os.getpid()) for n in entry_tmps)
+    assert entry_tmps and all(files.TMP_NAME.match(n)["pid"] == str(os.getpid()) for n in entry_tmps)
 
 
 # ------------------------------------------------------------------ bad input
@@ -555,7 +556,7 @@ def test_bad_inputs(gpt2, minilm):
 
 
 def test_round_rows_few_shapes_little_padding():
-    from jaxalign.features._extract import _round_rows
+    from jaxalign.features._batching import _round_rows
 
     out = [_round_rows(n) for n in range(1, 1025)]
     assert all(r >= n for n, r in zip(range(1, 1025), out))

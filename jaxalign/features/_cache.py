@@ -14,13 +14,15 @@ produced it, for people browsing the folder). The key is the SHA-256 of
 - ``FORMAT``, the cache format version, bumped whenever the computation or
   the key changes.
 
-Files are written atomically: ``np.save`` to a temporary file in the same
-folder, flushed and fsynced, then ``os.replace``d onto the final name, so an
-interrupted run leaves either a complete entry or none. A cached entry that
+Files are written atomically (``jaxalign._core.files.atomic_write``): ``np.save``
+to a temporary file in the same folder, flushed and fsynced, then renamed
+onto the final name with ``os.replace``, so an interrupted run leaves either a
+complete entry or none. A cached entry that
 cannot be read (truncated by a full disk, say) is reported and recomputed.
 Temporary files are named ``.<entry>.<host>-<pid>.<random>.tmp``; a run killed
 mid-write leaves one behind, and the next run (:func:`prepare`) removes those
-of this host whose writer process no longer exists.
+of this host whose writer process no longer exists (``remove_orphans``,
+re-exported from ``jaxalign._core.files``).
 
 :func:`prepare` is called before any model work: a cache folder that is a
 file, cannot be created or is not writable fails at once, not after the
@@ -32,14 +34,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import socket
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from jaxalign._core.files import atomic_write, remove_orphans, writable_dir
 
 #: Cache format version: part of every key, bumped whenever the computation
 #: or the key changes (2: the model dtype joined the key).
@@ -144,71 +145,15 @@ def load(cache_dir: str | os.PathLike, key: str) -> np.ndarray | None:
         return None
 
 
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):  # exists (another user's), or cannot tell
-        return True
-    return True
-
-
-_TMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
-
-
-def remove_orphans(cache_dir: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that killed writers on this host left in ``cache_dir``; return them.
-
-    Only files named by :func:`_atomic_write` whose host is this one and
-    whose process id no longer exists are removed (a live writer's file, or
-    another machine's on a shared folder, is left alone).
-    """
-    host, removed = _host(), []
-    for tmp in Path(cache_dir).glob(".*.tmp"):
-        m = _TMP.match(tmp.name)
-        if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
-            continue
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except FileNotFoundError:
-            pass
-    return removed
-
-
 def prepare(cache_dir: str | os.PathLike) -> Path:
     """Check ``cache_dir`` before any work: create it, check it is writable, clean orphaned temporaries.
 
     Raises ``NotADirectoryError`` when it (or a parent) is a file and
     ``PermissionError`` when it cannot be created or written, naming it.
     """
-    from jaxalign.io._tables import writable_dir
-
     path = writable_dir(cache_dir, "cache_dir")
     remove_orphans(path)
     return path
-
-
-def _atomic_write(path: Path, write) -> None:
-    tag = f"{_host()}-{os.getpid()}"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{tag}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def save(cache_dir: str | os.PathLike, key: str, array: np.ndarray, meta: dict) -> Path:
@@ -216,6 +161,6 @@ def save(cache_dir: str | os.PathLike, key: str, array: np.ndarray, meta: dict) 
     path = entry_path(cache_dir, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(meta, indent=2, sort_keys=True, default=str).encode()
-    _atomic_write(path.with_suffix(".json"), lambda f: f.write(text))
-    _atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(text))
+    atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
     return path

@@ -41,8 +41,8 @@ that no model sees words to the right of the current one (as Brain-Score
 feeds every model word by word); their vectors therefore differ from a single
 pass over the whole text, except for the last word.
 
-Batching
---------
+Batching (``_batching``)
+------------------------
 Windows are right-padded (the attention mask hides the padding and real
 tokens keep positions ``0..n-1``), sequence lengths bucketed to powers of two
 (at least 16; multiples of 256 above 512; never above the longest window) and
@@ -64,18 +64,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxalign._core.validation import check_int
 from jaxalign._precision import jit as _jit
 from jaxalign.features import _cache
 from jaxalign.features._align import Alignment, align_words
+from jaxalign.features._batching import _next_pow2, _round_rows, check_batch_size, make_batches, progress_bar
+from jaxalign.lm import is_causal, model_facts
+from jaxalign.lm import max_length as lm_max_length
 
 POOLINGS = ("last", "mean")
 CONTEXTS = ("passage", "tokens", "words")
-# Auto batch size: about this many (padded) tokens per forward pass.
-TOKENS_PER_BATCH = 4096
-MAX_AUTO_BATCH = 64
-MIN_BUCKET = 16
-# Show a progress bar (progress=None) from this many batches on.
-PROGRESS_MIN_BATCHES = 8
 # The max length of models whose config has none (models from outside
 # jaxalign.lm: every jaxalign Config has ``max_length``) and whose tokenizer
 # gives no sensible model_max_length.
@@ -123,70 +121,16 @@ class FeatureInfo:
     cache_hit: bool = False
 
 
-# ------------------------------------------------------------- model facts
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelFacts:
-    n_states: int  # n_layers + 1
-    dim: int
-    has_logits: bool
-
-
-def model_facts(model) -> ModelFacts:
-    """Number of hidden states, width and whether there are logits, from
-    ``jax.eval_shape`` (nothing is computed)."""
-    graphdef, state = nnx.split(model)
-    spec = jax.ShapeDtypeStruct((1, 2), jnp.int32)
-    out = jax.eval_shape(lambda s, i, m: nnx.merge(graphdef, s)(i, m), state, spec, spec)
-    hidden = out.hidden_states
-    return ModelFacts(int(hidden.shape[0]), int(hidden.shape[-1]), out.logits is not None)
-
-
-_CAUSAL_MODULES = {"jaxalign.lm.gpt2": True, "jaxalign.lm.gpt_neox": True, "jaxalign.lm.llama": True,
-                   "jaxalign.lm.bert": False}
-
-
-def is_causal(model) -> bool:
-    """Whether ``model`` has a causal mask.
-
-    A ``causal`` attribute wins; jaxalign's architectures are known (GPT-2,
-    GPT-NeoX, Llama causal; BERT not); anything else is probed: a causal
-    model's first two hidden states do not change when the third token does.
-    """
-    flag = getattr(model, "causal", None)
-    if isinstance(flag, bool):
-        return flag
-    known = _CAUSAL_MODULES.get(type(model).__module__)
-    if known is not None:
-        return known
-    from jaxalign.lm import hidden_states
-
-    a = np.asarray(hidden_states(model, np.array([[1, 2, 3]])))
-    b = np.asarray(hidden_states(model, np.array([[1, 2, 4]])))
-    return bool(np.allclose(a[:, :, :2], b[:, :, :2], atol=1e-6, rtol=1e-6))
-
-
-def config_max_length(model) -> int | None:
-    """The model's max length from its config: ``config.max_length`` (every
-    ``jaxalign.lm`` architecture's Config has it: GPT-2's ``n_positions``, the
-    others' ``max_position_embeddings``, a GGUF file's ``context_length``), else
-    a Hugging Face style ``n_positions`` / ``max_position_embeddings``."""
-    config = getattr(model, "config", None)
-    for name in ("max_length", "n_positions", "max_position_embeddings"):
-        value = getattr(config, name, None)
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
-            return int(value)
-    return None
+# ------------------------------------------------------------- max length
 
 
 def resolve_max_length(model, tokenizer, max_length: int | None) -> int | None:
     """The longest window: ``max_length`` if given (at most the config's), else
-    the config's (``config_max_length``), else the tokenizer's
+    the config's (``jaxalign.lm.max_length``), else the tokenizer's
     ``model_max_length`` when sensible, else None (unknown: a model from
     outside ``jaxalign.lm`` without one; see ``fallback_max_length``).
     """
-    limit = config_max_length(model)
+    limit = lm_max_length(model)
     if max_length is not None:
         if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 2:
             raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
@@ -211,94 +155,6 @@ def fallback_max_length(model, n_tokens: int, stacklevel: int = 3) -> int:
             stacklevel=stacklevel + 1,
         )
     return DEFAULT_MAX_LENGTH
-
-
-# ------------------------------------------------------------------ shapes
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
-def bucket_length(n: int, max_length: int) -> int:
-    """Padded length for a window of ``n`` tokens (see module doc)."""
-    if n <= 512:
-        p = max(MIN_BUCKET, _next_pow2(n))
-    else:
-        p = -(-n // 256) * 256
-    return min(p, max_length) if n <= max_length else n
-
-
-def _round_rows(n: int) -> int:
-    """Smallest of 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ... >= n.
-
-    That is 4, 5, 6 or 7 times a power of two: at most 4 row counts per
-    octave (few compiled shapes), and a last batch padded by less than 25%
-    (25 windows run as 28 rows, not 32: the padded rows cost as much as real
-    ones).
-    """
-    n = int(n)
-    if n <= 4:
-        return max(1, n)
-    step = _next_pow2(n) // 8  # n in (4 step, 8 step]
-    return -(-n // step) * step
-
-
-def _auto_batch(length: int, budget: int = TOKENS_PER_BATCH) -> int:
-    b = max(1, budget // max(1, length))
-    return max(1, min(MAX_AUTO_BATCH, 1 << (b.bit_length() - 1)))
-
-
-def make_batches(
-    lengths: np.ndarray, max_length: int, batch_size: int | None, budget: int = TOKENS_PER_BATCH
-) -> list[tuple[int, int, np.ndarray]]:
-    """Group windows into batches: ``[(padded_length, padded_batch, indices)]``.
-
-    Lengths are bucketed by ``bucket_length``, capped at the longest window
-    (a lone passage is not padded at all; ``context_size=50`` windows are
-    padded to 50, not 64). Windows are sorted by padded length (stable, so
-    text order within a length); each batch holds windows of one padded length, at most
-    ``batch_size`` of them (auto: about ``budget`` tokens), and its row count
-    is full but for the last one, whose rows are padded with dummy rows to
-    the next of 4, 5, 6 or 7 times a power of two (at most the batch size;
-    ``_round_rows``): under 25% padding, and at most two compiled shapes per
-    length.
-    """
-    lengths = np.asarray(lengths)
-    cap = min(int(max_length), int(lengths.max()))  # no window is longer: pad no further
-    padded = np.array([bucket_length(int(n), cap) for n in lengths], dtype=np.int64)
-    order = np.argsort(padded, kind="stable")
-    batches = []
-    for length in np.unique(padded):
-        members = order[padded[order] == length]
-        size = batch_size if batch_size is not None else _auto_batch(int(length), budget)
-        for i in range(0, len(members), size):
-            chunk = members[i : i + size]
-            batches.append((int(length), min(size, _round_rows(len(chunk))), chunk))
-    return batches
-
-
-def check_batch_size(batch_size) -> int | None:
-    if batch_size is None:
-        return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None (auto), got {batch_size!r}")
-    return int(batch_size)
-
-
-def progress_bar(total: int, progress: bool | None, desc: str):
-    """A tqdm bar over ``total`` batches, or a no-op.
-
-    ``progress=None``: shown from ``PROGRESS_MIN_BATCHES`` batches on, and
-    only on a terminal (tqdm's ``disable=None``); True: always; False: never.
-    """
-    from tqdm.auto import tqdm
-
-    if progress is None:
-        disable = None if total >= PROGRESS_MIN_BATCHES else True
-    else:
-        disable = not progress
-    return tqdm(total=total, desc=desc, unit="batch", disable=disable, leave=False)
 
 
 # ------------------------------------------------------------- the kernel
@@ -337,12 +193,6 @@ def _forward(graphdef, state, ids, mask, row, idx, sel, layers) -> jax.Array:
 
 
 # ---------------------------------------------------------------- planning
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def window_starts(align: Alignment, context: str, context_size: int | None, max_length: int) -> np.ndarray:
@@ -393,11 +243,11 @@ def _check_options(pooling, context, context_size, min_context, max_length):
         if context_size is None:
             unit = "tokens" if context == "tokens" else "words (the current one included)"
             raise ValueError(f"context={context!r} needs context_size: the number of previous {unit}")
-        context_size = _check_int("context_size", context_size, 1)
+        context_size = check_int(context_size, "context_size", 1)
         if context == "tokens" and context_size > max_length:
             raise ValueError(f"context_size={context_size} tokens exceeds the max length {max_length}")
     if min_context is not None:
-        min_context = _check_int("min_context", min_context, 0)
+        min_context = check_int(min_context, "min_context", 0)
         cap = context_size if context == "tokens" else max_length
         if min_context > cap:
             raise ValueError(

@@ -35,15 +35,9 @@ from flax import nnx
 from jaxalign._precision import jit as _jit
 from jaxalign.features import _cache
 from jaxalign.features._align import align_words
-from jaxalign.features._extract import (
-    check_batch_size,
-    fallback_max_length,
-    is_causal,
-    make_batches,
-    model_facts,
-    progress_bar,
-    resolve_max_length,
-)
+from jaxalign.features._batching import check_batch_size, make_batches, progress_bar
+from jaxalign.features._extract import fallback_max_length, resolve_max_length
+from jaxalign.lm import is_causal, model_facts
 
 # Auto batch size: about this many logits (tokens x vocabulary) per pass.
 LOGITS_PER_BATCH = 1 << 28

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+# the word -> TR rule and run trimming that timing uses too (one home, in _core:
+# io sits above timing in the data flow and does not import it)
+from jaxalign._core.runs import last_scan_before, trim_mask
 from jaxalign.io._tables import existing_dir, existing_file
 from jaxalign.io._types import Recording, Stimulus
 
-# timing is plain array code that imports nothing from io: reuse its word -> TR
-# rule and run trimming rather than keep a second copy here
-from jaxalign.timing._fmri import _last_scan_before
-from jaxalign.timing._preprocess import trim_mask
 
 __all__ = ["read_harry_potter_fmri", "read_harry_potter_meg", "read_harry_potter_words"]
 
@@ -133,7 +132,7 @@ def read_harry_potter_fmri(root, subject, *, trim=(20, 15)) -> tuple[Stimulus, R
         keep = trim_mask(runs_fmri, start, end)
         trimmed = True
 
-    tr_index = _last_scan_before(word_times, time_fmri)
+    tr_index = last_scan_before(word_times, time_fmri)
     word_runs = runs_fmri[tr_index] if np.all(tr_index >= 0) else None
     diffs = np.diff(time_fmri)
     stimulus = Stimulus(words=words, onsets=word_times, runs=word_runs, info={"source": str(folder)})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -48,38 +47,6 @@ def existing_dir(path, what: str = "directory") -> Path:
     p = Path(os.fspath(path)).expanduser()
     if not p.is_dir():
         raise FileNotFoundError(f"{what} not found: {p}")
-    return p
-
-
-def writable_dir(path, what: str = "output folder") -> Path:
-    """Create the folder ``path`` if needed and check that files can be written there.
-
-    A probe file is created and deleted, so the answer holds for this user on
-    this file system (permission bits alone do not tell: read-only mounts,
-    root, ACLs). Call it before long work whose results go there.
-
-    Raises
-    ------
-    NotADirectoryError
-        ``path`` or one of its parents is a file.
-    PermissionError
-        The folder cannot be created or written to.
-    """
-    p = Path(os.fspath(path)).expanduser()
-    if p.exists() and not p.is_dir():
-        raise NotADirectoryError(f"{what} {p} exists and is not a directory")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
-        raise NotADirectoryError(f"{what} {p} cannot be created: a parent is a file ({error})") from None
-    except OSError as error:
-        raise PermissionError(f"{what} {p} cannot be created ({error})") from None
-    try:
-        fd, probe = tempfile.mkstemp(dir=p, prefix=".write-probe.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as error:
-        raise PermissionError(f"{what} {p} is not writable ({error})") from None
     return p
 
 

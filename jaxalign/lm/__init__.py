@@ -14,11 +14,14 @@ One module per architecture (``gpt2``, ``gpt_neox``, ``llama``, ``bert``),
 each with a ``Config`` dataclass (``Config.from_hf``; ``Config.max_length`` is
 the model's maximum sequence length), a ``Model`` whose call returns
 ``LMOutput(hidden_states, logits)``, ``load_state``, an explicit
-checkpoint-name table, and ``SHARDING``, the axis each weight matrix is split
+checkpoint-name table, ``Config.causal`` (the attention mask kind), and ``SHARDING``, the axis each weight matrix is split
 along over devices; ``MODEL_TYPES`` maps Hugging Face ``model_type`` to them.
+``is_causal(model)``, ``max_length(model)`` and ``model_facts(model)`` answer
+what ``features`` needs to know about any model.
 """
 
 from jaxalign.lm._common import LMOutput
+from jaxalign.lm._facts import ModelFacts, is_causal, max_length, model_facts
 from jaxalign.lm._load import build_model, hidden_states, load, read_checkpoint, resolve
 from jaxalign.lm._packaged import PACKAGED_MODELS, package_dir, packaged_model
 from jaxalign.lm._registry import MODEL_TYPES
@@ -26,10 +29,14 @@ from jaxalign.lm._registry import MODEL_TYPES
 __all__ = [
     "LMOutput",
     "MODEL_TYPES",
+    "ModelFacts",
     "PACKAGED_MODELS",
     "build_model",
     "hidden_states",
+    "is_causal",
     "load",
+    "max_length",
+    "model_facts",
     "package_dir",
     "packaged_model",
     "read_checkpoint",

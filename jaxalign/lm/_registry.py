@@ -2,7 +2,8 @@
 
 Modules are imported lazily, by path, so adding an architecture is one line
 here and one file next to this one. Each module provides ``Config`` (with
-``Config.from_hf`` and a ``max_length``), ``Model``, ``load_state`` (with a
+``Config.from_hf``, a ``max_length`` and a ``causal`` class attribute, read by
+``jaxalign.lm.is_causal`` / ``max_length``), ``Model``, ``load_state`` (with a
 ``place`` keyword, see ``jaxalign.lm._common.fill_params``) and ``SHARDING``
 (for ``load(devices=...)``, see ``jaxalign.lm._shard``).
 """

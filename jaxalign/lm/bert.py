@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,9 @@ __all__ = ["Config", "Model", "load_state", "state_table", "LMOutput"]
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Architecture of a BERT encoder (hashable: a static jit argument)."""
+
+    #: An encoder: every token sees the whole sequence (``jaxalign.lm.is_causal``).
+    causal: ClassVar[bool] = False
 
     vocab_size: int
     hidden_size: int

@@ -23,6 +23,7 @@ Blocks are stacked along a leading layer axis and run with ``nnx.scan`` so a
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +49,9 @@ MODEL_TYPE = "gpt2"
 @dataclasses.dataclass(frozen=True)
 class Config:
     """GPT-2 hyper-parameters (Hugging Face ``GPT2Config`` names)."""
+
+    #: Causal mask: a token sees only those before it (``jaxalign.lm.is_causal``).
+    causal: ClassVar[bool] = True
 
     vocab_size: int = 50257
     n_positions: int = 1024

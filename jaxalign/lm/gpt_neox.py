@@ -27,6 +27,7 @@ calls the module ``lm_head``: both are accepted.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +54,9 @@ MODEL_TYPE = "gpt_neox"
 @dataclasses.dataclass(frozen=True)
 class Config:
     """GPT-NeoX hyper-parameters (Hugging Face ``GPTNeoXConfig`` names)."""
+
+    #: Causal mask: a token sees only those before it (``jaxalign.lm.is_causal``).
+    causal: ClassVar[bool] = True
 
     vocab_size: int = 50432
     hidden_size: int = 6144

@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -75,6 +75,9 @@ class Config:
     ``rope_freqs.weight``) comes from GGUF files only, see
     :mod:`jaxalign.lm._gguf`.
     """
+
+    #: Causal mask: a token sees only those before it (``jaxalign.lm.is_causal``).
+    causal: ClassVar[bool] = True
 
     vocab_size: int
     hidden_size: int

@@ -6,6 +6,7 @@ functional interface (several feature sets, custom splits, memory caps);
 ``nested_cv`` gives held-out predictions for every sample.
 """
 
+from jaxalign._core.memory import parse_bytes
 from jaxalign.ridge._cv import (
     ContiguousKFold,
     GroupKFold,
@@ -15,7 +16,7 @@ from jaxalign.ridge._cv import (
     check_cv,
     is_partition,
 )
-from jaxalign.ridge._engine import RidgeCVResult, parse_bytes, ridge_cv
+from jaxalign.ridge._engine import RidgeCVResult, ridge_cv
 from jaxalign.ridge._estimator import RidgeCV
 from jaxalign.ridge._nested import NestedCVResult, nested_cv
 from jaxalign.ridge._scores import neg_mse, pearson_r, r2_score

@@ -47,6 +47,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from jaxalign._core.validation import check_int
+
 __all__ = [
     "ContiguousKFold",
     "GroupKFold",
@@ -63,19 +65,6 @@ Split = tuple[np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    """Validate an integer parameter (bools are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(
-            f"{name} must be an integer >= {minimum}, got {value!r} "
-            f"({type(value).__name__})."
-        )
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
-    return value
 
 
 def _num_samples(X) -> int:
@@ -213,8 +202,8 @@ class ContiguousKFold(_BaseSplitter):
     """
 
     def __init__(self, n_splits: int = 5, gap: int = 0):
-        self.n_splits = _check_int(n_splits, "n_splits", 2)
-        self.gap = _check_int(gap, "gap", 0)
+        self.n_splits = check_int(n_splits, "n_splits", 2)
+        self.gap = check_int(gap, "gap", 0)
 
     def __repr__(self) -> str:
         return f"ContiguousKFold(n_splits={self.n_splits}, gap={self.gap})"
@@ -293,7 +282,7 @@ class LeaveOneGroupOut(_BaseSplitter):
 
     def __init__(self, groups=None, gap: int = 0):
         self.groups = None if groups is None else np.asarray(groups)
-        self.gap = _check_int(gap, "gap", 0)
+        self.gap = check_int(gap, "gap", 0)
 
     def __repr__(self) -> str:
         return f"LeaveOneGroupOut(groups={_groups_repr(self.groups)}, gap={self.gap})"
@@ -360,9 +349,9 @@ class GroupKFold(_BaseSplitter):
     """
 
     def __init__(self, n_splits: int = 5, groups=None, gap: int = 0):
-        self.n_splits = _check_int(n_splits, "n_splits", 2)
+        self.n_splits = check_int(n_splits, "n_splits", 2)
         self.groups = None if groups is None else np.asarray(groups)
-        self.gap = _check_int(gap, "gap", 0)
+        self.gap = check_int(gap, "gap", 0)
 
     def __repr__(self) -> str:
         return (
@@ -442,7 +431,7 @@ class KFold(_BaseSplitter):
     """
 
     def __init__(self, n_splits: int = 5, shuffle: bool = False, seed=None):
-        self.n_splits = _check_int(n_splits, "n_splits", 2)
+        self.n_splits = check_int(n_splits, "n_splits", 2)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise ValueError(f"shuffle must be True or False, got {shuffle!r}.")
         self.shuffle = bool(shuffle)
@@ -503,14 +492,14 @@ class ShuffleSplit(_BaseSplitter):
     """
 
     def __init__(self, n_splits: int = 10, test_size=0.1, seed=None):
-        self.n_splits = _check_int(n_splits, "n_splits", 1)
+        self.n_splits = check_int(n_splits, "n_splits", 1)
         if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real):
             raise ValueError(
                 f"test_size must be a float in (0, 1) or a positive int, got "
                 f"{test_size!r}."
             )
         if isinstance(test_size, numbers.Integral):
-            test_size = _check_int(test_size, "test_size (a sample count)", 1)
+            test_size = check_int(test_size, "test_size (a sample count)", 1)
         else:
             test_size = float(test_size)
             if not 0.0 < test_size < 1.0:
@@ -629,7 +618,7 @@ def check_cv(cv, n_samples: int, groups=None) -> list[Split]:
     TypeError
         If ``cv`` is none of the accepted kinds.
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
+    n_samples = check_int(n_samples, "n_samples", 1)
     if isinstance(cv, bool):
         raise TypeError(f"cv must be an int, a splitter or a list of (train, test); got {cv!r}.")
     if isinstance(cv, numbers.Integral):

@@ -9,7 +9,6 @@ splits, a memory cap).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import jax
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxalign._core.memory import default_memory_budget, parse_bytes, target_batch_size
 from jaxalign.ridge._cv import check_cv
 from jaxalign.ridge._fractions import MAX_AMPLIFICATION, amplification, fractions, has_ties
 from jaxalign.ridge._scores import check_scoring
@@ -36,46 +36,6 @@ from jaxalign.ridge._validation import (
 
 __all__ = ["RidgeCVResult", "ridge_cv", "parse_bytes", "default_memory_budget", "target_batch_size"]
 
-_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 10**3, "KIB": 2**10, "M": 2**20, "MB": 10**6,
-          "MIB": 2**20, "G": 2**30, "GB": 10**9, "GIB": 2**30, "T": 2**40, "TB": 10**12,
-          "TIB": 2**40}
-
-
-def parse_bytes(value) -> int:
-    """``4 * 2**30``, ``"4GiB"``, ``"512MB"`` or ``"1.5G"`` -> bytes."""
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        out = int(value)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
-        if not m or m.group(2).upper() not in _UNITS:
-            raise ValueError(f"cannot parse a memory size from {value!r} (try '4GiB')")
-        out = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-    if out <= 0:
-        raise ValueError(f"memory budget must be positive, got {value!r}")
-    return out
-
-
-def default_memory_budget(devices) -> int:
-    """Bytes the engine may use per device for one target batch.
-
-    Accelerators: 60% of the free device memory (from ``memory_stats``).
-    CPU: 25% of the available host RAM, at most 8 GiB (larger batches do not
-    run faster on CPU, they only compete with the rest of the process).
-    """
-    dev = devices[0]
-    stats = None
-    try:
-        stats = dev.memory_stats()
-    except Exception:  # pragma: no cover - backend without stats
-        stats = None
-    if dev.platform != "cpu" and stats and "bytes_limit" in stats:
-        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-        return int(0.6 * free)
-    import psutil
-
-    return int(min(0.25 * psutil.virtual_memory().available / len(devices), 8 * 2**30))
-
-
 def _bytes_per_target(n, p, n_alphas, splits, n_layers, method, float64_sweep=False):
     """Upper estimate of device bytes per target in one batch (float32)."""
     floats_layer = 0
@@ -91,28 +51,6 @@ def _bytes_per_target(n, p, n_alphas, splits, n_layers, method, float64_sweep=Fa
     r_full = min(n, p) if method == "primal" else n
     floats_layer += 2 * r_full + 2 * p + 2
     return int(4 * 1.5 * (floats_shared + n_layers * floats_layer))
-
-
-def target_batch_size(n_targets, bytes_per_target, budget, n_devices=1, max_batch=16384):
-    """Largest batch that fits ``budget`` per device, a multiple of ``n_devices``.
-
-    Batches are then balanced: ``ceil(T / n_batches)`` rounded up to a
-    multiple of 128 * n_devices (fewer distinct shapes, aligned GEMMs).
-    """
-    per_device = budget // max(bytes_per_target, 1)
-    cap = min(per_device * n_devices, max_batch * n_devices, max(n_targets, n_devices))
-    if per_device < 1:
-        raise MemoryError(
-            f"memory budget {budget} bytes is too small for even one target per device "
-            f"({bytes_per_target} bytes each); raise memory_budget"
-        )
-    n_batches = math.ceil(n_targets / cap)
-    size = math.ceil(n_targets / n_batches)
-    quantum = 128 * n_devices
-    if size > quantum:
-        size = min(math.ceil(size / quantum) * quantum, cap - cap % n_devices or n_devices)
-    size = math.ceil(size / n_devices) * n_devices
-    return int(size)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jaxalign._core.zscore import zscore_columns
 from jaxalign.ridge._cv import check_cv, is_partition
 from jaxalign.ridge._engine import ridge_cv
 from jaxalign.ridge._scores import check_scoring, neg_mse, pearson_r, r2_score
@@ -47,21 +48,17 @@ class NestedCVResult:
     scoring: str = "pearson"
 
 
-def _moments_f64(a):
-    a = np.asarray(a, np.float64)
-    mean = a.mean(axis=-2, keepdims=True)
-    sd = a.std(axis=-2, keepdims=True)
-    scale = np.where(sd > 100 * np.finfo(np.float32).eps * np.maximum(np.abs(mean), 1e-30), sd, np.inf)
-    return mean, scale
-
-
 def _standardize(train, test, how):
-    """Z-score columns of train (and test: own or training statistics), float32 out."""
-    mean, scale = _moments_f64(train)
-    out_train = ((np.asarray(train, np.float64) - mean) / scale).astype(np.float32)
+    """Z-score columns of train (and test: own or training statistics), float32 out.
+
+    ``jaxalign._core.zscore`` (the z-score ``timing`` uses too); the
+    constant-column tolerance is float32's, the precision the engine fits in.
+    """
+    out_train, mean, scale = zscore_columns(train, tol_dtype=np.float32)
     if how == "separate":
-        mean, scale = _moments_f64(test)
-    out_test = ((np.asarray(test, np.float64) - mean) / scale).astype(np.float32)
+        out_test, _, _ = zscore_columns(test, tol_dtype=np.float32)
+    else:
+        out_test, _, _ = zscore_columns(test, mean, scale)
     return out_train, out_test
 
 

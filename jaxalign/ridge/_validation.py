@@ -6,45 +6,17 @@ import warnings
 
 import numpy as np
 
+from jaxalign._core.validation import as_float_array, check_finite
+
 __all__ = ["check_design", "check_targets", "check_alphas", "constant_targets"]
-
-
-def _as_float_array(a, name: str, ndims: tuple[int, ...]) -> np.ndarray:
-    try:
-        arr = np.asarray(a)
-    except Exception as err:  # pragma: no cover - exotic inputs
-        raise TypeError(f"{name} could not be converted to an array: {err}") from err
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-        or arr.dtype == bool
-    ):
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.ndim not in ndims:
-        want = " or ".join(f"{d}-D" for d in ndims)
-        raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
-    if arr.dtype != np.float32 and arr.dtype != np.float64:
-        arr = arr.astype(np.float32)
-    return arr
-
-
-def _check_finite(arr: np.ndarray, name: str) -> None:
-    if not np.isfinite(arr).all():
-        bad = ~np.isfinite(arr)
-        n_bad = int(bad.sum())
-        where = np.argwhere(bad)[0].tolist()
-        kind = "NaN" if np.isnan(arr).any() else "inf"
-        raise ValueError(
-            f"{name} contains {n_bad} non-finite value(s) ({kind}), first at index {where}. "
-            "Impute or drop them before fitting (e.g. drop NaN voxels/channels)."
-        )
 
 
 def check_design(X, name: str = "X") -> np.ndarray:
     """(n, p) or (n_layers, n, p) float array, finite, at least one feature."""
-    X = _as_float_array(X, name, (2, 3))
+    X = as_float_array(X, name, (2, 3))
     if X.shape[-1] < 1 or X.shape[-2] < 1:
         raise ValueError(f"{name} has an empty axis: shape {X.shape}")
-    _check_finite(X, name)
+    check_finite(X, name)
     return X
 
 
@@ -53,7 +25,7 @@ def check_targets(Y, n_samples: int, name: str = "Y") -> tuple[np.ndarray, bool]
 
     Returns the 2-D array and whether the input was 1-D.
     """
-    Y = _as_float_array(Y, name, (1, 2))
+    Y = as_float_array(Y, name, (1, 2))
     ravel = Y.ndim == 1
     if ravel:
         Y = Y[:, None]
@@ -63,7 +35,7 @@ def check_targets(Y, n_samples: int, name: str = "Y") -> tuple[np.ndarray, bool]
         )
     if Y.shape[1] < 1:
         raise ValueError(f"{name} has no targets (shape {Y.shape})")
-    _check_finite(Y, name)
+    check_finite(Y, name)
     return Y, ravel
 
 

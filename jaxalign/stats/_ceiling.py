@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxalign._core.validation import check_int
 from jaxalign._precision import jit as _jit
 from jaxalign.ridge import pearson_r
 
@@ -60,14 +61,6 @@ _MAX_BATCH_ELEMENTS = 2**23
 # --------------------------------------------------------------------------- #
 # validation and the shared kernel
 # --------------------------------------------------------------------------- #
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_subject_data(data, min_subjects: int, axis_subjects: int = 0):
@@ -247,7 +240,7 @@ def split_half_ceiling(data, n_splits: int = 10, seed=0, axis_subjects: int = 0)
     True
     """
     arr, single = _check_subject_data(data, min_subjects=2, axis_subjects=axis_subjects)
-    n_splits = _check_int(n_splits, "n_splits", 1)
+    n_splits = check_int(n_splits, "n_splits", 1)
     S = arr.shape[0]
     rng = np.random.default_rng(seed)
     splits = np.argsort(rng.random((n_splits, S)), axis=1)
@@ -346,8 +339,8 @@ def fit_saturating_curve(x, y, v0_bounds=(0.0, 1.0), n_grid: int = 256, n_iter: 
     lo, hi = (float(b) for b in v0_bounds)
     if not lo <= hi:
         raise ValueError(f"v0_bounds must be (low, high) with low <= high, got {v0_bounds}")
-    n_grid = _check_int(n_grid, "n_grid", 3)
-    n_iter = _check_int(n_iter, "n_iter", 0)
+    n_grid = check_int(n_grid, "n_grid", 3)
+    n_iter = check_int(n_iter, "n_iter", 0)
 
     lead = y.shape[:-1]
     Y = y.reshape(-1, x.size)
@@ -510,8 +503,8 @@ def extrapolation_ceiling(
     True
     """
     arr, single = _check_subject_data(data, min_subjects=3)
-    n_bootstraps = _check_int(n_bootstraps, "n_bootstraps", 1)
-    n_draws = _check_int(n_draws, "n_draws", 1)
+    n_bootstraps = check_int(n_bootstraps, "n_bootstraps", 1)
+    n_draws = check_int(n_draws, "n_draws", 1)
     S, _, T = arr.shape
     if pool_sizes is None:
         pools = np.arange(1, S)

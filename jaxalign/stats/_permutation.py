@@ -85,9 +85,10 @@ from jax import lax
 
 from jaxalign._precision import jit as _jit
 from jaxalign.stats._tail import normal_tail_p
-from jaxalign.ridge._engine import default_memory_budget, parse_bytes, target_batch_size
+from jaxalign._core.memory import default_memory_budget, parse_bytes, target_batch_size
 from jaxalign.ridge._scores import center
-from jaxalign.ridge._validation import _as_float_array, _check_finite
+from jaxalign._core.validation import as_float_array as _as_float_array, check_finite as _check_finite
+from jaxalign._core.validation import check_int as _check_int
 
 __all__ = [
     "ALTERNATIVES",
@@ -191,14 +192,6 @@ def _check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
-
-
-def _check_int(value, name, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
 
 
 def _check_seed(seed):

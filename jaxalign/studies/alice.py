@@ -397,11 +397,11 @@ def analyse(data: AliceData, per_word, names, *, n_outer=5, n_inner=5, gap=5, n_
 
 def write(results, out):
     """``out/results.json`` (written atomically) and the figure ``out/layer_roi.png``."""
+    from jaxalign._core.files import atomic_write_text
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out / "results.json")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     plot(results, out / "layer_roi.png")
 
 
@@ -485,7 +485,7 @@ def run(root=None, *, layers=QUICK_LAYERS, n_subjects=None, out="out/alice", mod
     (NotADirectoryError / PermissionError naming it). Returns the results dict.
     """
     t0 = time.perf_counter()
-    from jaxalign.io._tables import writable_dir
+    from jaxalign._core.files import writable_dir
 
     out = writable_dir(out, "output folder")  # before any work: results go there at the end
     real_root = None if synthetic else find_root(root)

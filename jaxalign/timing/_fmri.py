@@ -21,6 +21,8 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
+from jaxalign._core.runs import last_scan_before
+
 __all__ = ["average_per_tr", "lanczos_kernel", "lanczos_resample", "words_to_trs"]
 
 
@@ -46,11 +48,6 @@ def _scan_times(tr_times) -> np.ndarray:
             "separately or offset each run's times (word times alike)."
         )
     return tr
-
-
-def _last_scan_before(word_times: np.ndarray, tr_times: np.ndarray) -> np.ndarray:
-    """Index of the last scan time strictly before each word time (-1 if none). No checks."""
-    return np.searchsorted(tr_times, word_times, side="left").astype(np.int64) - 1
 
 
 def _warn_after_last_scan(w: np.ndarray, tr: np.ndarray) -> None:
@@ -103,7 +100,7 @@ def words_to_trs(word_times, tr_times, *, warn: bool = True) -> np.ndarray:
     """
     w = _times(word_times, "word_times")
     tr = _scan_times(tr_times)
-    idx = _last_scan_before(w, tr)
+    idx = last_scan_before(w, tr)
     n_before = int(np.count_nonzero(idx < 0))
     if warn and n_before:
         warnings.warn(
@@ -183,7 +180,7 @@ def average_per_tr(features, word_times, tr_times, *, return_counts: bool = Fals
     w = _times(word_times, "word_times")
     tr = _scan_times(tr_times)
     flat, shape = _features(features, w.size)
-    idx = _last_scan_before(w, tr)
+    idx = last_scan_before(w, tr)
     keep = idx >= 0
     if not keep.all():
         warnings.warn(

@@ -8,15 +8,21 @@ Sample axis: ``axis=0`` by default (``X`` is ``(n_samples, n_features)``);
 pass ``axis=1`` for a stack ``(n_layers, n_samples, n_features)``. Numpy in,
 numpy out (jax arrays are converted); float32 input stays float32.
 
-This module is the one home of the z-score (:func:`zscore_per_run`).
+This module is the public home of the z-score (:func:`zscore_per_run`; its
+float64 rule for constant columns is ``jaxalign._core.zscore``, shared with
+``ridge.nested_cv``). Run bookkeeping (:func:`run_segments`, :func:`trim_mask`)
+lives in ``jaxalign._core.runs``, shared with ``io`` (which reads arrays
+already trimmed) and re-exported here.
 """
 
 from __future__ import annotations
 
 import numbers
-import warnings
 
 import numpy as np
+
+from jaxalign._core.runs import run_segments, trim_mask
+from jaxalign._core.zscore import constant_columns, warn_constant
 
 __all__ = ["detrend", "fir_delays", "run_segments", "trim_mask", "trim_runs", "zscore_per_run"]
 
@@ -38,24 +44,6 @@ def _axis(a: np.ndarray, axis: int) -> int:
     if not -a.ndim <= axis < a.ndim:
         raise ValueError(f"axis {axis} is out of range for an array of shape {a.shape}.")
     return int(axis) % a.ndim
-
-
-def run_segments(runs, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive) sample index of every run; ``runs=None`` is one run.
-
-    Raises ValueError when ``runs`` is not 1-D of length ``n``.
-    """
-    if runs is None:
-        return np.array([0]), np.array([n])
-    r = np.asarray(runs)
-    if r.ndim != 1 or r.shape[0] != n:
-        raise ValueError(f"runs must be 1-D with one label per sample ({n}), got shape {r.shape}.")
-    if n == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    change = np.flatnonzero(r[1:] != r[:-1]) + 1
-    starts = np.concatenate([[0], change]).astype(np.int64)
-    ends = np.concatenate([change, [n]]).astype(np.int64)
-    return starts, ends
 
 
 def _segment_ids(runs, n: int) -> np.ndarray:
@@ -145,34 +133,6 @@ def fir_delays(X, delays=(1, 2, 3, 4), runs=None, *, axis: int = 0) -> np.ndarra
 # --------------------------------------------------------------------------
 
 
-def trim_mask(runs, start: int = 20, end: int = 15) -> np.ndarray:
-    """Boolean mask keeping each run but its first ``start`` and last ``end`` samples.
-
-    Raises ValueError when a run has ``start + end`` samples or fewer
-    (nothing would be left of it).
-    """
-    r = np.asarray(runs)
-    if r.ndim != 1:
-        raise ValueError(f"runs must be 1-D, got shape {r.shape}.")
-    for name, v in (("start", start), ("end", end)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {v!r}.")
-    starts, ends = run_segments(r, r.shape[0])
-    lengths = ends - starts
-    short = np.flatnonzero(lengths <= start + end)
-    if short.size:
-        k = int(short[0])
-        raise ValueError(
-            f"run {k} (label {r[starts[k]]!r}, samples {starts[k]}..{ends[k] - 1}) has {lengths[k]} samples, "
-            f"not more than start + end = {start + end}: nothing would be left."
-        )
-    keep = np.zeros(r.shape[0], dtype=bool)
-    pos = np.arange(r.shape[0]) - np.repeat(starts, lengths)
-    length = np.repeat(lengths, lengths)
-    keep[(pos >= start) & (pos < length - end)] = True
-    return keep
-
-
 def trim_runs(X, runs, start: int = 20, end: int = 15, *, axis: int = 0):
     """Drop the first ``start`` and last ``end`` samples of every run.
 
@@ -238,15 +198,8 @@ def zscore_per_run(X, runs=None, *, axis: int = 0, ddof: int = 0) -> np.ndarray:
     centred = x - np.repeat(means, counts, axis=0)
     var = np.add.reduceat(centred * centred, starts, axis=0) / (counts - ddof).reshape(shape_c)
     std = np.sqrt(var)
-    tol = 100 * np.finfo(a.dtype).eps * np.abs(means)
-    constant = (std <= tol) | (std == 0)
-    n_const = int(np.count_nonzero(constant & ~np.isnan(std)))
-    if n_const:
-        warnings.warn(
-            f"{n_const} (run, column) pairs are constant; their z-scores are set to 0.",
-            UserWarning,
-            stacklevel=2,
-        )
+    constant = constant_columns(means, std, a.dtype)  # the rule of jaxalign._core.zscore
+    warn_constant(int(np.count_nonzero(constant & ~np.isnan(std))), "(run, column) pairs")
     safe = np.where(constant, 1.0, std)
     out = centred / np.repeat(safe, counts, axis=0)
     out[np.repeat(constant, counts, axis=0)] = 0.0

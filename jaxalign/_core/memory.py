@@ -1,0 +1,90 @@
+"""How much memory a computation may use, and how many targets fit in it.
+
+One home for the memory budget of every batched computation (the ridge
+engine's target batches, the permutation tests' chunks): ``parse_bytes``
+reads a user's budget, ``default_memory_budget`` picks one from the device,
+``target_batch_size`` turns bytes per target into a batch size.
+
+Units: bare ``K``/``M``/``G``/``T`` and ``KiB``/``MiB``/``GiB``/``TiB`` are
+binary (powers of 1024, what memory is sold and reported in); ``KB``/``MB``/
+``GB``/``TB`` are decimal (powers of 1000).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+__all__ = ["default_memory_budget", "parse_bytes", "target_batch_size"]
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 10**3, "KIB": 2**10, "M": 2**20, "MB": 10**6,
+          "MIB": 2**20, "G": 2**30, "GB": 10**9, "GIB": 2**30, "T": 2**40, "TB": 10**12,
+          "TIB": 2**40}
+
+
+def parse_bytes(value) -> int:
+    """``4 * 2**30``, ``"4GiB"``, ``"512MB"`` or ``"1.5G"`` -> bytes.
+
+    Bare ``G`` (and ``K``, ``M``, ``T``) is binary, as ``GiB``; ``GB`` is
+    decimal. ValueError for anything else, or a size that is not positive.
+
+    >>> parse_bytes("4G") == parse_bytes("4GiB") == 4 * 2**30
+    True
+    >>> parse_bytes("1.5 MB")
+    1500000
+    """
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        out = int(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
+        if not m or m.group(2).upper() not in _UNITS:
+            raise ValueError(f"cannot parse a memory size from {value!r} (try '4GiB')")
+        out = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if out <= 0:
+        raise ValueError(f"memory budget must be positive, got {value!r}")
+    return out
+
+
+def default_memory_budget(devices) -> int:
+    """Bytes the engine may use per device for one target batch.
+
+    Accelerators: 60% of the free device memory (from ``memory_stats``).
+    CPU: 25% of the available host RAM, at most 8 GiB (larger batches do not
+    run faster on CPU, they only compete with the rest of the process).
+    """
+    dev = devices[0]
+    stats = None
+    try:
+        stats = dev.memory_stats()
+    except Exception:  # pragma: no cover - backend without stats
+        stats = None
+    if dev.platform != "cpu" and stats and "bytes_limit" in stats:
+        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+        return int(0.6 * free)
+    import psutil
+
+    return int(min(0.25 * psutil.virtual_memory().available / len(devices), 8 * 2**30))
+
+
+def target_batch_size(n_targets, bytes_per_target, budget, n_devices=1, max_batch=16384):
+    """Largest batch that fits ``budget`` per device, a multiple of ``n_devices``.
+
+    Batches are then balanced: ``ceil(T / n_batches)`` rounded up to a
+    multiple of 128 * n_devices (fewer distinct shapes, aligned GEMMs).
+    """
+    per_device = budget // max(bytes_per_target, 1)
+    cap = min(per_device * n_devices, max_batch * n_devices, max(n_targets, n_devices))
+    if per_device < 1:
+        raise MemoryError(
+            f"memory budget {budget} bytes is too small for even one target per device "
+            f"({bytes_per_target} bytes each); raise memory_budget"
+        )
+    n_batches = math.ceil(n_targets / cap)
+    size = math.ceil(n_targets / n_batches)
+    quantum = 128 * n_devices
+    if size > quantum:
+        size = min(math.ceil(size / quantum) * quantum, cap - cap % n_devices or n_devices)
+    size = math.ceil(size / n_devices) * n_devices
+    return int(size)
