@@ -59,21 +59,7 @@ except ImportError:  # run as a script from elsewhere
     import _harness as H
 
 
-def _load_permutation_module():
-    try:
-        from jaxalign.stats import _permutation
-    except ImportError:  # sibling stats modules missing in this checkout
-        import importlib.util
-
-        path = os.path.join(_REPO, "jaxalign", "stats", "_permutation.py")
-        spec = importlib.util.spec_from_file_location("_jaxalign_stats_permutation", path)
-        _permutation = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = _permutation
-        spec.loader.exec_module(_permutation)
-    return _permutation
-
-
-P = _load_permutation_module()
+from jaxalign.stats import _permutation as P  # noqa: E402
 
 
 # ---------------------------------------------------------------------------

@@ -255,7 +255,10 @@ def test_accelerator_limits_give_the_same_results(monkeypatch, scheme):
     ref = permutation_test(y, f, **kw)
     ref_s = sign_flip_test(d, n_permutations=129, max_stat=True)
     assert P._limits("table") == (P._MAX_BATCH["table"], P._CHUNK_BYTES["table"])  # CPU here
-    monkeypatch.setattr(P, "_limits", lambda kind: (P._ACCEL_MAX_BATCH, P._ACCEL_CHUNK_BYTES))
+    from jaxalign.stats import _perm_driver
+
+    monkeypatch.setattr(_perm_driver, "_limits",
+                        lambda kind: (P._ACCEL_MAX_BATCH, P._ACCEL_CHUNK_BYTES))
     res = permutation_test(y, f, **kw)
     assert res.batch_size == 700 and ref.batch_size < 700
     np.testing.assert_array_equal(res.p, ref.p)

@@ -34,9 +34,16 @@ def test_synthetic_study_recovers_planted_truth(tmp_path):
             assert r < res["planted"]["oracle_r"][roi] + 0.05  # not above what was planted
         if g == 0:  # the null ROI
             assert abs(r) < 0.1 and res["p_fdr"]["planted"][roi] > 0.05
+    null_roi = [roi for roi, g in gains.items() if g == 0]
     for name in ("other", "random vectors"):  # unrelated vectors find nothing
         assert max(abs(v) for v in res["mean_r"][name].values()) < 0.1
-        assert min(res["p_fdr"][name].values()) > 0.05
+        # in the null ROI nothing; where a signal is shared by all subjects, one
+        # fixed unrelated draw can align with it by chance (the module's caveat:
+        # the group test is about consistency across subjects), but never rival it
+        assert all(res["p_fdr"][name][roi] > 0.05 for roi in null_roi)
+        for roi, g in gains.items():
+            if g >= 0.4:
+                assert res["mean_r"][name][roi] < res["mean_r"]["planted"][roi] - 0.1
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["layers"] == ["word rate", "other", "planted", "random vectors"]
     assert (tmp_path / "layer_roi.png").stat().st_size > 1000

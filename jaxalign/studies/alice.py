@@ -60,6 +60,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxalign._core import seeds
+
 __all__ = [
     "AliceData",
     "DEFAULT_LAYERS",
@@ -209,7 +211,7 @@ def _confound_names(confounds):
 
 def story_timing(words, start=20.5, seed=0):
     """Plausible spoken onsets for a text: ~2.3 words/s, pauses at sentence ends."""
-    rng = np.random.default_rng(seed)
+    rng = seeds.rng(seed, "alice story timing")
     dur = np.array([0.14 + 0.055 * len(w) for w in words]) * rng.uniform(0.85, 1.15, len(words))
     pause = np.array([0.45 if w[-1] in ".!?" else 0.12 if w[-1] in ",;:" else 0.0 for w in words])
     return start + np.concatenate([[0.0], np.cumsum(dur + pause)[:-1]])
@@ -241,7 +243,7 @@ def synthetic_data(per_word_planted, *, words=None, onsets=None, n_subjects=8, s
     X = timing.zscore_per_run(timing.fir_delays(timing.average_per_tr(V, onsets, tr_times), DELAYS))
     U, s, _ = np.linalg.svd(X, full_matrices=False)
     Z = U[:, :n_components] * s[:n_components] / s[0]
-    rng = np.random.default_rng(seed + 1)
+    rng = seeds.rng(seed, "alice planted responses")
     gains = np.asarray(gains, np.float64)
     base = rng.standard_normal((n_components, len(gains)))
     Y = np.empty((n_subjects, len(tr_times), len(gains)))
@@ -331,7 +333,7 @@ def analyse(data: AliceData, per_word, names, *, n_outer=5, n_inner=5, gap=5, n_
         raise ValueError(f"{len(names)} names for {per_word.shape[0]} feature sets")
     names = list(names)
     if control == "random":
-        rng = np.random.default_rng(seed + 12345)
+        rng = seeds.rng(seed, "alice random control")
         per_word = np.concatenate([per_word, rng.standard_normal((1,) + per_word.shape[1:])
                                    .astype(per_word.dtype)])
         names.append("random vectors")
