@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxalign import io, stats
+from jaxalign.ridge import pearson_r as _pearson
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "natural_stories"
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -93,23 +94,18 @@ def unique_in_order(a):
 
 
 def pearson_r(x, y):
-    """Pearson r of all pairs (the identity resample of :func:`resampled_r`)."""
-    return float(resampled_r(x, y, np.arange(len(x))[None])[0])
+    """Pearson r of all pairs, in float64 (:func:`jaxalign.ridge.pearson_r`)."""
+    return float(_pearson(np.asarray(x, np.float64)[:, None], np.asarray(y, np.float64)[:, None])[0])
 
 
 def resampled_r(x, y, idx):
-    """Pearson r of ``(x[idx[b]], y[idx[b]])`` for each row ``b`` of ``idx`` (vectorised).
-
-    A resample with no variance in x or y gives NaN.
-    """
-    xs = np.asarray(x, dtype=np.float64)[idx]
-    ys = np.asarray(y, dtype=np.float64)[idx]
-    xs -= xs.mean(axis=1, keepdims=True)
-    ys -= ys.mean(axis=1, keepdims=True)
-    num = np.einsum("bn,bn->b", xs, ys)
-    den = np.sqrt(np.einsum("bn,bn->b", xs, xs) * np.einsum("bn,bn->b", ys, ys))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    """Pearson r of ``(x[idx[b]], y[idx[b]])`` for each row ``b`` of ``idx``
+    (vectorised: the resamples are the columns handed to
+    :func:`jaxalign.ridge.pearson_r`, float64). A resample with no variance in
+    x or y gives NaN."""
+    xs = np.asarray(x, dtype=np.float64)[idx].T
+    ys = np.asarray(y, dtype=np.float64)[idx].T
+    return _pearson(xs, ys)
 
 
 def bootstrap_pearson_ci(x, y, n_resamples=10_000, confidence=0.95, seed=0, chunk=1000):

@@ -97,3 +97,19 @@ def test_nested_leave_one_out_outer():
         pred[te] = X[te] @ c
     np.testing.assert_allclose(res.predictions, pred, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(res.scores, score64("pearson", Y, pred), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_constant_columns_have_no_pearson_r(dtype):
+    """A constant column (0.4 everywhere: its float64 mean is not exactly
+    0.4) has no correlation, also in the float64 host path and for 3-D input."""
+    from jaxalign.ridge import pearson_r
+
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal((10, 3, 2)).astype(dtype)
+    f = rng.standard_normal((10, 3, 2)).astype(dtype)
+    y[:, 1, 0] = 0.4
+    f[:, 2, 1] = -7.3
+    r = np.asarray(pearson_r(y, f))
+    assert np.isnan(r[1, 0]) and np.isnan(r[2, 1])
+    assert np.isfinite(np.delete(r.ravel(), [2, 5])).all()

@@ -29,7 +29,8 @@ read_mne_raw, read_mne_epochs
 """
 
 from jaxalign.io._types import KINDS, MultipleChoice, Recording, Stimulus
-from jaxalign.io._tables import (
+from jaxalign.io._formats import read_columns
+from jaxalign.io._alice import (
     ALICE_DROPPED,
     ALICE_FIRST_SCAN,
     ALICE_PREDICTORS,
@@ -40,10 +41,8 @@ from jaxalign.io._tables import (
     read_alice_predictors,
     read_alice_regressors,
     read_alice_subject,
-    read_columns,
-    read_natural_stories,
-    sentence_ids_from_punctuation,
 )
+from jaxalign.io._natural_stories import read_natural_stories, sentence_ids_from_punctuation
 from jaxalign.io._textgrid import PAUSE_LABELS, read_alice_stimulus, read_textgrid, read_textgrid_tiers
 from jaxalign.io._harry_potter import read_harry_potter_fmri, read_harry_potter_meg, read_harry_potter_words
 from jaxalign.io._mc import read_multiple_choice, read_piqa, read_siqa

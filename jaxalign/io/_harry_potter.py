@@ -26,7 +26,7 @@ import numpy as np
 # the word -> TR rule and run trimming that timing uses too (one home, in _core:
 # io sits above timing in the data flow and does not import it)
 from jaxalign._core.runs import last_scan_before, trim_mask
-from jaxalign.io._tables import existing_dir, existing_file
+from jaxalign.io._formats import existing_dir, existing_file
 from jaxalign.io._types import Recording, Stimulus
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxalign.io._tables import existing_file, read_text
+from jaxalign.io._formats import existing_file, read_text
 from jaxalign.io._types import MultipleChoice
 
 __all__ = ["read_multiple_choice", "read_piqa", "read_siqa"]

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from jaxalign.io._tables import existing_file
+from jaxalign.io._formats import existing_file
 from jaxalign.io._types import Recording, Stimulus
 
 __all__ = ["read_mne_epochs", "read_mne_raw"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxalign.io._tables import existing_file
+from jaxalign.io._formats import existing_file
 from jaxalign.io._types import Recording
 
 __all__ = ["read_nifti", "targets_to_nifti"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxalign.io._tables import existing_dir, existing_file, find_one, read_text
+from jaxalign.io._formats import existing_dir, existing_file, find_one, read_text
 from jaxalign.io._types import Stimulus
 
 __all__ = ["PAUSE_LABELS", "read_alice_stimulus", "read_textgrid", "read_textgrid_tiers"]

@@ -128,7 +128,38 @@ def _host_shift(scoring, y_true, y_pred):
     return y - shift, f - (f.mean(axis=0) if scoring == "pearson" else shift)
 
 
+def _is_f64(a):
+    return isinstance(a, np.ndarray) and a.dtype == np.float64
+
+
+def _score64(scoring, y, f):
+    """The same scores in float64 numpy, for float64 host inputs (exact to
+    float64 rounding; the unit scaling keeps any finite scale in range)."""
+    n = y.shape[0]
+    yc, fc = y - y.mean(axis=0), f - f.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # constant columns exactly (a float64 mean of 0.4s is not exactly 0.4)
+        sy = np.where(np.ptp(y, axis=0) > 0, np.max(np.abs(yc), axis=0), 0.0)
+        sf = np.where(np.ptp(f, axis=0) > 0, np.max(np.abs(fc), axis=0), 0.0)
+        if scoring == "pearson":
+            yn = np.where(sy > 0, yc / np.where(sy > 0, sy, 1), 0.0)
+            fn = np.where(sf > 0, fc / np.where(sf > 0, sf, 1), 0.0)
+            den = np.sqrt(np.sum(yn * yn, axis=0)) * np.sqrt(np.sum(fn * fn, axis=0))
+            return np.where(den > 0, np.sum(yn * fn, axis=0) / np.where(den > 0, den, 1), np.nan)
+        res = y - f
+        s = np.where(sy > 0, sy, np.max(np.abs(res), axis=0))
+        s = np.where(s > 0, s, 1.0)
+        sse = np.sum(np.square(res / s), axis=0)
+        if scoring == "r2":
+            vt = np.sum(np.square(yc / s), axis=0)
+            return np.where(sy > 0, 1.0 - sse / np.where(sy > 0, vt, 1), np.nan)
+        return -sse * s * s / n
+
+
 def _score(scoring, y_true, y_pred):
+    if _is_f64(y_true) and _is_f64(y_pred) and y_true.shape == y_pred.shape and (
+            y_true.ndim >= 1 and y_true.shape[0] >= (1 if scoring == "neg_mse" else 2)):
+        return _score64(scoring, y_true, y_pred)
     y_true, y_pred = _host_shift(scoring, y_true, y_pred)
     y_true = jnp.asarray(y_true)
     y_pred = jnp.asarray(y_pred)
@@ -147,6 +178,9 @@ def _score(scoring, y_true, y_pred):
 
 def pearson_r(y_true, y_pred):
     """Pearson correlation per target (column); NaN for constant columns.
+
+    Float64 numpy inputs are scored in float64 on the host (float64 out);
+    anything else in float32 with JAX (jit, any device).
 
     Examples
     --------

@@ -1,0 +1,102 @@
+"""File formats every reader shares: existence checks that name the path,
+text decoding, numeric column files and tab-separated tables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["existing_dir", "existing_file", "find_one", "read_columns", "read_text"]
+
+# --------------------------------------------------------------------------
+# file helpers (shared by all readers)
+# --------------------------------------------------------------------------
+
+
+def existing_file(path, what: str = "file") -> Path:
+    """``Path(path)``, or FileNotFoundError naming the path when it is not a file."""
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    if p.is_dir():
+        raise FileNotFoundError(f"{what} expected at {p}, found a directory")
+    return p
+
+
+def existing_dir(path, what: str = "directory") -> Path:
+    """``Path(path)``, or FileNotFoundError naming the path when it is not a directory."""
+    p = Path(os.fspath(path)).expanduser()
+    if not p.is_dir():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    return p
+
+
+def find_one(folder: Path, pattern: str, what: str) -> Path:
+    """The single file in ``folder`` matching ``pattern`` (FileNotFoundError / ValueError otherwise)."""
+    hits = sorted(p for p in folder.glob(pattern) if p.is_file())
+    if not hits:
+        raise FileNotFoundError(f"no {what} ({pattern}) in {folder}")
+    if len(hits) > 1:
+        raise ValueError(f"several {what} files ({pattern}) in {folder}: {[h.name for h in hits]}; pass one path")
+    return hits[0]
+
+
+def read_text(path: Path) -> str:
+    """Decode a text file: UTF-16 with a BOM (Praat's choice for non-ASCII), else UTF-8, else Latin-1."""
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+# --------------------------------------------------------------------------
+# numeric column files
+# --------------------------------------------------------------------------
+
+
+def read_columns(path, *, n_columns: int | None = None, n_rows: int | None = None, comments: str = "#") -> np.ndarray:
+    """Read a whitespace-separated numeric text file into a float64 (n_rows, n_columns) array.
+
+    Parameters
+    ----------
+    path : str or Path
+    n_columns, n_rows : int, optional
+        Expected shape; a mismatch raises ValueError naming the file.
+    comments : str
+        Lines starting with this are skipped.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        For an empty file, rows of different lengths, non-numeric entries or
+        a shape other than the expected one.
+    """
+    p = existing_file(path, "column file")
+    rows = []
+    for lineno, line in enumerate(read_text(p).splitlines(), start=1):
+        s = line.strip()
+        if not s or (comments and s.startswith(comments)):
+            continue
+        try:
+            rows.append([float(x) for x in s.replace(",", " ").split()])
+        except ValueError:
+            raise ValueError(f"{p}: line {lineno} is not numeric: {s[:80]!r}") from None
+        if len(rows[-1]) != len(rows[0]):
+            raise ValueError(f"{p}: line {lineno} has {len(rows[-1])} columns, the first row has {len(rows[0])}")
+    if not rows:
+        raise ValueError(f"{p}: no numeric rows")
+    arr = np.asarray(rows, dtype=np.float64)
+    if n_columns is not None and arr.shape[1] != n_columns:
+        raise ValueError(f"{p}: expected {n_columns} columns, found {arr.shape[1]}")
+    if n_rows is not None and arr.shape[0] != n_rows:
+        raise ValueError(f"{p}: expected {n_rows} rows, found {arr.shape[0]}")
+    return arr
+
+
