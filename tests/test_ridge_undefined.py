@@ -113,3 +113,10 @@ def test_constant_columns_have_no_pearson_r(dtype):
     r = np.asarray(pearson_r(y, f))
     assert np.isnan(r[1, 0]) and np.isnan(r[2, 1])
     assert np.isfinite(np.delete(r.ravel(), [2, 5])).all()
+
+
+@pytest.mark.parametrize("alphas", ["abc", ["1", "x"], [1.0, None], {"a": 1}])
+def test_bad_alphas_name_the_argument(alphas):
+    X, Y = _data()
+    with pytest.raises(ValueError, match="alphas must be"):
+        ridge_cv(X, Y, alphas, 5)

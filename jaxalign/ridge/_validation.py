@@ -40,7 +40,14 @@ def check_targets(Y, n_samples: int, name: str = "Y") -> tuple[np.ndarray, bool]
 
 
 def check_alphas(alphas) -> np.ndarray:
-    a = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    if isinstance(alphas, (str, bytes)):
+        raise ValueError(f"alphas must be a sequence of positive numbers (e.g. "
+                         f"np.logspace(-2, 8, 11)), got the string {alphas!r}")
+    try:
+        a = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"alphas must be a sequence of positive numbers, got {alphas!r} "
+                         f"({err})") from None
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"alphas must be a non-empty 1-D sequence, got shape {a.shape}")
     if not np.isfinite(a).all() or (a <= 0).any():

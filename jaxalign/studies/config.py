@@ -69,8 +69,6 @@ import contextvars
 import hashlib
 import json
 import math
-import os
-import tempfile
 import tomllib
 import typing
 from pathlib import Path
@@ -89,6 +87,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from jaxalign._core.files import atomic_write_text
 
 __all__ = [
     "ConfigError",
@@ -952,21 +952,7 @@ class StudyConfig(_Section):
         path = Path(path)
         text = ("# jaxalign study config (StudyConfig.to_toml); every key: examples/alice.toml\n\n"
                 + tomli_w.dumps(self.to_dict()))
-        folder = path.resolve().parent
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        return path
+        return atomic_write_text(path, text)
 
     def updated(self, changes: dict) -> StudyConfig:
         """A new, validated config with ``changes`` (nested dicts) merged in.
