@@ -64,13 +64,13 @@ def _ridge(scoring):
     return run, ref, power
 
 
-def _ridge_x_scale():
+def _ridge_x_scale(dtype=np.float64):
     """X at extreme scales: penalties move with X^2, the answer must not."""
     X, Y = _problem(1)
     splits = check_cv(5, len(X))
 
     def run(s):
-        res = ridge_cv(X * s, Y, ALPHAS * s**2, 5)
+        res = ridge_cv((X * s).astype(dtype), Y, ALPHAS * s**2, 5)
         return {"cv": res.cv_scores, "alpha": res.best_alphas / s**2, "coef": res.coef * s}
 
     def ref():
@@ -177,6 +177,7 @@ CASES = {
     "ridge_cv r2": _ridge("r2"),
     "ridge_cv neg_mse": _ridge("neg_mse"),
     "ridge_cv X scale": _ridge_x_scale(),
+    "ridge_cv X scale float32": _ridge_x_scale(np.float32),
     "RidgeCV score/predict": _estimator(),
     "nested_cv": _nested(),
     "pearson_r r2_score neg_mse": _explicit_scores(),

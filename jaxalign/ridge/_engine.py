@@ -9,6 +9,7 @@ splits, a memory cap).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import jax
@@ -186,6 +187,8 @@ def _decompose(X, x_offset, splits, alphas, method, fit_intercept, precision, n_
     """
     n, p = X.shape[-2:]
     Xc = X - x_offset[..., None, :] if x_offset is not None else X
+    # scaled on the host in X's own dtype (float64 designs before float32 sees
+    # them; a float32 design stays float32: no float64 copy)
     Xj = jnp.asarray(Xc / x_scale if x_scale != 1.0 else Xc, jnp.float32)
     primal = method == "primal"
     full = spectral_basis(Xj, Xj[..., :1, :], method=method, fit_intercept=fit_intercept,
@@ -255,10 +258,19 @@ _F32_SAFE = 1e30
 _MAX_RELATIVE_PENALTY = 1e30
 
 
-def _design_scale(X, x_offset) -> float:
-    """Root mean square of the (centred) design over all layers, float64; 1 for zeros."""
-    Xc = X - x_offset[..., None, :] if x_offset is not None else X
-    ms = float(np.mean(np.square(Xc, dtype=np.float64)))
+def _design_scale(X, x_offset, rows=4096) -> float:
+    """Root mean square of the (centred) design over all layers, float64; 1 for zeros.
+
+    Accumulated over blocks of rows, so no float64 copy of a large design
+    (layers x samples x features) is made."""
+    total = 0.0
+    for start in range(0, X.shape[-2], rows):
+        block = np.asarray(X[..., start:start + rows, :], np.float64)
+        if x_offset is not None:
+            block = block - x_offset[..., None, :]
+        flat = block.reshape(-1)
+        total += float(np.dot(flat, flat))
+    ms = total / max(X.size, 1)
     return math.sqrt(ms) if ms > 0 and math.isfinite(ms) else 1.0
 
 
@@ -286,8 +298,6 @@ def _check_penalty_range(s2_full, alphas_s, alphas):
     (``alphas_s``: the penalties in the units of the scaled design)."""
     top = float(np.max(np.asarray(s2_full, np.float64)))
     if top > 0 and alphas_s.max() > _MAX_RELATIVE_PENALTY * top:
-        import warnings
-
         warnings.warn(
             f"alphas up to {alphas.max():.3g} exceed the design's largest eigenvalue "
             f"(in X's own units) by more than {_MAX_RELATIVE_PENALTY:.0e}: their "
@@ -302,8 +312,6 @@ def _warn_dropped(n_dropped, const, n_folds, scoring):
     validation truth, for Pearson and R^2), left out of their CV mean."""
     bad = (n_dropped > 0) & ~const
     if bad.any():
-        import warnings
-
         idx = np.flatnonzero(bad.reshape(-1, bad.shape[-1]).any(axis=0))
         warnings.warn(
             f"{idx.size} target(s) (first: {idx[:5].tolist()}) had validation folds where "
