@@ -74,7 +74,9 @@ column per array whose axes are among the unit's (broadcast where an array
 lacks one, e.g. a per-target ceiling), then the other labels, then ``key``)
 and ``.arrays`` (an ``xarray.Dataset`` over the named axes ``model, revision,
 layer, subject, window, fold, target``: the outer join of all units, NaN
-where a combination was not computed).
+where a combination was not computed; an array must have the same axes in
+every unit, so units with and without windows are loaded apart with
+``keys=``).
 """
 
 from __future__ import annotations
@@ -603,6 +605,15 @@ class Results:
         datasets = [_unit_dataset(u) for u in self.units]
         if not datasets:
             return xr.Dataset()
+        seen = {}  # xarray would broadcast a unit's array over an axis it lacks: refuse instead
+        for u, ds in zip(self.units, datasets):
+            for name, var in ds.data_vars.items():
+                key, dims = seen.setdefault(name, (u.key, set(var.dims)))
+                if set(var.dims) != dims:
+                    raise ValueError(
+                        f"array {name!r} has axes {sorted(dims)} in unit {key} but {sorted(var.dims)} in unit "
+                        f"{u.key} (e.g. units with and without windows): load them separately with "
+                        "load_results(root, keys=...); .table holds them all")
         try:
             ds = xr.merge(datasets, join="outer", compat="no_conflicts", combine_attrs="drop")
         except xr.MergeError as error:
