@@ -23,7 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["TMP_NAME", "atomic_write", "atomic_write_text", "host_tag", "remove_orphans", "writable_dir"]
+__all__ = [
+    "TMP_NAME",
+    "atomic_write",
+    "atomic_write_text",
+    "host_tag",
+    "pid_alive",
+    "remove_orphans",
+    "writable_dir",
+]
 
 #: What :func:`atomic_write` names its temporary files (host and pid of the writer).
 TMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
@@ -34,7 +42,8 @@ def host_tag() -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (True when it cannot tell)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -84,7 +93,7 @@ def remove_orphans(folder: str | os.PathLike) -> list[Path]:
     host, removed = host_tag(), []
     for tmp in Path(folder).glob(".*.tmp"):
         m = TMP_NAME.match(tmp.name)
-        if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
+        if m is None or m["host"] != host or pid_alive(int(m["pid"])):
             continue
         try:
             tmp.unlink()

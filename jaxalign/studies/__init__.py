@@ -4,11 +4,17 @@ config
     ``StudyConfig``: a whole study as one validated schema, the same in
     Python and in TOML (``StudyConfig.from_toml("examples/alice.toml")``);
     ``ConfigError`` lists every problem of a config, one line per key.
+store
+    ``ResultsStore``: one folder per study, one atomically written folder
+    per finished unit of work, claims with leases so several processes
+    share it; ``load_results(dir)`` reads it back as a tidy table
+    (``.table``) and labelled arrays (``.arrays``).
 alice
     Alice in Wonderland fMRI (Brennan et al. 2016): LM layers vs 6 language
     ROIs, nested ridge CV, group sign-flip tests (``jaxalign alice``).
 """
 
 from jaxalign.studies.config import ConfigError, StudyConfig
+from jaxalign.studies.store import ResultsStore, load_results
 
-__all__ = ["ConfigError", "StudyConfig"]
+__all__ = ["ConfigError", "ResultsStore", "StudyConfig", "load_results"]
