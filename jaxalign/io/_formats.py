@@ -3,12 +3,22 @@ text decoding, numeric column files and tab-separated tables."""
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["existing_dir", "existing_file", "find_one", "read_columns", "read_text"]
+__all__ = [
+    "existing_dir",
+    "existing_file",
+    "find_one",
+    "float_column",
+    "int_column",
+    "read_columns",
+    "read_text",
+    "read_tsv",
+]
 
 # --------------------------------------------------------------------------
 # file helpers (shared by all readers)
@@ -100,3 +110,56 @@ def read_columns(path, *, n_columns: int | None = None, n_rows: int | None = Non
     return arr
 
 
+# --------------------------------------------------------------------------
+# tab-separated tables with a header line
+# --------------------------------------------------------------------------
+
+
+def read_tsv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
+    """Header and data rows of a tab-separated table with a header line.
+
+    Blank lines are skipped. ValueError naming the file for an empty file, a
+    missing required column, a row with a different number of fields from
+    the header, or no data rows.
+    """
+    text = read_text(path)
+    reader = csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ValueError(f"{path}: empty file") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; found {header}")
+    rows = []
+    for lineno, row in enumerate(reader, start=2):
+        if not row or all(not c for c in row):
+            continue
+        if len(row) != len(header):
+            raise ValueError(f"{path}: line {lineno} has {len(row)} fields, the header has {len(header)}")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no data rows")
+    return header, rows
+
+
+def int_column(path, header, rows, name) -> np.ndarray:
+    """Column ``name`` of :func:`read_tsv`'s rows as int64 (ValueError naming the file otherwise)."""
+    j = header.index(name)
+    try:
+        return np.array([int(r[j]) for r in rows], dtype=np.int64)
+    except ValueError:
+        raise ValueError(f"{path}: column {name!r} must hold integers") from None
+
+
+def float_column(path, header, rows, name) -> np.ndarray:
+    """Column ``name`` as float64; empty, NA, NaN and n/a (BIDS) cells are NaN."""
+    j = header.index(name)
+    out = np.empty(len(rows))
+    for i, r in enumerate(rows):
+        v = r[j].strip()
+        try:
+            out[i] = np.nan if v in ("", "NA", "NaN", "nan", "n/a") else float(v)
+        except ValueError:
+            raise ValueError(f"{path}: column {name!r}, data row {i + 1}: not a number: {v!r}") from None
+    return out

@@ -3,14 +3,13 @@ sentence boundaries from punctuation."""
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from jaxalign.io._formats import existing_file, find_one, read_text
+from jaxalign.io._formats import existing_file, find_one, float_column, int_column, read_tsv
 from jaxalign.io._types import Recording, Stimulus
 
 __all__ = ["read_natural_stories", "sentence_ids_from_punctuation"]
@@ -55,48 +54,6 @@ def sentence_ids_from_punctuation(words, runs=None) -> np.ndarray:
             raise ValueError(f"runs has shape {runs.shape}, expected ({n},).")
         starts[1:] |= runs[1:] != runs[:-1]
     return np.cumsum(starts) - 1
-
-
-def _read_tsv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
-    text = read_text(path)
-    reader = csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ValueError(f"{path}: empty file") from None
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}; found {header}")
-    rows = []
-    for lineno, row in enumerate(reader, start=2):
-        if not row or all(not c for c in row):
-            continue
-        if len(row) != len(header):
-            raise ValueError(f"{path}: line {lineno} has {len(row)} fields, the header has {len(header)}")
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no data rows")
-    return header, rows
-
-
-def _int_column(path, header, rows, name) -> np.ndarray:
-    j = header.index(name)
-    try:
-        return np.array([int(r[j]) for r in rows], dtype=np.int64)
-    except ValueError:
-        raise ValueError(f"{path}: column {name!r} must hold integers") from None
-
-
-def _float_column(path, header, rows, name) -> np.ndarray:
-    j = header.index(name)
-    out = np.empty(len(rows))
-    for i, r in enumerate(rows):
-        v = r[j].strip()
-        try:
-            out[i] = np.nan if v in ("", "NA", "NaN", "nan") else float(v)
-        except ValueError:
-            raise ValueError(f"{path}: column {name!r}, data row {i + 1}: not a number: {v!r}") from None
-    return out
 
 
 def read_natural_stories(wordinfo, tokens=None) -> tuple[Stimulus, Recording]:
@@ -145,13 +102,13 @@ def read_natural_stories(wordinfo, tokens=None) -> tuple[Stimulus, Recording]:
             hits = sorted(folder.glob("all_stories*.tok"))
             tokens = hits[0] if len(hits) == 1 else None
     wp = existing_file(wp, "Natural Stories word-info file")
-    header, rows = _read_tsv(wp, ("word", "zone", "item", "meanItemRT"))
+    header, rows = read_tsv(wp, ("word", "zone", "item", "meanItemRT"))
     wj = header.index("word")
     words = np.array([r[wj] for r in rows], dtype=object)
-    zone = _int_column(wp, header, rows, "zone")
-    item = _int_column(wp, header, rows, "item")
+    zone = int_column(wp, header, rows, "zone")
+    item = int_column(wp, header, rows, "item")
     value_names = ["meanItemRT"] + [c for c in ("sdItemRT", "gmeanItemRT", "gsdItemRT", "nItem") if c in header]
-    values = np.column_stack([_float_column(wp, header, rows, c) for c in value_names])
+    values = np.column_stack([float_column(wp, header, rows, c) for c in value_names])
 
     order = np.lexsort((zone, item))
     words, zone, item, values = words[order], zone[order], item[order], values[order]
@@ -162,8 +119,8 @@ def read_natural_stories(wordinfo, tokens=None) -> tuple[Stimulus, Recording]:
     info = {"source": str(wp), "zone": zone}
     if tokens is not None:
         tp = existing_file(tokens, "Natural Stories token file")
-        th, trows = _read_tsv(tp, ("word", "zone", "item"))
-        tz, ti = _int_column(tp, th, trows, "zone"), _int_column(tp, th, trows, "item")
+        th, trows = read_tsv(tp, ("word", "zone", "item"))
+        tz, ti = int_column(tp, th, trows, "zone"), int_column(tp, th, trows, "item")
         tw = np.array([r[th.index("word")] for r in trows], dtype=object)
         torder = np.lexsort((tz, ti))
         tz, ti, tw = tz[torder], ti[torder], tw[torder]
