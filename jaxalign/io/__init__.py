@@ -16,6 +16,9 @@ read_alice_subject, list_alice_subjects, read_alice_regressors, read_alice_predi
     published predictors, aligned with the time-course rows.
 read_columns
     Whitespace-separated numeric text files.
+read_words_tsv, read_bids_events
+    Word timing tables: a words/onsets TSV (word, onset[, duration][, run])
+    and BIDS ``events.tsv`` (onset, duration, trial_type, a word column).
 read_natural_stories
     Natural Stories reading times in story order, with sentence ids.
 read_piqa, read_siqa, read_multiple_choice
@@ -42,6 +45,7 @@ from jaxalign.io._alice import (
     read_alice_regressors,
     read_alice_subject,
 )
+from jaxalign.io._events import read_bids_events, read_words_tsv
 from jaxalign.io._natural_stories import read_natural_stories, sentence_ids_from_punctuation
 from jaxalign.io._textgrid import PAUSE_LABELS, read_alice_stimulus, read_textgrid, read_textgrid_tiers
 from jaxalign.io._harry_potter import read_harry_potter_fmri, read_harry_potter_meg, read_harry_potter_words
@@ -66,6 +70,7 @@ __all__ = [
     "read_alice_regressors",
     "read_alice_stimulus",
     "read_alice_subject",
+    "read_bids_events",
     "read_columns",
     "read_harry_potter_fmri",
     "read_harry_potter_meg",
@@ -79,6 +84,7 @@ __all__ = [
     "read_siqa",
     "read_textgrid",
     "read_textgrid_tiers",
+    "read_words_tsv",
     "sentence_ids_from_punctuation",
     "targets_to_nifti",
 ]
