@@ -4,6 +4,11 @@ config
     ``StudyConfig``: a whole study as one validated schema, the same in
     Python and in TOML (``StudyConfig.from_toml("examples/alice.toml")``);
     ``ConfigError`` lists every problem of a config, one line per key.
+datasets
+    ``load_dataset(cfg)``: the ``[dataset]`` section read and checked into a
+    ``LoadedDataset`` (kind, stimulus, subject -> recording, features,
+    confounds, info), through one adapter per kind registered in
+    ``DATASETS``.
 store
     ``ResultsStore``: one folder per study, one atomically written folder
     per finished unit of work, claims with leases so several processes
@@ -15,6 +20,7 @@ alice
 """
 
 from jaxalign.studies.config import ConfigError, StudyConfig
+from jaxalign.studies.datasets import DATASETS, LoadedDataset, load_dataset
 from jaxalign.studies.store import ResultsStore, load_results
 
-__all__ = ["ConfigError", "ResultsStore", "StudyConfig", "load_results"]
+__all__ = ["ConfigError", "DATASETS", "LoadedDataset", "ResultsStore", "StudyConfig", "load_dataset", "load_results"]
