@@ -146,28 +146,28 @@ class _Paths:
 def _load_npy(key: str, path: Path, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise ValueError(f"{key}: {path} is not a plain numpy array ({what}; object arrays are refused: {error})") from None
-    except OSError as error:
-        raise ValueError(f"{key}: cannot read {path} as a .npy file ({what}: {error})") from None
+    except (ValueError, OSError) as error:  # not a .npy file, or an object (pickled) array
+        raise ValueError(f"{key}: cannot read {path} as a plain numeric .npy array ({what}; object arrays "
+                         f"are refused): {error}") from None
 
 
-def _scan_counts(stimulus: io.Stimulus, rec: io.Recording) -> dict[str, Any]:
+def _scan_counts(stimulus: io.Stimulus, times, runs=None, tr=None) -> dict[str, Any]:
     """Words at or before the first scan and after the last scan's TR ends (per run when both have runs)."""
     out = {"words_before_first_scan": 0, "words_after_last_scan": 0, "last_scan_end": None}
-    if stimulus.onsets is None or rec.times is None:
+    if stimulus.onsets is None or times is None:
         return out
-    if stimulus.runs is not None and rec.runs is not None:
-        groups = [(stimulus.runs == r, rec.runs == r) for r in np.unique(stimulus.runs)]
+    times = np.asarray(times, dtype=np.float64)
+    if stimulus.runs is not None and runs is not None:
+        groups = [(stimulus.runs == r, runs == r) for r in np.unique(stimulus.runs)]
     else:
-        groups = [(np.ones(len(stimulus), bool), np.ones(rec.n_samples, bool))]
+        groups = [(np.ones(len(stimulus), bool), np.ones(times.size, bool))]
     for words, scans in groups:
-        t = rec.times[scans]
+        t = times[scans]
         w = stimulus.onsets[words]
         if t.size == 0:  # a run with words and no scans: every word is outside the recording
             out["words_after_last_scan"] += int(w.size)
             continue
-        step = rec.tr if rec.tr is not None else (float(np.median(np.diff(t))) if t.size > 1 else 0.0)
+        step = tr if tr is not None else (float(np.median(np.diff(t))) if t.size > 1 else 0.0)
         end = float(t[-1]) + step
         out["words_before_first_scan"] += int(np.count_nonzero(w <= t[0]))
         out["words_after_last_scan"] += int(np.count_nonzero(w > end))
@@ -260,7 +260,7 @@ def _alice(cfg, paths: _Paths) -> LoadedDataset:
             raise ValueError(f"dataset.root: subject {sid} has {rec.n_samples} scans but {reg.n_samples} rows of "
                              f"regressors ({reg.info['source']})")
         recordings[sid], confounds[sid] = rec, reg.data
-        counts[sid] = _scan_counts(stimulus, rec)
+        counts[sid] = _scan_counts(stimulus, rec.times, rec.runs, rec.tr)
     if not recordings:
         raise ValueError(f"dataset.root: no usable Alice subject in {root / 'fmri' / cfg.roi_size} "
                          f"(skipped: {skipped})")
@@ -305,7 +305,7 @@ def _nifti(cfg, paths: _Paths) -> LoadedDataset:
                                runs=np.array([index[r] for r in stimulus.runs.tolist()], np.int64),
                                info={**stimulus.info, "run_labels": labels})
     subject = Path(cfg.images[0]).name.split(".")[0]
-    timing = _timing_info("dataset.words", stimulus, {subject: _scan_counts(stimulus, rec)})
+    timing = _timing_info("dataset.words", stimulus, {subject: _scan_counts(stimulus, rec.times, rec.runs, rec.tr)})
     info = _info(cfg, paths, run_labels=labels, shared_sampling=True, tr=rec.tr, **timing)
     return LoadedDataset("fmri", stimulus, {subject: rec}, info=info)
 
@@ -323,10 +323,15 @@ def _harry_potter_fmri(cfg, paths: _Paths) -> LoadedDataset:
             stim, rec = io.read_harry_potter_fmri(root, s)
         if stimulus is None:
             stimulus = stim
+            # the reader has checked these two: every scan of the session, trimmed ones included
+            full_times = np.load(root / "time_fmri.npy").astype(np.float64).ravel()
+            full_runs = np.load(root / "runs_fmri.npy").ravel()
         elif not _same_stimulus(stim, stimulus):
             raise ValueError(f"dataset.root: subject {s} reads a different stimulus from {cfg.subjects[0]} in {root}")
         recordings[s] = rec
-        counts[s] = _scan_counts(stimulus, rec)
+        # against every scan of the session: words in the run-edge scans trimmed from the array
+        # (20 + 15 per run) were heard while scanning and are the context of the next words
+        counts[s] = _scan_counts(stimulus, full_times, full_runs, rec.tr)
     info = _info(cfg, paths, shared_sampling=_shared_sampling(recordings),
                  **_timing_info("dataset.root", stimulus, counts))
     return LoadedDataset("fmri", stimulus, recordings, info=info)
