@@ -14,6 +14,10 @@ store
     per finished unit of work, claims with leases so several processes
     share it; ``load_results(dir)`` reads it back as a tidy table
     (``.table``) and labelled arrays (``.arrays``).
+encode
+    ``encode(stimulus, recording, model, layers, config=cfg)``: one fMRI
+    recording, LM layers (or given word features) -> held-out r, p and FDR
+    per layer x target, every step set by the config (``EncodeResult``).
 alice
     Alice in Wonderland fMRI (Brennan et al. 2016): LM layers vs 6 language
     ROIs, nested ridge CV, group sign-flip tests (``jaxalign alice``).
@@ -21,6 +25,8 @@ alice
 
 from jaxalign.studies.config import ConfigError, StudyConfig
 from jaxalign.studies.datasets import DATASETS, LoadedDataset, load_dataset
+from jaxalign.studies.encode import EncodeResult, encode
 from jaxalign.studies.store import ResultsStore, load_results
 
-__all__ = ["ConfigError", "DATASETS", "LoadedDataset", "ResultsStore", "StudyConfig", "load_dataset", "load_results"]
+__all__ = ["ConfigError", "DATASETS", "EncodeResult", "LoadedDataset", "ResultsStore", "StudyConfig", "encode",
+           "load_dataset", "load_results"]

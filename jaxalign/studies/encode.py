@@ -1,0 +1,288 @@
+"""``encode``: one stimulus, one fMRI recording, one encoding analysis, as a function call.
+
+The library entry point under the CLI (issue 11) for people who script::
+
+    from jaxalign import io, lm
+    from jaxalign.studies import StudyConfig, encode
+
+    model = lm.load(lm.packaged_model("SmolLM2-135M-Instruct"))     # (model, tokenizer)
+    cfg = StudyConfig.from_toml("study.toml")                        # or None: defaults
+    res = encode(stimulus, recording, model, layers=[0, 6, 12], config=cfg)
+    res.r, res.p_fdr, res.to_xarray()
+
+The config's sections decide every step, exactly as a study file would:
+``[features]`` (pooling, context) makes per-word hidden states of the
+``layers``; ``[timing]`` (fmri) averages (or Lanczos-resamples) them per TR
+at the recording's scan times, adds the FIR delays (never across runs),
+trims run edges and z-scores per run; ``[encoding]`` (ridge) fits the nested
+ridge CV with its outer/inner splitters, penalties and standardization;
+``[stats]`` tests each target with :func:`jaxalign.stats.cv_permutation_test`
+(the valid test of a nested-CV score on one recording) and corrects over all
+layers x targets with BH / BY FDR.
+
+fMRI only in this piece: MEG (per window), continuous and behavioural
+recordings are refused with a ValueError naming the recording's kind.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+from jaxalign.studies.config import StudyConfig
+
+__all__ = ["EncodeResult", "encode"]
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """Held-out scores and their tests, per layer x target.
+
+    Attributes
+    ----------
+    r : (n_layers, n_targets) mean over outer folds of the held-out Pearson r
+        (``nested_cv(...).fold_scores.mean(-2)``, the statistic
+        ``cv_permutation_test`` tests).
+    p, p_fdr : (n_layers, n_targets) permutation p-values and their FDR
+        adjustment over all layers x targets; None with stats test "none".
+    reject : (n_layers, n_targets) bool, ``p_fdr <= stats.fdr_alpha``; None
+        with stats test "none".
+    best_alphas : (n_layers, n_folds, n_targets) penalty chosen in each outer fold.
+    layers : tuple of the hidden-state indices (or the labels of given features).
+    target_names : tuple of str, the recording's target names.
+    settings : dict, the config sections used (for provenance) and their hash.
+    """
+
+    r: np.ndarray
+    p: np.ndarray | None
+    p_fdr: np.ndarray | None
+    reject: np.ndarray | None
+    best_alphas: np.ndarray
+    layers: tuple
+    target_names: tuple
+    settings: dict
+
+    def to_xarray(self):
+        """An ``xarray.Dataset`` with dims (layer, target) (and fold for ``best_alphas``).
+
+        ``settings`` is kept as JSON text in ``attrs["settings"]`` (netCDF
+        attributes cannot hold nested dicts).
+        """
+        import xarray as xr
+
+        dims = ("layer", "target")
+        data = {"r": (dims, self.r)}
+        for name in ("p", "p_fdr", "reject"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = (dims, value)
+        data["best_alphas"] = (("layer", "fold", "target"), self.best_alphas)
+        coords = {"layer": list(self.layers), "target": list(self.target_names),
+                  "fold": np.arange(self.best_alphas.shape[1])}
+        return xr.Dataset(data, coords=coords, attrs={"settings": json.dumps(self.settings, sort_keys=True)})
+
+
+def _default_config() -> StudyConfig:
+    # one recording: the per-target refitted permutation test, not the group sign flip;
+    # no fold-wise target cleaning (encode fits none), the drift removed on the whole series
+    return StudyConfig().updated({"stats": {"test": "cv_permutation"},
+                                  "encoding": {"confound_fit": "whole_series"}})
+
+
+def _check_config(cfg: StudyConfig) -> None:
+    if not isinstance(cfg, StudyConfig):
+        raise TypeError(f"config must be a StudyConfig or None, got {type(cfg).__name__}")
+    if cfg.timing.kind != "fmri":
+        raise ValueError(f"timing.kind: encode handles fMRI only (timing 'fmri'), the config has "
+                         f"{cfg.timing.kind!r}")
+    if cfg.encoding.method != "ridge":
+        raise ValueError(f"encoding.method: encode fits ridge only, the config has {cfg.encoding.method!r}")
+    enc = cfg.encoding
+    if enc.confounds:
+        raise ValueError(f"encoding.confounds: encode takes no confound regressors yet, the config names "
+                         f"{enc.confounds} (remove them, or regress them out of the recording first)")
+    if enc.detrend != "none" and enc.confound_fit == "train":
+        raise ValueError("encoding.confound_fit: detrending inside each outer training set is not done by "
+                         "encode yet; set confound_fit = 'whole_series' (drift removed per run on the whole "
+                         "series) or detrend = 'none'")
+    if cfg.features.baseline != "none" or cfg.features.control != "none":
+        raise ValueError("features.baseline / features.control: encode fits the given layers only; set both "
+                         "to 'none'")
+    test = cfg.stats.test
+    if test not in ("cv_permutation", "none"):
+        raise ValueError(f"stats.test: {test!r} is a group-level test over several subjects' scores; one "
+                         "recording is tested with 'cv_permutation' (or 'none' for r only)")
+
+
+def _layer_list(layers):
+    try:
+        return [operator.index(x) for x in layers]
+    except TypeError:
+        raise TypeError(f"layers must be a sequence of integers, got {layers!r}") from None
+
+
+def _design(per_word, stimulus, recording, timing_cfg, runs):
+    """(L, n_words, dim) word features -> (L, n_trs, n_delays * dim) at the scans, delayed within runs."""
+    from jaxalign import timing
+
+    if timing_cfg.method == "lanczos":
+        X = timing.lanczos_resample(per_word, stimulus.onsets, recording.times,
+                                    window=timing_cfg.lanczos_window or 3, cutoff=timing_cfg.lanczos_cutoff)
+    else:
+        X = timing.average_per_tr(per_word, stimulus.onsets, recording.times)
+    X = timing.fir_delays(X, timing_cfg.delays, runs, axis=-2)
+    return X
+
+
+def encode(stimulus, recording, model=None, layers=None, *, features=None, config=None,
+           progress=False) -> EncodeResult:
+    """Fit and test an encoding model of one fMRI recording from LM layers, as a study config says.
+
+    fMRI only: ``recording.kind`` must be "fmri" (targets sampled at scan
+    times ``recording.times``, optional ``recording.runs``); MEG per window,
+    continuous and behavioural recordings raise a ValueError for now.
+
+    Parameters
+    ----------
+    stimulus : io.Stimulus with ``onsets`` on the recording's clock.
+    recording : io.Recording of kind "fmri", (n_trs, n_targets).
+    model : (model, tokenizer) as returned by ``jaxalign.lm.load``; the
+        ``[features]`` section (hidden_states: pooling, context,
+        context_size, max_length) makes the per-word features. None when
+        ``features`` is given.
+    layers : hidden-state indices (0 = embeddings, negative from the end);
+        None = the config's ``layers``. With ``features``: labels of its
+        layers (default 0, 1, ...).
+    features : (n_layers, n_words, dim) per-word features instead of a model.
+    config : StudyConfig, or None for the defaults with stats test
+        "cv_permutation" and confound_fit "whole_series" (one recording).
+        Its ``[timing]`` must be "fmri", ``[encoding]`` ridge, ``[stats]``
+        test "cv_permutation" or "none".
+    progress : progress bars of the feature extraction and the permutations.
+
+    Returns
+    -------
+    EncodeResult (``.to_xarray()`` for a labelled Dataset).
+
+    Raises
+    ------
+    ValueError
+        Before any fit: a recording that is not fMRI, stimulus without onsets,
+        a layer beyond the model (``layers: ...``), features whose word count
+        does not match the stimulus, non-finite features, a recording with
+        fewer samples than outer folds, settings encode does not support.
+    """
+    from jaxalign import io, ridge, stats, timing
+
+    cfg = _default_config() if config is None else config
+    if not isinstance(recording, io.Recording):
+        raise TypeError(f"recording must be an io.Recording, got {type(recording).__name__}")
+    if not isinstance(stimulus, io.Stimulus):
+        raise TypeError(f"stimulus must be an io.Stimulus, got {type(stimulus).__name__}")
+    if recording.kind != "fmri":
+        raise ValueError(f"encode handles fMRI recordings only; this recording is of kind {recording.kind!r} "
+                         "(MEG per window and behaviour are not done by encode yet)")
+    if recording.data.ndim != 2:
+        raise ValueError(f"the fMRI recording must be (n_trs, n_targets), got shape {recording.data.shape}")
+    if stimulus.onsets is None:
+        raise ValueError("stimulus has no onsets: fMRI features are placed at the scans by word onset")
+    _check_config(cfg)
+    enc, tcfg, scfg = cfg.encoding, cfg.timing, cfg.stats
+
+    n_trs, n_targets = recording.data.shape
+    runs = np.zeros(n_trs, np.int64) if recording.runs is None else np.asarray(recording.runs)
+    keep = timing.trim_mask(runs, tcfg.trim_start, tcfg.trim_end)
+    n = int(keep.sum())
+    groups = runs[keep]
+    if enc.outer.kind == "group":
+        n_groups = len(np.unique(groups))
+        need = enc.outer.effective_n_splits or 2
+        if n_groups < need:
+            raise ValueError(f"encoding.outer: group folds need >= {need} runs, the recording has {n_groups}")
+    n_folds = enc.outer.effective_n_splits
+    if n_folds is not None and enc.outer.kind != "shuffle" and n < n_folds:
+        raise ValueError(f"the recording has {n} samples (after trimming), fewer than the "
+                         f"{n_folds} outer folds (encoding.outer.n_splits)")
+
+    # ------------------------------------------------------ features, checked
+    if (model is None) == (features is None):
+        raise ValueError("give exactly one of model (a (model, tokenizer) pair) and features")
+    if features is not None:
+        per_word = np.asarray(features)
+        if per_word.ndim != 3:
+            raise ValueError(f"features must be (n_layers, n_words, dim), got shape {per_word.shape}")
+        if per_word.shape[1] != len(stimulus):
+            raise ValueError(f"features have {per_word.shape[1]} words, the stimulus has {len(stimulus)}")
+        labels = list(range(per_word.shape[0])) if layers is None else _layer_list(layers)
+        if len(labels) != per_word.shape[0]:
+            raise ValueError(f"layers has {len(labels)} labels for {per_word.shape[0]} feature layers")
+        source = {"features": "given", "shape": list(per_word.shape)}
+    else:
+        from jaxalign import features as feats
+        from jaxalign import lm
+
+        try:
+            lm_model, tokenizer = model
+        except (TypeError, ValueError):
+            raise TypeError("model must be the (model, tokenizer) pair returned by jaxalign.lm.load") from None
+        fcfg = cfg.features
+        if fcfg.kind != "hidden_states":
+            raise ValueError(f"features.kind: encode uses hidden states, the config has {fcfg.kind!r}")
+        n_layers = lm.model_facts(lm_model).n_states - 1
+        chosen = cfg if layers is None else cfg.updated({"layers": _layer_list(layers)})
+        labels = chosen.resolved_layers(n_layers)
+        per_word = np.asarray(feats.word_features(
+            lm_model, tokenizer, list(stimulus.words), pooling=fcfg.pooling, context=fcfg.context,
+            layers=labels, context_size=fcfg.context_size, min_context=fcfg.min_context,
+            max_length=fcfg.max_length, progress=progress))
+        source = {"features": fcfg._canonical(), "model": type(lm_model).__name__, "n_model_layers": n_layers}
+    bad = ~np.isfinite(per_word).all(axis=(0, 2))
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} word(s) have non-finite features (e.g. words skipped by "
+                         "min_context): they cannot be averaged into TRs")
+
+    # ------------------------------------------------------ design and targets
+    X = _design(per_word, stimulus, recording, tcfg, runs)[:, keep]
+    X = timing.zscore_per_run(X, groups, axis=-2)
+    Y = np.asarray(recording.data, np.float64)
+    if enc.detrend != "none":
+        Y = timing.detrend(Y, runs, kind=enc.detrend, order=enc.detrend_order)
+    Y = timing.zscore_per_run(Y[keep], groups)
+
+    alphas = enc.alpha_grid()
+    outer, inner = enc.outer_splitter(), enc.inner_splitter()
+    use_groups = groups if "group" in (enc.outer.kind, enc.inner.kind) else None
+    common = dict(groups=use_groups, fit_intercept=enc.fit_intercept, standardize=enc.standardize_arg)
+    res = ridge.nested_cv(X, Y, alphas, outer, inner, scoring=enc.scoring, **common)
+    r = np.asarray(res.fold_scores, np.float64).mean(axis=-2)
+    best = np.asarray(res.best_alphas, np.float64)
+
+    p = p_fdr = reject = None
+    if scfg.test == "cv_permutation":
+        if enc.scoring != "pearson":
+            raise ValueError(f"stats.test 'cv_permutation' tests the held-out Pearson r; encoding.scoring is "
+                             f"{enc.scoring!r}")
+        perm = stats.cv_permutation_test(
+            X, Y, alphas, outer, inner, n_permutations=scfg.n_permutations, scheme=scfg.effective_scheme,
+            block_size=scfg.block_size, alternative=scfg.alternative, seed=scfg.seed, tail=scfg.tail_arg,
+            progress=progress, **common)
+        p = np.asarray(perm.p, np.float64)
+        reject, p_fdr = stats.fdr_correction(p, alpha=scfg.fdr_alpha, method=scfg.fdr)
+        reject, p_fdr = np.asarray(reject, bool), np.asarray(p_fdr, np.float64)
+
+    names = recording.target_names or tuple(str(i) for i in range(n_targets))
+    settings = {
+        "source": source,
+        "layers": list(labels),
+        "timing": tcfg._canonical(),
+        "encoding": enc._canonical(),
+        "stats": scfg._canonical(),
+        "settings_hash": cfg.hash_settings("features", "timing", "encoding", "stats"),
+        "n_samples": n,
+        "n_words": len(stimulus),
+    }
+    return EncodeResult(r=r, p=p, p_fdr=p_fdr, reject=reject, best_alphas=best, layers=tuple(labels),
+                        target_names=tuple(names), settings=settings)

