@@ -13,6 +13,14 @@ that would have been compiled.
 ``enable_compilation_cache()`` turns it on; the ``jaxalign`` command calls it
 first thing. Where the cache lives:
 
+- on a CPU backend only when asked for (``$JAXALIGN_COMPILE_CACHE`` set to a
+  folder, or ``path=`` given): jaxlib's CPU loader logs an error with a
+  "could lead to SIGILL" warning for every cached program it reads, because
+  its host feature list omits tuning features (``+prefer-no-gather``) that
+  the compiled program records. Harmless, but 14 such lines on a second
+  ``jaxalign alice`` run (measured 2026-12-01, jax 0.10.1) would alarm
+  anyone, for ~5 s saved;
+
 - ``$JAXALIGN_COMPILE_CACHE`` if set: a folder, or ``off`` (also ``0``,
   ``false``, ``no``, ``none`` or empty) to disable it;
 - else ``$XDG_CACHE_HOME/jaxalign/xla`` (``~/.cache/jaxalign/xla``).
@@ -66,6 +74,8 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, min_compile_
     folder = default_cache_dir() if path is None else Path(path).expanduser()
     if folder is None:
         return None
+    if path is None and os.environ.get(ENV) is None and jax.default_backend() == "cpu":
+        return None  # not by default on CPU (see the module docstring)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK):

@@ -61,6 +61,19 @@ def test_off_and_user_choice_and_default_location(tmp_path, monkeypatch):
     assert Path(folder) == mine and not (tmp_path / "other").exists()
 
 
+def test_not_by_default_on_cpu(tmp_path):
+    """On CPU the cache is on only when asked for: jaxlib's CPU loader logs a
+    scary error for every cached program it reads (see _compile_cache)."""
+    code = "import jaxalign; print(jaxalign.enable_compilation_cache())"
+    env = {"XDG_CACHE_HOME": str(tmp_path / "c")}
+    assert _python(code, env, tmp_path) == ["None"]
+    assert not (tmp_path / "c").exists()
+    asked = tmp_path / "asked"
+    assert _python(code, {**env, _compile_cache.ENV: str(asked)}, tmp_path) == [str(asked)]
+    code_path = f"import jaxalign; print(jaxalign.enable_compilation_cache({str(asked / 'p')!r}))"
+    assert _python(code_path, env, tmp_path) == [str(asked / "p")]
+
+
 def test_unusable_folder_warns_and_runs_without(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
