@@ -3,7 +3,6 @@
 import json
 import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +10,7 @@ import pytest
 from jaxalign import io
 from jaxalign.timing import trim_mask
 
-# real data lives beside the project: <project root>/../shared/data
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def need(*parts):
-    p = DATA.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"real data not found at {p} (the shared data folder sits beside the project root)")
-    return p
+from _shared_data import need  # real data beside the project, read in place
 
 
 # --------------------------------------------------------------------------

@@ -7,7 +7,6 @@ key at fault and the path. No language model is loaded.
 """
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +16,7 @@ from jaxalign.studies import DATASETS, LoadedDataset, StudyConfig, load_dataset
 from jaxalign.studies.config import DATASET_KINDS
 from jaxalign.studies.datasets import GROUP
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def need(*parts):
-    p = DATA.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"real data not found at {p} (the shared data folder sits beside the project root)")
-    return p
+from _shared_data import need  # real data beside the project, read in place
 
 
 def ds(kind, **fields):
