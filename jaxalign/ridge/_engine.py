@@ -293,9 +293,11 @@ def _target_scales(Yb, fit_intercept):
     return (Yc / scale).astype(np.float32), shift, scale
 
 
-def _check_penalty_range(s2_full, alphas_s, alphas):
-    """Warn when penalties are so large that coefficients underflow float32
-    (``alphas_s``: the penalties in the units of the scaled design)."""
+def _limit_penalties(s2_full, alphas_s, alphas):
+    """``alphas_s`` (the penalties in the units of the scaled design) at most
+    ``_MAX_RELATIVE_PENALTY`` x the design's largest eigenvalue, with a
+    warning when that clips: beyond it coefficients underflow float32 (and
+    1e45 is no float32)."""
     top = float(np.max(np.asarray(s2_full, np.float64)))
     if top > 0 and alphas_s.max() > _MAX_RELATIVE_PENALTY * top:
         warnings.warn(
@@ -305,6 +307,7 @@ def _check_penalty_range(s2_full, alphas_s, alphas):
             "nearer the spectrum (e.g. np.logspace(-2, 8, 11) for z-scored features)",
             UserWarning, stacklevel=3,
         )
+    return np.minimum(alphas_s, _MAX_RELATIVE_PENALTY * max(top, 1e-30))
 
 
 def _warn_dropped(n_dropped, const, n_folds, scoring):
@@ -432,11 +435,7 @@ def ridge_cv(
     plans, full, XT, idx, precision = _decompose(X, x_offset, splits, alphas_s, method,
                                                  fit_intercept, precision, n_targets * L,
                                                  x_scale=x_scale)
-    _check_penalty_range(full.s2, alphas_s, alphas)
-    # at most _MAX_RELATIVE_PENALTY x the spectrum (warned): beyond it float32
-    # holds no prediction anyway, and 1e45 is no float32
-    top = float(np.max(np.asarray(full.s2, np.float64)))
-    alphas_s = np.minimum(alphas_s, _MAX_RELATIVE_PENALTY * max(top, 1e-30))
+    alphas_s = _limit_penalties(full.s2, alphas_s, alphas)
     shared_folds = sum(plan.K is not None for plan in plans)
     plans, direct, sweep_kind = _plan_sweeps(plans, alphas_s, penalty_sweep, devs[0].platform,
                                              n_targets)
