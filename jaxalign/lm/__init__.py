@@ -16,12 +16,15 @@ the model's maximum sequence length), a ``Model`` whose call returns
 ``LMOutput(hidden_states, logits)``, ``load_state``, an explicit
 checkpoint-name table, ``Config.causal`` (the attention mask kind), and ``SHARDING``, the axis each weight matrix is split
 along over devices; ``MODEL_TYPES`` maps Hugging Face ``model_type`` to them.
+``inspect(name_or_path, revision)`` locates a model and reads its config
+(type, layer count, files) without loading a weight.
 ``is_causal(model)``, ``max_length(model)`` and ``model_facts(model)`` answer
 what ``features`` needs to know about any model.
 """
 
 from jaxalign.lm._common import LMOutput
 from jaxalign.lm._facts import ModelFacts, is_causal, max_length, model_facts
+from jaxalign.lm._inspect import ModelSource, inspect
 from jaxalign.lm._load import build_model, hidden_states, load, read_checkpoint, resolve
 from jaxalign.lm._packaged import PACKAGED_MODELS, package_dir, packaged_model
 from jaxalign.lm._registry import MODEL_TYPES
@@ -30,9 +33,11 @@ __all__ = [
     "LMOutput",
     "MODEL_TYPES",
     "ModelFacts",
+    "ModelSource",
     "PACKAGED_MODELS",
     "build_model",
     "hidden_states",
+    "inspect",
     "is_causal",
     "load",
     "max_length",

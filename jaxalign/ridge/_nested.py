@@ -70,6 +70,23 @@ def _score(scoring, y, pred):
     return np.asarray(_SCORERS[scoring](y, pred))
 
 
+def _fold_targets(fn, Y, train, test):
+    """Call the ``fold_targets`` hook and check what it returns (shapes, finite values)."""
+    out = fn(Y, train, test)
+    try:
+        Y_train, Y_test = out
+    except (TypeError, ValueError):
+        raise ValueError(f"fold_targets must return (Y_train, Y_test), got {type(out).__name__}") from None
+    Y_train, Y_test = np.asarray(Y_train), np.asarray(Y_test)
+    for name, a, rows in (("Y_train", Y_train, len(train)), ("Y_test", Y_test, len(test))):
+        if a.shape != (rows, Y.shape[1]):
+            raise ValueError(f"fold_targets returned {name} of shape {a.shape}, expected {(rows, Y.shape[1])}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"fold_targets returned non-finite values in {name}")
+    dtype = Y.dtype if Y.dtype in (np.float32, np.float64) else np.float32
+    return Y_train.astype(dtype, copy=False), Y_test.astype(dtype, copy=False)
+
+
 def nested_cv(
     X,
     Y,
@@ -81,6 +98,8 @@ def nested_cv(
     scoring: str = "pearson",
     fit_intercept: bool = False,
     standardize: str | None = None,
+    fold_targets=None,
+    on_fold=None,
     **engine_kwargs,
 ) -> NestedCVResult:
     """Held-out predictions with penalties chosen by an inner CV.
@@ -113,6 +132,16 @@ def nested_cv(
         these fold offsets: on the Alice fMRI data, random features scored a
         held-out r of about 0.15 that way. ``"separate"`` removes every fold
         offset; ``fold_scores`` are immune either way.
+    fold_targets : callable ``(Y, train, test) -> (Y_train, Y_test)``, optional
+        Per-fold preprocessing of the targets, applied in every outer fold
+        before ``standardize``: e.g. confound regression and detrending
+        fitted on the training rows only and applied to both (the default is
+        plain row selection, ``Y[train], Y[test]``). It must return arrays
+        of shapes ``(len(train), T)`` and ``(len(test), T)`` and treat the
+        columns of ``Y`` independently (the refitted permutation test calls
+        it on permuted copies of the targets side by side).
+    on_fold : callable ``(k, n_folds)``, optional
+        Called after outer fold ``k`` (1-based) is done (progress bars).
     **engine_kwargs : forwarded to :func:`ridge_cv` (memory_budget, devices...)
 
     Examples
@@ -140,12 +169,18 @@ def nested_cv(
     out_dtype = np.float64 if Y.dtype == np.float64 else np.float32
     preds = np.full(lead + (n, T), np.nan, out_dtype) if partition else None
     fold_scores = np.empty(lead + (len(outer), T), np.float64 if scoring == "neg_mse" else np.float32)
-    y_std = np.empty((n, T), np.float32) if (standardize is not None and preds is not None) else None
+    # the targets as scored (standardized and / or preprocessed per fold), for ``scores``
+    y_dtype = np.float32 if standardize is not None else out_dtype
+    y_std = np.empty((n, T), y_dtype) if ((standardize is not None or fold_targets is not None)
+                                          and preds is not None) else None
     best_alphas = np.empty(lead + (len(outer), T), np.float64)
     for k, (train, test) in enumerate(outer):
         inner_groups = None if groups is None else np.asarray(groups)[train]
         X_train, X_test = X[..., train, :], X[..., test, :]
-        Y_train, Y_test = Y[train], Y[test]
+        if fold_targets is None:
+            Y_train, Y_test = Y[train], Y[test]
+        else:
+            Y_train, Y_test = _fold_targets(fold_targets, Y, train, test)
         if standardize is not None:
             X_train, X_test = _standardize(X_train, X_test, standardize)
             Y_train, Y_test = _standardize(Y_train, Y_test, standardize)
@@ -159,7 +194,7 @@ def nested_cv(
         pred += res.intercept[..., None, :]
         best_alphas[..., k, :] = res.best_alphas
         y_test = np.asarray(Y_test)
-        if standardize is not None and preds is not None:
+        if y_std is not None:
             y_std[test] = y_test
         if len(test) < 2 and scoring != "neg_mse":  # r and R^2 need 2 samples: NaN, not 0
             fold_scores[..., k, :] = np.nan
@@ -169,9 +204,11 @@ def nested_cv(
             )
         if preds is not None:
             preds[..., test, :] = pred
+        if on_fold is not None:
+            on_fold(k + 1, len(outer))
     scores = None
     if preds is not None:
-        y = Y if standardize is None else y_std
+        y = Y if y_std is None else y_std
         scores = _score(scoring, y, preds) if not layered else np.stack(
             [_score(scoring, y, pl) for pl in preds]
         )

@@ -18,6 +18,9 @@ trim_runs, trim_mask
     Drop the first/last samples of every run.
 zscore_per_run, detrend
     Per-run z-score; polynomial or DCT drift removal.
+nuisance_design, fold_residualizer
+    Drift + confound regression as a design, fitted on each outer CV fold's
+    training rows only (the ``fold_targets`` hook of ``ridge.nested_cv``).
 
 MEG
 ---
@@ -29,14 +32,17 @@ onset_impulses, sample_delays
 
 from jaxalign.timing._fmri import average_per_tr, lanczos_kernel, lanczos_resample, words_to_trs
 from jaxalign.timing._meg import onset_impulses, sample_delays, window_edges, word_locked_windows
+from jaxalign.timing._nuisance import fold_residualizer, nuisance_design
 from jaxalign.timing._preprocess import detrend, fir_delays, run_segments, trim_mask, trim_runs, zscore_per_run
 
 __all__ = [
     "average_per_tr",
     "detrend",
     "fir_delays",
+    "fold_residualizer",
     "lanczos_kernel",
     "lanczos_resample",
+    "nuisance_design",
     "onset_impulses",
     "run_segments",
     "sample_delays",

@@ -1,0 +1,838 @@
+"""The study runner: one config -> a resumable sweep of units -> a results store, tables and figures.
+
+``run_study(cfg, out=...)`` (``jaxalign run study.toml --out DIR``) executes a
+:class:`~jaxalign.studies.config.StudyConfig` in four stages:
+
+1. **Check everything that can fail, before any work.** The output folder
+   is writable; the dataset is read and checked (``load_dataset``); every
+   model and revision is located locally and its config read without
+   loading a weight (``lm.inspect``): a revision missing from the cache, an
+   unsupported architecture or a layer beyond the model fails here, naming
+   the config key.
+2. **Plan units of work**, each keyed by a content hash of everything that
+   determines it:
+
+   * features: one per (model, revision), the per-word hidden states of all
+     requested layers, cached in ``<out>/cache/features/`` under a key made
+     of the weight files' hashes, the dtype, the ``[features]`` settings,
+     the layers and the words. A unit whose features are cached never loads
+     the model.
+   * fits: one per (model, revision) x recording group: all layers fitted
+     together (one vmapped nested ridge CV over ``(layers, n, p)``) and all
+     subjects that share a stimulus and sampling (``info["shared_sampling"]``)
+     fitted as one multi-target problem; subjects with their own sampling
+     get a unit each. The baseline (word rate) and the random control are
+     units of their own. A per-target test (``stats.test =
+     "cv_permutation"``) runs inside the fit unit.
+   * group statistics: with ``stats.test = "sign_flip"``, one unit per
+     feature set with ``subject = "group"``: the mean r over subjects, its
+     SEM, the one-sided sign-flip p over subjects and BH/BY FDR over every
+     feature set x target of the study (and the test against the baseline,
+     on the paired differences). They depend on every fit unit.
+
+3. **Execute** units not yet in the store (``ResultsStore``): each is claimed
+   (a lease file; processes sharing the store split the work and take over a
+   dead process's units), computed and written atomically as soon as it
+   finishes. A run killed with ``kill -9`` resumes where it stopped;
+   changing a setting recomputes only the units whose key it enters.
+4. **Report**: ``results.csv`` (and ``.parquet``), ``results.json`` (the
+   group table, settings, versions), the config as run (``study.toml``) and
+   the figures of :mod:`jaxalign.studies.report` when it is installed.
+
+Targets are cleaned as ``[encoding]`` says: drift (``detrend``) and
+``confounds`` regressed out either inside every outer fold, fitted on its
+training rows only (``confound_fit = "train"``, the default:
+``timing.fold_residualizer`` as the ``fold_targets`` hook of
+``ridge.nested_cv``), or once on the whole series (``"whole_series"``, the
+convention of the original Alice analysis).
+
+What runs today: fMRI datasets (alice, nifti, harry_potter_fmri) and the
+"arrays" dataset, with stats tests sign_flip, cv_permutation and none.
+MEG/continuous recordings, reading times and noise ceilings are refused
+with an error naming the config key (they come next).
+
+Progress goes to stderr through tqdm bars (units, then the stages inside a
+unit: feature extraction, outer folds, permutations); ``quiet=True`` turns
+them off. Library messages go through ``logging`` (logger
+``jaxalign.studies.runner``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jaxalign._core import seeds
+from jaxalign._core.files import atomic_write, atomic_write_text, writable_dir
+from jaxalign.studies.config import ConfigError, StudyConfig, settings_hash
+from jaxalign.studies.datasets import GROUP, LoadedDataset, load_dataset
+from jaxalign.studies.store import ResultsStore, load_results
+
+__all__ = ["RunSummary", "format_summary", "plan_study", "run_study"]
+
+log = logging.getLogger(__name__)
+
+#: Bumped when what a unit computes changes (part of every key).
+RUNNER_FORMAT = 1
+BASELINE_MODEL = "word rate"
+CONTROL_MODEL = "random vectors"
+NO_REVISION = "-"
+# the named random stream of the control vectors: the one jaxalign.studies.alice
+# draws from, so that the runner reproduces that study's table row for row
+CONTROL_STREAM = "alice random control"
+_MOTION = ("rp_x", "rp_y", "rp_z", "rp_pitch", "rp_roll", "rp_yaw")
+_WAIT_S = 2.0
+
+
+# ---------------------------------------------------------------- planning
+
+
+@dataclass
+class _ModelRun:
+    """One (model, revision): where its weights are and what keys its features."""
+
+    label: str
+    revision: str
+    source: object  # lm.ModelSource
+    dtype: str
+    layers: list[int]
+    features_key: str = ""
+
+
+@dataclass
+class _FitUnit:
+    key: str
+    feature_set: str  # model | baseline | control
+    model: str
+    revision: str
+    layers: list[int]
+    subjects: list[str]
+    run: _ModelRun | None = None  # feature_set "model" (and "control": the shape it copies)
+
+
+@dataclass
+class _Plan:
+    cfg: StudyConfig
+    out: Path
+    dataset: LoadedDataset
+    models: list[_ModelRun]
+    groups: list[list[str]]  # subjects fitted together
+    fits: list[_FitUnit]
+    group_keys: dict = field(default_factory=dict)  # (model, revision) -> key of the group unit
+
+
+def _sha256_file(path: Path, memo: dict) -> str:
+    st = path.stat()
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    if ident in memo:
+        return memo[ident]
+    target = Path(os.path.realpath(path))
+    # a Hugging Face cache blob is named by its content hash already
+    if target.parent.name == "blobs" and len(target.name) == 64:
+        digest = target.name
+    else:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+    memo[ident] = digest
+    return digest
+
+
+def _weights_fingerprint(source, cache_dir: Path) -> str:
+    """sha256 over the model's files (names and contents), memoized by path, size and mtime."""
+    memo_path = cache_dir / "file_hashes.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    before = dict(memo)
+    parts = {p.name: _sha256_file(p, memo) for p in source.files}
+    if memo != before:
+        atomic_write_text(memo_path, json.dumps(memo, indent=1, sort_keys=True))
+    return settings_hash(parts)
+
+
+def _model_path(spec, cfg: StudyConfig) -> str:
+    from jaxalign import lm
+
+    if spec.packaged is not None:
+        return str(lm.packaged_model(spec.packaged))
+    if spec.path is not None:
+        return str(cfg.resolve_path(spec.path))
+    return spec.hub
+
+
+def _resolve_models(cfg: StudyConfig, cache_dir: Path) -> list[_ModelRun]:
+    """Every (model, revision) located and described without loading weights; layers checked."""
+    from jaxalign import lm
+
+    runs = []
+    for i, spec in enumerate(cfg.models):
+        where = f"models[{i}]"
+        for revision in spec.revisions or [None]:
+            try:
+                path = _model_path(spec, cfg)
+                source = lm.inspect(path, revision)
+            except FileNotFoundError as error:
+                what = f"{where}.revisions: {revision!r}" if revision else where
+                raise FileNotFoundError(f"{what}: {error}") from None
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
+            try:
+                layers = cfg.resolved_layers(source.n_layers)
+            except ConfigError as error:
+                raise ConfigError([f"{p} ({spec.label})" for p in error.problems], cfg._source) from None
+            run = _ModelRun(spec.label, revision or "main", source, spec.dtype, layers)
+            run.features_key = settings_hash({
+                "weights": _weights_fingerprint(source, cache_dir), "dtype": spec.dtype,
+                "features": cfg.features._canonical(), "layers": layers, "format": RUNNER_FORMAT,
+            })
+            runs.append(run)
+    return runs
+
+
+def _array_digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes() if a.dtype.kind != "U" and a.dtype != object else "\x1f".join(map(str, a.ravel())).encode())
+    return h.hexdigest()
+
+
+def _recording_digest(ds: LoadedDataset, subjects) -> str:
+    parts = []
+    for s in subjects:
+        rec = ds.recordings[s]
+        conf = None if ds.confounds is None else ds.confounds.get(s)
+        parts.append(_array_digest(rec.data, rec.times, rec.runs, conf,
+                                   np.asarray(rec.target_names or (), dtype=str)))
+    return settings_hash(parts)
+
+
+def _stimulus_digest(ds: LoadedDataset) -> str:
+    if ds.stimulus is None:
+        return _array_digest(ds.features)
+    return _array_digest(np.asarray(ds.stimulus.words, dtype=str), ds.stimulus.onsets, ds.stimulus.runs)
+
+
+def _check_supported(cfg: StudyConfig, ds: LoadedDataset) -> None:
+    problems = []
+    if ds.kind not in ("fmri", "features"):
+        problems.append(f"dataset.kind: {cfg.dataset.kind!r} gives {ds.kind} data; the runner fits fMRI and "
+                        "'arrays' datasets for now (MEG windows and reading times come next)")
+    if cfg.encoding.method != "ridge":
+        problems.append(f"encoding.method: the runner fits 'ridge' for now, not {cfg.encoding.method!r}")
+    if cfg.features.kind != "hidden_states" and ds.kind != "features":
+        problems.append(f"features.kind: the runner uses 'hidden_states' for now, not {cfg.features.kind!r}")
+    if cfg.stats.ceiling.method != "none":
+        problems.append(f"stats.ceiling.method: noise ceilings are not computed by the runner yet "
+                        f"({cfg.stats.ceiling.method!r}); set 'none'")
+    if cfg.stats.test == "sign_flip" and len(ds.recordings) < 2:
+        problems.append("stats.test: 'sign_flip' tests over subjects and the dataset has one; use "
+                        "'cv_permutation' (per target) or 'none'")
+    if cfg.stats.test == "cv_permutation" and cfg.encoding.scoring != "pearson":
+        problems.append("stats.test: 'cv_permutation' tests the held-out Pearson r; set encoding.scoring "
+                        "to 'pearson'")
+    if ds.kind == "features" and (cfg.features.baseline != "none" or cfg.features.control != "none"):
+        problems.append("features.baseline / features.control: not available with the 'arrays' dataset")
+    if problems:
+        raise ConfigError(problems, cfg._source)
+
+
+def _groups(ds: LoadedDataset) -> list[list[str]]:
+    subjects = ds.subjects
+    if ds.info.get("shared_sampling", False) or len(subjects) == 1:
+        return [subjects]
+    return [[s] for s in subjects]
+
+
+def plan_study(cfg: StudyConfig, out=None) -> _Plan:
+    """Stage 1 and 2 of :func:`run_study`: every check, every unit's key; nothing computed."""
+    if not isinstance(cfg, StudyConfig):
+        raise TypeError(f"cfg must be a StudyConfig, got {type(cfg).__name__}")
+    out = writable_dir(cfg.resolve_path(cfg.output.dir) if out is None else Path(out).expanduser(),
+                       "output.dir (or --out)")
+    cache_dir = out / "cache"
+    writable_dir(cache_dir / "features", "features cache")
+    if cfg.dataset.kind == "alice" and cfg.dataset.source == "synthetic":
+        raise ConfigError(["dataset.source: the synthetic Alice study runs with `jaxalign alice --synthetic`; "
+                           "the runner reads the real data (source 'real' or 'auto')"], cfg._source)
+    ds = load_dataset(cfg)
+    _check_supported(cfg, ds)
+    models = [] if ds.kind == "features" else _resolve_models(cfg, cache_dir)
+    groups = _groups(ds)
+    enc = cfg.encoding
+    fit_settings = {
+        "timing": cfg.timing._canonical(), "encoding": enc._canonical(), "format": RUNNER_FORMAT,
+        "stimulus": _stimulus_digest(ds),
+    }
+    if cfg.stats.test == "cv_permutation":  # computed inside the fit units
+        fit_settings["stats"] = cfg.stats._canonical()
+    fits = []
+    for subjects in groups:
+        rec_digest = _recording_digest(ds, subjects)
+
+        def key(**extra):
+            return settings_hash(dict(fit_settings, recording=rec_digest, subjects=subjects, **extra))
+
+        if ds.kind == "features":
+            n_layers = ds.features.shape[0] if ds.features.ndim == 3 else 1
+            fits.append(_FitUnit(key(features="given"), "model", "features", NO_REVISION,
+                                 list(range(n_layers)), subjects))
+            continue
+        if cfg.features.baseline == "word_rate":
+            fits.append(_FitUnit(key(baseline="word_rate"), "baseline", BASELINE_MODEL, NO_REVISION, [0],
+                                 subjects))
+        for run in models:
+            fits.append(_FitUnit(key(features=run.features_key), "model", run.label, run.revision,
+                                 run.layers, subjects, run))
+        if cfg.features.control == "random":
+            fits.append(_FitUnit(key(control="random", seed=cfg.stats.seed, shape_of=models[0].features_key),
+                                 "control", CONTROL_MODEL, NO_REVISION, [0], subjects, models[0]))
+    plan = _Plan(cfg, out, ds, models, groups, fits)
+    if cfg.stats.test == "sign_flip":
+        family = settings_hash({"fits": sorted(u.key for u in fits), "stats": cfg.stats._canonical(),
+                                "format": RUNNER_FORMAT})
+        for u in fits:
+            plan.group_keys.setdefault((u.model, u.revision), settings_hash({"family": family, "model": u.model,
+                                                                          "revision": u.revision}))
+    return plan
+
+
+# ---------------------------------------------------------------- features
+
+
+class _Features:
+    """Per-word features of each (model, revision): from the cache, else from the model (loaded once)."""
+
+    def __init__(self, plan: _Plan, progress: bool):
+        self.plan = plan
+        self.dir = plan.out / "cache" / "features"
+        self.progress = progress
+        self.memory: dict[str, np.ndarray] = {}
+        self.loaded_models = 0
+
+    def path(self, run: _ModelRun) -> Path:
+        return self.dir / f"{run.features_key}.npy"
+
+    def get(self, run: _ModelRun) -> np.ndarray:
+        if run.features_key in self.memory:
+            return self.memory[run.features_key]
+        path = self.path(run)
+        per_word = None
+        if path.is_file():
+            try:
+                per_word = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as error:
+                log.warning("cached features %s unreadable (%s): recomputing", path, error)
+        if per_word is None:
+            per_word = self._compute(run)
+            atomic_write(path, lambda f: np.save(f, per_word, allow_pickle=False))
+            atomic_write_text(path.with_suffix(".json"), json.dumps({
+                "model": run.label, "revision": run.revision, "source": str(run.source.path),
+                "dtype": run.dtype, "layers": run.layers, "shape": list(per_word.shape),
+                "features": self.plan.cfg.features._canonical()}, indent=1))
+        self.memory = {run.features_key: per_word}  # one model's features in memory at a time
+        return per_word
+
+    def _compute(self, run: _ModelRun) -> np.ndarray:
+        import jax.numpy as jnp
+
+        from jaxalign import features, lm
+
+        cfg = self.plan.cfg
+        log.info("loading %s (%s)", run.label, run.revision)
+        t0 = time.perf_counter()
+        model, tokenizer = lm.load(run.source.path if run.source.format == "gguf" else run.source.path,
+                                   dtype=jnp.bfloat16 if run.dtype == "bfloat16" else jnp.float32)
+        self.loaded_models += 1
+        log.info("loaded %s in %.1f s", run.label, time.perf_counter() - t0)
+        fcfg = cfg.features
+        per_word = np.asarray(features.word_features(
+            model, tokenizer, list(self.plan.dataset.stimulus.words), pooling=fcfg.pooling,
+            context=fcfg.context, layers=run.layers, context_size=fcfg.context_size,
+            min_context=fcfg.min_context, max_length=fcfg.max_length, progress=self.progress))
+        return per_word.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------- fitting
+
+
+def _confound_columns(cfg: StudyConfig, ds: LoadedDataset) -> list[int] | None:
+    names = cfg.encoding.confounds
+    if not names:
+        return None
+    have = list(ds.info.get("confound_names") or [])
+    cols = []
+    for name in names:
+        for n in (_MOTION if name == "motion" else (name,)):
+            if n not in have:
+                raise ConfigError([f"encoding.confounds: {n!r} is not provided by the dataset (it has "
+                                   f"{have})"], cfg._source)
+            cols.append(have.index(n))
+    return list(dict.fromkeys(cols))
+
+
+class _Targets:
+    """The targets of one recording group, cleaned as ``[encoding]`` says, and their fold hook."""
+
+    def __init__(self, plan: _Plan, subjects: list[str]):
+        from jaxalign import timing
+
+        cfg, ds = plan.cfg, plan.dataset
+        enc = cfg.encoding
+        recs = [ds.recordings[s] for s in subjects]
+        first = recs[0]
+        n = first.n_samples
+        self.runs = np.zeros(n, np.int64) if first.runs is None else np.asarray(first.runs)
+        tcfg = cfg.timing
+        trim = (tcfg.trim_start, tcfg.trim_end) if tcfg.kind == "fmri" else (0, 0)
+        self.keep = timing.trim_mask(self.runs, *trim)
+        self.groups = self.runs[self.keep]
+        self.target_names = list(first.target_names or [str(i) for i in range(first.data.shape[1])])
+        cols = _confound_columns(cfg, ds)
+        self.fold_targets = None
+        blocks, designs = [], []
+        for s, rec in zip(subjects, recs):
+            Y = np.asarray(rec.data, np.float64)
+            C = None if cols is None else np.asarray(ds.confounds[s], np.float64)[:, cols]
+            if enc.confound_fit == "whole_series":
+                if enc.detrend != "none":
+                    Y = timing.detrend(Y, self.runs, kind=enc.detrend, order=enc.detrend_order, confounds=C)
+                elif C is not None:
+                    Y = timing.detrend(Y, self.runs, kind="poly", order=0, confounds=C)
+                Y = timing.zscore_per_run(Y[self.keep], self.groups)
+            else:
+                Y = Y[self.keep]
+                if enc.detrend != "none" or C is not None:
+                    designs.append(timing.nuisance_design(
+                        int(self.keep.sum()), self.groups, kind=enc.detrend, order=enc.detrend_order,
+                        confounds=None if C is None else C[self.keep]))
+            blocks.append(Y)
+        self.Y = np.concatenate(blocks, axis=1)  # (n, S * T), subject-major
+        self.n_subjects, self.n_targets = len(subjects), blocks[0].shape[1]
+        if designs:
+            self.fold_targets = timing.fold_residualizer(
+                np.stack(designs), np.repeat(np.arange(len(subjects)), self.n_targets))
+
+
+def _design(plan: _Plan, per_word, targets: _Targets, subjects) -> np.ndarray:
+    """(L, n_words, dim) word features -> (L, n_kept, n_delays * dim) on the recording's samples."""
+    from jaxalign import timing
+
+    cfg = plan.cfg
+    rec = plan.dataset.recordings[subjects[0]]
+    stim = plan.dataset.stimulus
+    tcfg = cfg.timing
+    if tcfg.method == "lanczos":
+        X = timing.lanczos_resample(per_word, stim.onsets, rec.times, window=tcfg.lanczos_window or 3,
+                                    cutoff=tcfg.lanczos_cutoff)
+    else:
+        X = timing.average_per_tr(per_word, stim.onsets, rec.times)
+    X = timing.fir_delays(X, tcfg.delays, targets.runs, axis=-2)[:, targets.keep]
+    return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
+
+
+def _word_rate(plan: _Plan, subjects) -> np.ndarray:
+    from jaxalign import timing
+
+    rec = plan.dataset.recordings[subjects[0]]
+    onsets = plan.dataset.stimulus.onsets
+    _, counts = timing.average_per_tr(np.zeros((len(onsets), 1)), onsets, rec.times, return_counts=True)
+    return counts.astype(np.float64)[None, :, None]
+
+
+def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple[dict, dict, dict, list]:
+    """Compute one fit unit: arrays, dims, meta and target names for the store."""
+    from jaxalign import ridge, stats
+
+    cfg, ds = plan.cfg, plan.dataset
+    enc, scfg = cfg.encoding, cfg.stats
+    t0 = time.perf_counter()
+    targets = _Targets(plan, unit.subjects)
+    if ds.kind == "features":
+        X = np.asarray(ds.features, np.float32)
+        X = X[None] if X.ndim == 2 else X
+        X = X[:, targets.keep]
+    else:
+        if unit.feature_set == "baseline":
+            per_word = None
+        elif unit.feature_set == "control":
+            shape = features.get(unit.run).shape[1:]
+            per_word = seeds.rng(scfg.seed, CONTROL_STREAM).standard_normal((1,) + shape).astype(np.float32)
+        else:
+            per_word = features.get(unit.run)
+        if per_word is not None:
+            bad = ~np.isfinite(per_word).all(axis=(0, 2))
+            if bad.any():
+                raise ValueError(f"{unit.model}: {int(bad.sum())} word(s) have non-finite features (e.g. words "
+                                 "skipped by features.min_context): they cannot be averaged into TRs")
+            X = _design(plan, per_word, targets, unit.subjects)
+        else:
+            from jaxalign import timing
+
+            rate = _word_rate(plan, unit.subjects)
+            X = timing.fir_delays(rate, cfg.timing.delays, targets.runs, axis=-2)[:, targets.keep]
+            X = timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
+    alphas = enc.alpha_grid()
+    outer, inner = enc.outer_splitter(), enc.inner_splitter()
+    use_groups = targets.groups if "group" in (enc.outer.kind, enc.inner.kind) else None
+    common = dict(groups=use_groups, fit_intercept=enc.fit_intercept, standardize=enc.standardize_arg,
+                  fold_targets=targets.fold_targets)
+    bar = bar_factory(desc="outer folds", unit="fold")
+    res = ridge.nested_cv(X, targets.Y, alphas, outer, inner, scoring=enc.scoring, progress=False,
+                          on_fold=lambda k, total: (setattr(bar, "total", total), bar.update(1)), **common)
+    bar.close()
+    L, S, T = X.shape[0], targets.n_subjects, targets.n_targets
+    fold = np.asarray(res.fold_scores, np.float64)  # (L, K, S*T)
+    K = fold.shape[1]
+    fold = fold.reshape(L, K, S, T).transpose(0, 2, 1, 3)
+    score = np.nanmean(fold, axis=2) if enc.scoring != "neg_mse" else fold.mean(axis=2)
+    alpha = np.asarray(res.best_alphas, np.float64).reshape(L, K, S, T).transpose(0, 2, 1, 3)
+    arrays = {"score": score, "fold_score": fold, "alpha": alpha}
+    dims = {"fold_score": ("layer", "subject", "fold", "target"), "alpha": ("layer", "subject", "fold", "target")}
+    if scfg.test == "cv_permutation":
+        perm = stats.cv_permutation_test(
+            X, targets.Y, alphas, outer, inner, n_permutations=scfg.n_permutations,
+            scheme=scfg.effective_scheme, block_size=scfg.block_size, alternative=scfg.alternative,
+            seed=scfg.seed, tail=scfg.tail_arg, progress=bar_factory.enabled, **common)
+        p = np.asarray(perm.p, np.float64).reshape(L, S, T)
+        p_fdr = np.empty_like(p)
+        for i in range(S):  # FDR over layers x targets of each subject
+            _, adj = stats.fdr_correction(p[:, i], alpha=scfg.fdr_alpha, method=scfg.fdr)
+            p_fdr[:, i] = np.asarray(adj, np.float64)
+        arrays.update(p=p, p_fdr=p_fdr)
+    meta = {"seconds": time.perf_counter() - t0, "n_samples": int(targets.Y.shape[0]),
+            "n_features": int(X.shape[-1]), "feature_set": unit.feature_set,
+            "settings": {"timing": cfg.timing._canonical(), "encoding": enc._canonical(),
+                         "stats": cfg.stats._canonical(), "features": cfg.features._canonical()},
+            "seeds": {"stats": scfg.seed}}
+    if unit.run is not None and unit.feature_set == "model":
+        meta["model"] = {"source": str(unit.run.source.path), "format": unit.run.source.format,
+                         "model_type": unit.run.source.model_type, "n_layers": unit.run.source.n_layers,
+                         "features_key": unit.run.features_key, "dtype": unit.run.dtype}
+    return arrays, dims, meta, targets.target_names
+
+
+def _labels(plan: _Plan, unit: _FitUnit, target_names) -> dict:
+    return {"model": unit.model, "revision": unit.revision, "layer": list(unit.layers),
+            "subject": list(unit.subjects), "target": list(target_names), "feature_set": unit.feature_set,
+            "dataset": plan.cfg.dataset.kind}
+
+
+# ------------------------------------------------------------ group stats
+
+
+def _group_units(plan: _Plan, store: ResultsStore) -> list[tuple[str, dict, dict, dict]]:
+    """Sign-flip tests over subjects for every feature set of the study, FDR over all of them."""
+    from jaxalign import stats
+
+    scfg = plan.cfg.stats
+    units = [(u, store.read_unit(u.key)) for u in plan.fits]
+    # one row block per (model, revision): (S, L, T); a study's subjects are in every fit unit's group
+    blocks: dict[tuple, list] = {}
+    for u, done in units:
+        blocks.setdefault((u.model, u.revision), []).append((u, done))
+    entries = []  # (model, revision, unit, r (S, L, T))
+    for (model, revision), parts in blocks.items():
+        r = np.concatenate([np.moveaxis(d.arrays["score"], 1, 0) for _, d in parts], axis=0)
+        entries.append((model, revision, parts[0][0], parts[0][1], r))
+    S = entries[0][4].shape[0]
+    flat = np.concatenate([e[4].reshape(S, -1) for e in entries], axis=1)
+    p_all = np.asarray(stats.sign_flip_test(flat, n_permutations=scfg.n_permutations,
+                                            alternative=scfg.alternative, seed=scfg.seed).p, np.float64)
+    _, fdr_all = stats.fdr_correction(p_all, alpha=scfg.fdr_alpha, method=scfg.fdr)
+    fdr_all = np.asarray(fdr_all, np.float64)
+    base = next((e for e in entries if e[2].feature_set == "baseline"), None)
+    vs = {}
+    if base is not None:
+        others = [e for e in entries if e is not base]
+        diff = np.concatenate([(e[4] - base[4]).reshape(S, -1) for e in others], axis=1)
+        p_vs = np.asarray(stats.sign_flip_test(diff, n_permutations=scfg.n_permutations,
+                                               alternative=scfg.alternative, seed=scfg.seed).p, np.float64)
+        _, fdr_vs = stats.fdr_correction(p_vs, alpha=scfg.fdr_alpha, method=scfg.fdr)
+        fdr_vs = np.asarray(fdr_vs, np.float64)
+        at = 0
+        for e in others:
+            size = e[4][0].size
+            vs[(e[0], e[1])] = (p_vs[at:at + size].reshape(e[4].shape[1:]),
+                                fdr_vs[at:at + size].reshape(e[4].shape[1:]))
+            at += size
+    out, at = [], 0
+    for model, revision, u, done, r in entries:
+        size = r[0].size
+        arrays = {"score": r.mean(axis=0), "sem": r.std(axis=0, ddof=1) / np.sqrt(S),
+                  "p": p_all[at:at + size].reshape(r.shape[1:]), "p_fdr": fdr_all[at:at + size].reshape(r.shape[1:]),
+                  "n_subjects": np.full(r.shape[1:], S, np.int64)}
+        at += size
+        if (model, revision) in vs:
+            arrays["p_vs_baseline"], arrays["p_vs_baseline_fdr"] = vs[(model, revision)]
+        labels = {"model": model, "revision": revision, "layer": list(u.layers), "subject": GROUP,
+                  "target": list(done.labels["target"]), "feature_set": u.feature_set,
+                  "dataset": plan.cfg.dataset.kind}
+        meta = {"test": "sign_flip over subjects", "fdr": f"{scfg.fdr} over all feature sets x targets",
+                "settings": {"stats": scfg._canonical()}, "seeds": {"stats": scfg.seed},
+                "from_units": sorted(x.key for x in plan.fits)}
+        out.append((plan.group_keys[(model, revision)], arrays, labels, meta))
+    return out
+
+
+# ------------------------------------------------------------------ running
+
+
+class _Bars:
+    """tqdm bars on stderr, or silent ones."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, **kwargs):
+        from tqdm.auto import tqdm
+
+        return tqdm(disable=not self.enabled, leave=False, **kwargs)
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run_study` did.
+
+    Attributes
+    ----------
+    out : the results folder (the store, tables, figures)
+    computed, reused : unit keys computed by this run / found done
+    models_loaded : how many models were loaded (0 when all features were cached)
+    table : the tidy results table (pandas), as ``load_results(out).table``
+    files : the tables and figures written
+    seconds : wall time
+    """
+
+    out: Path
+    computed: list
+    reused: list
+    models_loaded: int
+    table: object
+    files: list
+    seconds: float
+    group: dict | None = None
+    fdr_alpha: float = 0.05
+
+
+def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: float = 3600.0) -> RunSummary:
+    """Run a study config end to end (see the module docstring); resumable and shareable between processes.
+
+    Parameters
+    ----------
+    cfg : StudyConfig, or a path to a TOML study file
+    out : results folder (overrides ``output.dir``)
+    progress : tqdm bars on stderr (None: on a terminal only)
+    lease_seconds : claim lease of a unit (renewed between stages)
+
+    Returns
+    -------
+    RunSummary; the results are in ``out`` (``load_results(out)``).
+
+    Raises
+    ------
+    ConfigError, FileNotFoundError, ValueError before any work for bad
+    configs, missing files, models or revisions, unwritable folders.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(cfg, StudyConfig):
+        cfg = StudyConfig.from_toml(cfg)
+    plan = plan_study(cfg, out)
+    show = progress if progress is not None else None
+    bars = _Bars(bool(show) if show is not None else _isatty())
+    store = ResultsStore(plan.out / "store")
+    cfg.to_toml(plan.out / "study.toml")
+    feats = _Features(plan, bars.enabled)
+    computed, reused = [], []
+    all_units = [(u.key, u) for u in plan.fits]
+    total = len(all_units) + len(set(plan.group_keys.values()))
+    overall = bars(total=total, desc="units", unit="unit")
+    pending = [k for k, _ in all_units if not store.is_done(k)]
+    reused += [k for k, _ in all_units if store.is_done(k)]
+    overall.update(len(reused))
+    log.info("%d fit unit(s): %d done already, %d to compute", len(all_units), len(reused), len(pending))
+    by_key = dict(all_units)
+    while pending:
+        waiting = []
+        for key in pending:
+            if store.is_done(key):
+                reused.append(key)
+                overall.update(1)
+                continue
+            claim = store.claim(key, lease_seconds)
+            if claim is None:
+                if not store.is_done(key):
+                    waiting.append(key)
+                else:
+                    reused.append(key)
+                    overall.update(1)
+                continue
+            unit = by_key[key]
+            with claim:
+                overall.set_postfix_str(f"{unit.model} {unit.revision} ({len(unit.subjects)} subj.)")
+                arrays, dims, meta, names = _fit(plan, unit, feats, bars)
+                claim.renew()
+                store.write_unit(key, arrays, _labels(plan, unit, names), meta, dims=dims)
+            computed.append(key)
+            overall.update(1)
+            log.info("unit %s (%s %s) done in %.1f s", key[:12], unit.model, unit.revision, meta["seconds"])
+        pending = waiting
+        if pending:
+            log.info("%d unit(s) held by other processes: waiting", len(pending))
+            time.sleep(_WAIT_S)
+    group = None
+    if plan.group_keys:
+        todo = [k for k in set(plan.group_keys.values()) if not store.is_done(k)]
+        if todo:
+            for key, arrays, labels, meta in _group_units(plan, store):
+                if store.write_unit(key, arrays, labels, meta):
+                    computed.append(key)
+                else:
+                    reused.append(key)
+        else:
+            reused += sorted(set(plan.group_keys.values()))
+        overall.update(len(set(plan.group_keys.values())))
+    overall.close()
+    keys = [u.key for u in plan.fits] + sorted(set(plan.group_keys.values()))
+    results = load_results(store.root, keys=keys)
+    table = results.table
+    files = _write_outputs(plan, table)
+    if plan.group_keys:
+        group = _group_table(table)
+    summary = RunSummary(plan.out, computed, reused, feats.loaded_models, table, files,
+                         time.perf_counter() - t0, group, cfg.stats.fdr_alpha)
+    atomic_write_text(plan.out / "results.json", json.dumps(_json_summary(plan, summary), indent=1))
+    summary.files.append(plan.out / "results.json")
+    return summary
+
+
+def _isatty() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+def _write_outputs(plan: _Plan, table) -> list[Path]:
+    files = []
+    formats = plan.cfg.output.formats
+    if "csv" in formats:
+        atomic_write_text(plan.out / "results.csv", table.to_csv(index=False))
+        files.append(plan.out / "results.csv")
+    if "parquet" in formats:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            log.warning("output.formats: parquet needs pyarrow (pip install 'jaxalign[results]'): skipped")
+        else:
+            atomic_write(plan.out / "results.parquet", lambda f: table.to_parquet(f, index=False))
+            files.append(plan.out / "results.parquet")
+    if "png" in formats:
+        try:
+            from jaxalign.studies import report
+        except ImportError:  # pragma: no cover - the module ships with the package
+            report = None
+        if report is not None and hasattr(report, "make_report"):
+            files += list(report.make_report(plan.out / "store", out=plan.out / "figures"))
+    return files
+
+
+def _group_table(table) -> dict:
+    """{feature set label: {target: (mean r, p, p_fdr, p_vs_baseline_fdr)}} from the group rows."""
+    rows = table[table["subject"] == GROUP]
+    out = {}
+    for _, row in rows.iterrows():
+        name = _row_name(row)
+        out.setdefault(name, {})[row["target"]] = {
+            k: (None if k not in row or (isinstance(row[k], float) and np.isnan(row[k])) else float(row[k]))
+            for k in ("score", "sem", "p", "p_fdr", "p_vs_baseline", "p_vs_baseline_fdr")}
+    return out
+
+
+def _row_name(row) -> str:
+    if row["feature_set"] == "baseline":
+        return BASELINE_MODEL
+    if row["feature_set"] == "control":
+        return CONTROL_MODEL
+    rev = "" if row["revision"] in ("main", NO_REVISION) else f"@{row['revision']}"
+    return f"{row['model']}{rev} layer {int(row['layer'])}"
+
+
+def _json_summary(plan: _Plan, s: RunSummary) -> dict:
+    from jaxalign import __version__
+
+    return {
+        "study": plan.cfg.to_dict(),
+        "settings_hash": plan.cfg.hash_settings(),
+        "dataset": {"kind": plan.dataset.kind, "subjects": plan.dataset.subjects,
+                    "skipped": plan.dataset.info.get("skipped", {})},
+        "models": [{"model": r.label, "revision": r.revision, "source": str(r.source.path), "layers": r.layers,
+                    "features_key": r.features_key} for r in plan.models],
+        "units": {"computed": s.computed, "reused": s.reused},
+        "group": s.group,
+        "seconds": s.seconds,
+        "jaxalign": __version__,
+    }
+
+
+def format_summary(summary: RunSummary, max_targets: int = 8) -> str:
+    """The table printed at the end of a run: group rows when there are some, else per subject."""
+    table = summary.table
+    group = table[table["subject"] == GROUP]
+    rows = group if len(group) else table
+    order = {"baseline": 0, "model": 1, "control": 2}
+    rows = rows.assign(_order=rows["feature_set"].map(order).fillna(1)).sort_values("_order", kind="stable")
+    targets = list(dict.fromkeys(rows["target"]))
+    has_p = "p_fdr" in rows.columns
+    head = (f"{summary.out}: {len(summary.computed)} unit(s) computed, {len(summary.reused)} reused, "
+            f"{summary.models_loaded} model(s) loaded, {summary.seconds:.0f} s")
+    lines = [head]
+    if len(group):
+        n = int(group["n_subjects"].max()) if "n_subjects" in group.columns else 0
+        lines.append(f"held-out r, mean over {n} subjects (* FDR < {summary.fdr_alpha}); "
+                     f"'>base': beats the baseline after FDR")
+    if len(targets) <= max_targets:
+        names = []
+        for _, row in rows.iterrows():
+            name = _row_name(row) + ("" if len(group) else f" {row['subject']}")
+            if name not in names:
+                names.append(name)
+        width = max(12, max(len(n) for n in names) + 2)
+        lines.append(f"{'':<{width}}" + "".join(f"{t:>10}" for t in targets) + ("  >base" if len(group) else ""))
+        cells: dict = {}
+        for _, row in rows.iterrows():
+            name = _row_name(row) + ("" if len(group) else f" {row['subject']}")
+            star = "*" if has_p and np.isfinite(row.get("p_fdr", np.nan)) and row["p_fdr"] < summary.fdr_alpha else " "
+            cells.setdefault(name, {})[row["target"]] = f"{row['score']:>9.3f}{star}"
+            vs = row.get("p_vs_baseline_fdr", np.nan)
+            if isinstance(vs, float) and np.isfinite(vs):
+                cells[name].setdefault("_vs", []).append(vs < summary.fdr_alpha)
+        for name in names:
+            c = cells[name]
+            vs = c.get("_vs")
+            tail = "" if not vs else f"  {sum(vs)}/{len(vs)}"
+            lines.append(f"{name:<{width}}" + "".join(c.get(t, f"{'':>10}") for t in targets) + tail)
+    else:
+        per = rows.groupby(["model", "revision", "layer", "subject"], sort=False)
+        lines.append(f"{'':<40}{'mean r':>9}{'max r':>9}" + (f"{'FDR<a':>8}" if has_p else ""))
+        for (model, revision, layer, subject), g in per:
+            sig = f"{int((g['p_fdr'] < summary.fdr_alpha).sum()):>8}" if has_p else ""
+            lines.append(f"{f'{model} {revision} layer {layer} {subject}':<40}{g['score'].mean():>9.3f}"
+                         f"{g['score'].max():>9.3f}{sig}")
+    return "\n".join(lines)
+
+
