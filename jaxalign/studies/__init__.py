@@ -18,6 +18,11 @@ encode
     ``encode(stimulus, recording, model, layers, config=cfg)``: one fMRI
     recording, LM layers (or given word features) -> held-out r, p and FDR
     per layer x target, every step set by the config (``EncodeResult``).
+report
+    ``report.make_report(dir)``: the figures of a results store (r along the
+    layers per target with baseline, control and noise ceiling; a heat map
+    of mean r with FDR stars), written atomically into ``dir/figures``
+    (``jaxalign report DIR``).
 alice
     Alice in Wonderland fMRI (Brennan et al. 2016): LM layers vs 6 language
     ROIs, nested ridge CV, group sign-flip tests (``jaxalign alice``).
