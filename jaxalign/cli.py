@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-__all__ = ["main", "planted_problem", "run_demo"]
+__all__ = ["COMMANDS", "Command", "build_parser", "main", "planted_problem", "register_command", "run_demo"]
 
 
 def planted_problem(n_samples=1500, n_features=256, n_targets=6000, seed=0):
@@ -137,27 +137,79 @@ def _alice(args):
     return 0
 
 
-def main(argv=None) -> int:
+# ------------------------------------------------------------ the registry
+
+
+from jaxalign._core.commands import COMMANDS, ENTRY_POINT_GROUP, Command, register_command  # noqa: E402
+
+# modules of jaxalign that register a command when imported (besides this one)
+_COMMAND_MODULES = ("jaxalign.studies.commands",)
+
+
+def _load_commands() -> None:
+    import importlib
+    from importlib import metadata
+
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        register_command(obj if isinstance(obj, Command) else obj())
+
+
+def _version() -> str:
+    import jaxalign
+
+    try:
+        import jax
+
+        return f"jaxalign {jaxalign.__version__} (jax {jax.__version__})"
+    except ImportError:  # pragma: no cover
+        return f"jaxalign {jaxalign.__version__}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_commands()
     parser = argparse.ArgumentParser(
         prog="jaxalign",
-        description="Fast, trustworthy alignment of language models with brain recordings.",
+        description="Fast, trustworthy alignment of language models with brain recordings. Without a "
+                    "command: jaxalign alice (flags included).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  jaxalign                       # the Alice fMRI study, quick defaults\n"
+               "  jaxalign run examples/alice.toml --out out/alice_study\n"
+               "  jaxalign demo --targets 2000\n\n'jaxalign COMMAND --help' shows each command's flags.",
     )
-    sub = parser.add_subparsers(dest="command")
-    demo = sub.add_parser("demo", help="fit the ridge engine on a planted synthetic problem",
-                          description="Fit RidgeCV on a synthetic encoding problem with a known "
-                          "answer and print a table of held-out scores per target group.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description, epilog=cmd.epilog or None,
+                           formatter_class=_HelpFormatter)
+        cmd.add_arguments(p)
+        p.set_defaults(func=cmd.run, check=cmd.check)
+    return parser
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each flag's default shown after its help (when it has one); examples kept as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" not in text and not (default is None or default is False or default is argparse.SUPPRESS)
+                and action.option_strings and action.nargs != 0):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _demo_arguments(demo):
     demo.add_argument("--samples", type=_int_at_least(20), default=1500,
                       help="samples (at least 20: 80%% train with 5 folds, 20%% test)")
-    demo.add_argument("--features", type=_int_at_least(1), default=256)
+    demo.add_argument("--features", type=_int_at_least(1), default=256, help="features")
     demo.add_argument("--targets", type=_int_at_least(3), default=6000, help="targets (at least 3: one per group)")
-    demo.add_argument("--seed", type=_int_at_least(0), default=0)
-    demo.set_defaults(func=_demo)
-    al = sub.add_parser(
-        "alice", help="LM layers vs the Alice fMRI ROIs (default command)",
-        description="Encode the Alice in Wonderland fMRI ROI time courses (Brennan et al. 2016) with "
-        "SmolLM2 hidden states: nested ridge CV over all listeners, sign-flip tests, FDR, a table and "
-        "a figure. Without the data (../shared/data/alice, $JAXALIGN_ALICE or --root) it runs on a "
-        "synthetic Alice-format study with planted responses.")
+    demo.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the planted problem")
+
+
+def _alice_arguments(al):
     al.add_argument("--root", default=None, help="the Alice data folder (default: found automatically)")
     al.add_argument("--layers", type=_layer_list, default="0,10,20,30", help="comma-separated hidden-state "
                     "indices (0 = embeddings; the full study uses 0,5,...,30)")
@@ -167,25 +219,48 @@ def main(argv=None) -> int:
     al.add_argument("--model", default=None, help="a causal LM path for jaxalign.lm.load (default SmolLM2)")
     al.add_argument("--confounds", type=_confound_list, default="sndpwr,motion",
                     help="regressed out of the ROI time courses: any of rate,sndpwr,motion ('' for none)")
-    al.add_argument("--permutations", type=_int_at_least(1), default=10000)
+    al.add_argument("--permutations", type=_int_at_least(1), default=10000, help="sign-flip permutations")
     al.add_argument("--synthetic", action="store_true", help="use the synthetic study even if data exist")
     al.add_argument("--no-control", action="store_true", help="skip the random-vector control row")
-    al.add_argument("--seed", type=_int_at_least(0), default=0)
-    al.set_defaults(func=_alice)
+    al.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the tests and the control")
+
+
+def _alice_check(args):
+    # before any data or model is read: results go to --out at the end
+    from jaxalign._core.files import writable_dir
+    from jaxalign.studies.alice import find_root
+
+    if not args.synthetic:
+        find_root(args.root)  # a --root or $JAXALIGN_ALICE without the data fails here
+    writable_dir(args.out, "--out folder")
+
+
+register_command(Command(
+    "demo", "fit the ridge engine on a planted synthetic problem",
+    "Fit RidgeCV on a synthetic encoding problem with a known answer and print a table of held-out "
+    "scores per target group.", _demo_arguments, lambda args: _demo(args),
+    epilog="example:\n  jaxalign demo --samples 3000 --targets 20000"))
+register_command(Command(
+    "alice", "LM layers vs the Alice fMRI ROIs (default command)",
+    "Encode the Alice in Wonderland fMRI ROI time courses (Brennan et al. 2016) with SmolLM2 hidden states: "
+    "nested ridge CV over all listeners, sign-flip tests, FDR, a table and a figure. Without the data "
+    "(../shared/data/alice, $JAXALIGN_ALICE or --root) it runs on a synthetic Alice-format study with "
+    "planted responses.", _alice_arguments, lambda args: _alice(args), _alice_check,
+    epilog="examples:\n  jaxalign alice --layers 0,5,10,15,20,25,30 --out out/alice_full\n"
+           "  jaxalign alice --synthetic --subjects 8"))
+
+
+def main(argv=None) -> int:
+    """``jaxalign [COMMAND] [FLAGS]``: exit code 0 done, 2 bad input (named), 1 failure."""
+    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["alice"] + argv  # the bare command is alice, flags included
     args = parser.parse_args(argv)  # invalid flag values: argparse names the flag and exits with 2
     command = args.command or "alice"
-    if command == "alice":
-        # before any data or model is read: results go to --out at the end
-        from jaxalign._core.files import writable_dir
-        from jaxalign.studies.alice import find_root
-
+    if getattr(args, "check", None) is not None:
         try:
-            if not args.synthetic:
-                find_root(args.root)  # a --root or $JAXALIGN_ALICE without the data fails here
-            writable_dir(args.out, "--out folder")
+            args.check(args)
         except (OSError, ValueError) as e:
             print(f"jaxalign {command}: error: {e}", file=sys.stderr)
             return 2
@@ -198,8 +273,8 @@ def main(argv=None) -> int:
     try:
         from jaxalign._compile_cache import enable_compilation_cache
 
-        # compiled programs kept on disk: a second run skips most compilation
-        # ($JAXALIGN_COMPILE_CACHE: a folder, or 'off')
+        # compiled programs kept on disk where that is the default (GPUs, TPUs,
+        # or $JAXALIGN_COMPILE_CACHE): a second run skips most compilation
         enable_compilation_cache()
         try:
             return args.func(args)

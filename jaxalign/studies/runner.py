@@ -75,7 +75,7 @@ from jaxalign.studies.config import ConfigError, StudyConfig, settings_hash
 from jaxalign.studies.datasets import GROUP, LoadedDataset, load_dataset
 from jaxalign.studies.store import ResultsStore, load_results
 
-__all__ = ["RunSummary", "format_summary", "plan_study", "run_study"]
+__all__ = ["RunSummary", "extract_features", "format_summary", "plan_study", "run_study"]
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +366,25 @@ class _Features:
             context=fcfg.context, layers=run.layers, context_size=fcfg.context_size,
             min_context=fcfg.min_context, max_length=fcfg.max_length, progress=self.progress))
         return per_word.astype(np.float32, copy=False)
+
+
+def extract_features(cfg, out=None, *, progress: bool | None = None) -> list[tuple]:
+    """Stage 1 and the feature units only: every (model, revision)'s per-word features cached in ``out``.
+
+    For a GPU node ahead of the fits (``jaxalign extract``); ``run_study``
+    on the same folder then loads no model. Returns one tuple per model
+    revision: (label, revision, cache path, shape, was it cached already).
+    """
+    if not isinstance(cfg, StudyConfig):
+        cfg = StudyConfig.from_toml(cfg)
+    plan = plan_study(cfg, out)
+    feats = _Features(plan, _isatty() if progress is None else bool(progress))
+    done = []
+    for run in plan.models:
+        cached = feats.path(run).is_file()
+        per_word = feats.get(run)
+        done.append((run.label, run.revision, feats.path(run), per_word.shape, cached))
+    return done
 
 
 # ---------------------------------------------------------------- fitting
