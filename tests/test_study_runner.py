@@ -1,0 +1,302 @@
+"""The study runner (``jaxalign run``): same numbers as the Alice study, resume, sharing, recomputation.
+
+Real Alice fMRI data (``../shared/data/alice``, skipped without it) with
+tiny random GPT-2 checkpoints written by the tests (fast, no network), so
+that every unit is cheap; one test runs ``examples/alice.toml`` with the
+real SmolLM2 weights and checks the README's LPTL numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _shared_data import DATA  # real data beside the project, read in place
+
+ALICE = DATA / "alice"
+needs_alice = pytest.mark.skipif(not (ALICE / "fmri").is_dir(),
+                                 reason=f"the Alice fMRI data is absent (looked for {ALICE})")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny_gpt2(path: Path, seed: int) -> Path:
+    """A tiny random GPT-2 checkpoint with the real GPT-2 BPE (or a trained one), saved with transformers."""
+    import torch
+    import transformers
+
+    from test_features import _gpt2_tokenizer_files, _randomize
+
+    path.mkdir(parents=True, exist_ok=True)
+    _gpt2_tokenizer_files(path)
+    tok = transformers.GPT2Tokenizer.from_pretrained(path)
+    config = transformers.GPT2Config(vocab_size=len(tok), n_positions=4096, n_embd=16, n_layer=2, n_head=2,
+                                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(seed)
+    _randomize(transformers.GPT2LMHeadModel(config), seed).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_models")
+    return [_tiny_gpt2(root / f"gpt2_{seed}", seed) for seed in (0, 1, 2)]
+
+
+def _config(tmp_path, models, *, extra="", n_subjects=3, permutations=200, name="study.toml") -> Path:
+    model_tables = "".join(f'[[models]]\npath = "{m}"\nname = "tiny{i}"\n\n' for i, m in enumerate(models))
+    text = f"""layers = [0, 2]
+
+[dataset]
+kind = "alice"
+root = "{ALICE}"
+n_subjects = {n_subjects}
+
+{model_tables}[features]
+baseline = "word_rate"
+
+[encoding]
+alphas = {{ logspace = [-1, 6, 8] }}
+confounds = ["sndpwr", "motion"]
+confound_fit = "whole_series"
+
+[encoding.inner]
+gap = 0
+
+[stats]
+n_permutations = {permutations}
+
+[output]
+dir = "out"
+formats = ["json", "csv"]
+{extra}"""
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _cli(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "jaxalign.cli", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **(env or {})))
+
+
+def _units(out: Path) -> dict:
+    """key -> provenance of every finished unit of a run's store."""
+    units = {}
+    for d in sorted((out / "store" / "units").iterdir()):
+        if (d / "DONE").is_file():
+            units[d.name] = json.loads((d / "unit.json").read_text())["provenance"]
+    return units
+
+
+def _scores(out: Path):
+    from jaxalign.studies import load_results
+
+    t = load_results(out / "store").table
+    cols = ["model", "revision", "layer", "subject", "target"]
+    return t.sort_values(cols).reset_index(drop=True)[cols + ["score", "p", "p_fdr"]]
+
+
+# ------------------------------------------------------------------ numbers
+
+
+@needs_alice
+def test_runner_matches_the_alice_study(tiny_models, tmp_path):
+    """Same data, features and conventions: the runner's r and p equal jaxalign.studies.alice's."""
+    from jaxalign.studies import alice
+    from jaxalign.studies.runner import format_summary, run_study
+
+    cfg = _config(tmp_path, tiny_models[:1])
+    cfg.write_text(cfg.read_text().replace('baseline = "word_rate"', 'baseline = "word_rate"\ncontrol = "random"'))
+    s = run_study(cfg, progress=False)
+    assert s.models_loaded == 1 and s.reused == []
+    per_word = np.load(next((s.out / "cache" / "features").glob("*.npy")))
+    assert per_word.shape[0] == 2  # layers 0 and 2
+    data = alice.load_data(ALICE, n_subjects=3)
+    ref = alice.analyse(data, per_word, ["layer 0", "layer 2"], n_permutations=200, control="random",
+                        progress=False)
+    group = s.group
+    names = {"word rate": "word rate", "layer 0": "tiny0 layer 0", "layer 2": "tiny0 layer 2",
+             "random vectors": "random vectors"}
+    for ref_name, name in names.items():
+        for roi in data.rois:
+            got = group[name][roi]
+            assert got["score"] == pytest.approx(ref["mean_r"][ref_name][roi], abs=1e-6)
+            assert got["p"] == pytest.approx(ref["p"][ref_name][roi], abs=1e-12)
+            assert got["p_fdr"] == pytest.approx(ref["p_fdr"][ref_name][roi], abs=1e-12)
+            if ref_name != "word rate":
+                assert got["p_vs_baseline_fdr"] == pytest.approx(ref["p_vs_baseline_fdr"][ref_name][roi],
+                                                                 abs=1e-12)
+    # per-subject rows: the same r as the study's per-subject table
+    t = s.table
+    row = t[(t.model == "tiny0") & (t.layer == 2) & (t.subject == data.subjects[1]) & (t.target == "LPTL")]
+    assert float(row.score.iloc[0]) == pytest.approx(ref["r_per_subject"][data.subjects[1]]["layer 2"]["LPTL"],
+                                                     abs=1e-6)
+    text = format_summary(s)
+    assert "word rate" in text and "tiny0 layer 2" in text and "random vectors" in text
+    saved = json.loads((s.out / "results.json").read_text())
+    assert saved["group"]["tiny0 layer 0"]["LPTL"]["score"] == pytest.approx(ref["mean_r"]["layer 0"]["LPTL"],
+                                                                             abs=1e-6)
+    assert (s.out / "results.csv").is_file() and (s.out / "study.toml").is_file()
+
+
+@needs_alice
+def test_changed_settings_recompute_only_what_depends_on_them(tiny_models, tmp_path):
+    from jaxalign.studies import StudyConfig
+    from jaxalign.studies.runner import run_study
+
+    cfg = StudyConfig.from_toml(_config(tmp_path, tiny_models[:1]))
+    first = run_study(cfg, progress=False)
+    out = first.out
+
+    def kinds(keys):  # "fit" / "group" per unit key
+        return sorted("group" if json.loads((out / "store" / "units" / k / "unit.json").read_text())["labels"]
+                      ["subject"] == "group" else "fit" for k in keys)
+
+    assert kinds(first.computed) == ["fit", "fit", "group", "group"]  # baseline + tiny0, and their group units
+    assert first.models_loaded == 1
+    again = run_study(cfg, progress=False)
+    assert again.computed == [] and again.models_loaded == 0 and len(again.reused) == 4
+    # the group test only: fits reused, group units recomputed
+    more = run_study(cfg.updated({"stats": {"n_permutations": 300}}), progress=False)
+    assert kinds(more.computed) == ["group", "group"] and more.models_loaded == 0
+    assert kinds(more.reused) == ["fit", "fit"]
+    # the delays: every fit recomputed, but the features are cached: no model is loaded
+    delayed = run_study(cfg.updated({"timing": {"delays": [2, 3, 4]}}), progress=False)
+    assert kinds(delayed.computed) == ["fit", "fit", "group", "group"] and delayed.models_loaded == 0
+    # one more model: the first model's and the baseline's fits are reused, the group family grows
+    two = run_study(cfg.updated({"models": [{"path": str(tiny_models[0]), "name": "tiny0"},
+                                            {"path": str(tiny_models[1]), "name": "tiny1"}]}), progress=False)
+    assert two.models_loaded == 1
+    assert kinds(two.computed) == ["fit", "group", "group", "group"]
+    assert kinds(two.reused) == ["fit", "fit"]
+    assert set(two.table.model) == {"word rate", "tiny0", "tiny1"}
+
+
+@needs_alice
+def test_kill_9_mid_run_resumes_without_recomputing(tiny_models, tmp_path):
+    """A real ``kill -9`` of ``jaxalign run`` after its first unit; the rerun finishes the rest only."""
+    cfg = _config(tmp_path, tiny_models)
+    out = tmp_path / "out"
+    proc = _cli("run", cfg, "--quiet")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "store" / "units").is_dir() and _units(out):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _units(out)
+    assert 1 <= len(before) < 4 + 4  # 4 fits (baseline + 3 models), 4 group units
+    rerun = _cli("run", cfg, "--quiet")
+    stdout, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr
+    after = _units(out)
+    assert len(after) == 8
+    for key, prov in before.items():  # nothing finished was recomputed
+        assert after[key] == prov
+    assert not [p for p in (out / "store" / "units").iterdir() if p.name.endswith(".tmp")]
+    # identical to an uninterrupted run
+    clean = _config(tmp_path, tiny_models, name="clean.toml")
+    clean.write_text(clean.read_text().replace('dir = "out"', 'dir = "clean"'))
+    done = _cli("run", clean, "--quiet")
+    _, err = done.communicate(timeout=600)
+    assert done.returncode == 0, err
+    a, b = _scores(out), _scores(tmp_path / "clean")
+    assert a[["model", "layer", "subject", "target"]].equals(b[["model", "layer", "subject", "target"]])
+    np.testing.assert_array_equal(a.score.to_numpy(), b.score.to_numpy())
+    np.testing.assert_array_equal(a.p.to_numpy(), b.p.to_numpy())
+
+
+@needs_alice
+def test_two_processes_share_one_store(tiny_models, tmp_path):
+    cfg = _config(tmp_path, tiny_models)
+    procs = [_cli("run", cfg, "--quiet"), _cli("run", cfg, "--quiet")]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    out = tmp_path / "out"
+    units = _units(out)
+    assert len(units) == 8
+    summary = json.loads((out / "results.json").read_text())
+    assert len(summary["group"]) == 4
+    fit_writers = {prov["pid"] for key, prov in units.items()}
+    assert fit_writers <= {p.pid for p in procs}
+    # every fit unit written exactly once (first writer wins); both processes did some of the work
+    # unless one finished everything before the other started its first unit
+    assert len(fit_writers) >= 1
+
+
+# ------------------------------------------------------------------ errors
+
+
+@needs_alice
+def test_bad_input_is_answered_before_any_work(tiny_models, tmp_path, capsys):
+    from jaxalign.cli import main
+
+    cfg = _config(tmp_path, tiny_models[:1])
+    beyond = tmp_path / "beyond.toml"
+    beyond.write_text(cfg.read_text().replace("layers = [0, 2]", "layers = [0, 7]"))
+    assert main(["run", str(beyond), "--out", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err
+    assert "layers: [7] beyond a model with 2 layers" in err and "tiny0" in err
+    missing = tmp_path / "missing.toml"
+    missing.write_text(cfg.read_text().replace(str(tiny_models[0]), str(tmp_path / "nowhere")))
+    assert main(["run", str(missing), "--out", str(tmp_path / "o2")]) == 2
+    assert "models[0]" in capsys.readouterr().err
+    typo = tmp_path / "typo.toml"
+    typo.write_text(cfg.read_text().replace("n_permutations", "n_permutation"))
+    assert main(["run", str(typo)]) == 2
+    assert "stats.n_permutation: unknown key" in capsys.readouterr().err
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert main(["run", str(cfg), "--out", str(blocked)]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "not a results folder" in capsys.readouterr().err
+    assert not (tmp_path / "o1" / "store").exists() and not (tmp_path / "o2" / "store").exists()
+
+
+def test_version_and_help(capsys):
+    from jaxalign import __version__
+    from jaxalign.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and __version__ in capsys.readouterr().out
+    for command in ("run", "extract", "report", "demo", "alice"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "example" in text, command
+    main_help = subprocess.run([sys.executable, "-m", "jaxalign.cli", "--help"], capture_output=True, text=True,
+                               cwd=REPO)
+    for command in ("run", "extract", "report", "demo", "alice"):
+        assert command in main_help.stdout
+
+
+def test_commands_can_be_registered():
+    from jaxalign._core.commands import COMMANDS, Command, register_command
+    from jaxalign.cli import build_parser
+
+    seen = {}
+    cmd = Command("hello-test", "say hello", "Says hello.", lambda p: p.add_argument("--name", default="x"),
+                  lambda args: seen.setdefault("name", args.name) and 0)
+    register_command(cmd)
+    try:
+        args = build_parser().parse_args(["hello-test", "--name", "y"])
+        args.func(args)
+        assert seen == {"name": "y"}
+        with pytest.raises(ValueError, match="registered twice"):
+            register_command(Command("hello-test", "", "", lambda p: None, lambda a: 0))
+    finally:
+        COMMANDS.pop("hello-test")
