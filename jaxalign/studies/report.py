@@ -172,6 +172,13 @@ def report_figures(results_dir) -> dict:
             log.warning("no unit without a 'window' axis in %s: no figure drawn", root)
             return {}
 
+    if "features" in table.columns and (table["features"] == "surprisal").any():
+        log.info("surprisal units (reading times) are not drawn here: their scatter plot is written next to "
+                 "their results (details/<model>/surprisal_rt.png)")
+        table = table[table["features"] != "surprisal"]
+        if table.empty:
+            return {}
+
     targets = list(dict.fromkeys(table["target"]))
     lines, n_subjects, one_subject = _collect(table, targets)
     figs = {"layers": _draw_layers(lines, _ceiling(table, targets), targets, n_subjects, one_subject)}

@@ -188,9 +188,11 @@ def _resolve_models(cfg: StudyConfig, cache_dir: Path) -> list[_ModelRun]:
             except ValueError as error:
                 raise ValueError(f"{where}: {error}") from None
             try:
-                layers = cfg.resolved_layers(source.n_layers)
+                layers = cfg.resolved_layers(source.n_layers) if cfg.features.kind != "surprisal" else [0]
             except ConfigError as error:
                 raise ConfigError([f"{p} ({spec.label})" for p in error.problems], cfg._source) from None
+            if cfg.features.kind == "surprisal":
+                layers = [0]  # one column, from the LM head (label 0 in the results)
             run = _ModelRun(spec.label, revision or "main", source, spec.dtype, layers)
             run.features_key = settings_hash({
                 "weights": _weights_fingerprint(source, cache_dir), "dtype": spec.dtype,
@@ -230,16 +232,32 @@ def _stimulus_digest(ds: LoadedDataset) -> str:
 
 def _check_supported(cfg: StudyConfig, ds: LoadedDataset) -> None:
     problems = []
-    if ds.kind not in ("fmri", "features"):
-        problems.append(f"dataset.kind: {cfg.dataset.kind!r} gives {ds.kind} data; the runner fits fMRI and "
-                        "'arrays' datasets for now (MEG windows and reading times come next)")
-    if cfg.encoding.method != "ridge":
-        problems.append(f"encoding.method: the runner fits 'ridge' for now, not {cfg.encoding.method!r}")
-    if cfg.features.kind != "hidden_states" and ds.kind != "features":
-        problems.append(f"features.kind: the runner uses 'hidden_states' for now, not {cfg.features.kind!r}")
-    if cfg.stats.ceiling.method != "none":
-        problems.append(f"stats.ceiling.method: noise ceilings are not computed by the runner yet "
-                        f"({cfg.stats.ceiling.method!r}); set 'none'")
+    behaviour = ds.kind == "behaviour"
+    if ds.kind not in ("fmri", "features", "behaviour"):
+        problems.append(f"dataset.kind: {cfg.dataset.kind!r} gives {ds.kind} data; the runner fits fMRI, "
+                        "reading-time and 'arrays' datasets for now (MEG windows come next)")
+    if behaviour:
+        if cfg.features.kind != "surprisal" or cfg.encoding.method != "correlation":
+            problems.append("features.kind / encoding.method: reading times are scored by the runner as "
+                            "surprisal correlated with the reading time (features kind 'surprisal', encoding "
+                            "method 'correlation')")
+        if cfg.stats.test not in ("pearson_t", "none"):
+            problems.append(f"stats.test: reading times take 'pearson_t' or 'none', not {cfg.stats.test!r}")
+        if cfg.stats.ceiling.method not in ("none", "fixed"):
+            problems.append(f"stats.ceiling.method: the runner takes 'none' or 'fixed' for reading times, "
+                            f"not {cfg.stats.ceiling.method!r}")
+        if cfg.features.control != "none":
+            problems.append("features.control: no random control for reading times (set 'none')")
+    else:
+        if cfg.encoding.method != "ridge":
+            problems.append(f"encoding.method: the runner fits 'ridge' to {ds.kind} data, not "
+                            f"{cfg.encoding.method!r}")
+        if cfg.features.kind != "hidden_states" and ds.kind != "features":
+            problems.append(f"features.kind: the runner uses 'hidden_states' for {ds.kind} data, not "
+                            f"{cfg.features.kind!r}")
+        if cfg.stats.ceiling.method != "none":
+            problems.append(f"stats.ceiling.method: noise ceilings of fitted models are not computed by the "
+                            f"runner yet ({cfg.stats.ceiling.method!r}); set 'none'")
     if cfg.stats.test == "sign_flip" and len(ds.recordings) < 2:
         problems.append("stats.test: 'sign_flip' tests over subjects and the dataset has one; use "
                         "'cv_permutation' (per target) or 'none'")
@@ -277,9 +295,9 @@ def plan_study(cfg: StudyConfig, out=None) -> _Plan:
     enc = cfg.encoding
     fit_settings = {
         "timing": cfg.timing._canonical(), "encoding": enc._canonical(), "format": RUNNER_FORMAT,
-        "stimulus": _stimulus_digest(ds),
+        "stimulus": _stimulus_digest(ds), "dataset": cfg.dataset._canonical(),
     }
-    if cfg.stats.test == "cv_permutation":  # computed inside the fit units
+    if cfg.stats.test == "cv_permutation" or ds.kind == "behaviour":  # computed inside the fit units
         fit_settings["stats"] = cfg.stats._canonical()
     fits = []
     for subjects in groups:
@@ -361,6 +379,17 @@ class _Features:
         self.loaded_models += 1
         log.info("loaded %s in %.1f s", run.label, time.perf_counter() - t0)
         fcfg = cfg.features
+        if fcfg.kind == "surprisal":  # (n_words,) bits; each story (run) its own context
+            stim = self.plan.dataset.stimulus
+            words = np.asarray(stim.words, dtype=object)
+            runs = np.zeros(len(words), np.int64) if stim.runs is None else np.asarray(stim.runs)
+            out = np.full(len(words), np.nan)
+            for story in dict.fromkeys(runs.tolist()):
+                idx = np.flatnonzero(runs == story)
+                out[idx] = features.word_surprisal(model, tokenizer, list(words[idx]), context="passage",
+                                                   bos=fcfg.bos, max_length=fcfg.max_length, stride=fcfg.stride,
+                                                   progress=self.progress)
+            return out
         per_word = np.asarray(features.word_features(
             model, tokenizer, list(self.plan.dataset.stimulus.words), pooling=fcfg.pooling,
             context=fcfg.context, layers=run.layers, context_size=fcfg.context_size,
@@ -479,6 +508,8 @@ def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple
     from jaxalign import ridge, stats
 
     cfg, ds = plan.cfg, plan.dataset
+    if ds.kind == "behaviour":
+        return _fit_reading_times(plan, unit, features)
     enc, scfg = cfg.encoding, cfg.stats
     t0 = time.perf_counter()
     targets = _Targets(plan, unit.subjects)
@@ -546,10 +577,50 @@ def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple
     return arrays, dims, meta, targets.target_names
 
 
+def _fit_reading_times(plan: _Plan, unit: _FitUnit, features: _Features):
+    """Surprisal vs reading time (``jaxalign.studies.natural_stories``): pooled and per story, one unit."""
+    from jaxalign import stats
+    from jaxalign.studies import natural_stories
+
+    cfg, scfg = plan.cfg, plan.cfg.stats
+    t0 = time.perf_counter()
+    surprisal = np.asarray(features.get(unit.run), np.float64)
+    details = plan.out / "details" / _safe(f"{unit.model}@{unit.revision}")
+    res = natural_stories.analyse_dataset(
+        plan.dataset, surprisal, n_resamples=scfg.ci_resamples or 1000, seed=scfg.seed, model=unit.model,
+        settings={"max_length": cfg.features.max_length}, out=details)
+    parts = [("pooled", res["pooled"])] + [(f"story {k}", v) for k, v in res["per_story"].items()]
+    names = [name for name, _ in parts]
+    r = np.array([[v["r"] for _, v in parts]])
+    n = np.array([[v["n"] for _, v in parts]], np.int64)
+    arrays = {"score": r, "n_words": n}
+    if scfg.ci_resamples is not None:
+        arrays["ci_low"] = np.array([[v["ci"][0] for _, v in parts]])
+        arrays["ci_high"] = np.array([[v["ci"][1] for _, v in parts]])
+    if scfg.test == "pearson_t":
+        p = np.asarray(stats.pearson_pvalue(r, n, alternative=scfg.alternative), np.float64)
+        _, adj = stats.fdr_correction(p.ravel(), alpha=scfg.fdr_alpha, method=scfg.fdr)
+        arrays.update(p=p, p_fdr=np.asarray(adj, np.float64).reshape(p.shape))
+    if scfg.ceiling.method == "fixed":
+        arrays["ceiling"] = np.full(len(names), scfg.ceiling.value)
+        arrays["score_over_ceiling"] = r / scfg.ceiling.value
+    meta = {"seconds": time.perf_counter() - t0, "feature_set": unit.feature_set, "excluded": res["excluded"],
+            "details": str(details), "settings": {"features": cfg.features._canonical(),
+                                                  "stats": scfg._canonical(), "dataset": cfg.dataset._canonical()},
+            "seeds": {"bootstrap": scfg.seed}}
+    return arrays, ({"ceiling": ("target",)} if "ceiling" in arrays else {}), meta, names
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name)
+
+
 def _labels(plan: _Plan, unit: _FitUnit, target_names) -> dict:
+    subject = GROUP if plan.dataset.kind == "behaviour" else list(unit.subjects)
     return {"model": unit.model, "revision": unit.revision, "layer": list(unit.layers),
-            "subject": list(unit.subjects), "target": list(target_names), "feature_set": unit.feature_set,
-            "dataset": plan.cfg.dataset.kind}
+            "subject": subject, "target": list(target_names), "feature_set": unit.feature_set,
+            "dataset": plan.cfg.dataset.kind,
+            "features": "given" if plan.dataset.kind == "features" else plan.cfg.features.kind}
 
 
 # ------------------------------------------------------------ group stats
@@ -767,6 +838,7 @@ def _write_outputs(plan: _Plan, table) -> list[Path]:
             report = None
         if report is not None and hasattr(report, "make_report"):
             files += list(report.make_report(plan.out / "store", out=plan.out / "figures"))
+        files += sorted((plan.out / "details").glob("*/*.png")) if (plan.out / "details").is_dir() else []
     return files
 
 
@@ -788,6 +860,8 @@ def _row_name(row) -> str:
     if row["feature_set"] == "control":
         return CONTROL_MODEL
     rev = "" if row["revision"] in ("main", NO_REVISION) else f"@{row['revision']}"
+    if row.get("features") == "surprisal":
+        return f"{row['model']}{rev} surprisal"
     return f"{row['model']}{rev} layer {int(row['layer'])}"
 
 
@@ -820,10 +894,14 @@ def format_summary(summary: RunSummary, max_targets: int = 8) -> str:
     head = (f"{summary.out}: {len(summary.computed)} unit(s) computed, {len(summary.reused)} reused, "
             f"{summary.models_loaded} model(s) loaded, {summary.seconds:.0f} s")
     lines = [head]
-    if len(group):
-        n = int(group["n_subjects"].max()) if "n_subjects" in group.columns else 0
-        lines.append(f"held-out r, mean over {n} subjects (* FDR < {summary.fdr_alpha}); "
-                     f"'>base': beats the baseline after FDR")
+    has_base = "p_vs_baseline_fdr" in rows.columns and rows["p_vs_baseline_fdr"].notna().any()
+    surprisal = "features" in rows.columns and (rows["features"] == "surprisal").all()
+    if surprisal:
+        lines.append(f"Pearson r of surprisal with the reading time (no fit; * FDR < {summary.fdr_alpha})")
+    elif len(group) and "n_subjects" in group.columns:
+        n = int(group["n_subjects"].max())
+        lines.append(f"held-out r, mean over {n} subjects (* FDR < {summary.fdr_alpha})"
+                     + ("; '>base': targets where the layer beats the baseline after FDR" if has_base else ""))
     if len(targets) <= max_targets:
         names = []
         for _, row in rows.iterrows():
@@ -831,7 +909,7 @@ def format_summary(summary: RunSummary, max_targets: int = 8) -> str:
             if name not in names:
                 names.append(name)
         width = max(12, max(len(n) for n in names) + 2)
-        lines.append(f"{'':<{width}}" + "".join(f"{t:>10}" for t in targets) + ("  >base" if len(group) else ""))
+        lines.append(f"{'':<{width}}" + "".join(f"{t:>10}" for t in targets) + ("  >base" if has_base else ""))
         cells: dict = {}
         for _, row in rows.iterrows():
             name = _row_name(row) + ("" if len(group) else f" {row['subject']}")
