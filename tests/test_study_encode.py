@@ -103,6 +103,26 @@ def test_planted_features_found_and_r_matches_hand_pipeline(planted):
     np.testing.assert_array_equal(ds["p_fdr"].values, res.p_fdr)
 
 
+def test_drift_fitted_on_each_outer_training_set(planted):
+    """confound_fit 'train': the drift basis is fitted on the training rows of each outer fold only."""
+    stimulus, recording, feats = planted
+    drifting = io.Recording(recording.data + 3 * np.linspace(-1, 1, N_TRS)[:, None], "fmri", times=recording.times,
+                            runs=recording.runs, target_names=recording.target_names, tr=TR)
+    cfg = _config().updated({"encoding": {"detrend": "poly", "detrend_order": 2, "confound_fit": "train"},
+                             "stats": {"test": "none", "tail": "none"}})
+    res = encode(stimulus, drifting, features=feats, config=cfg)
+    runs = recording.runs
+    X = _hand_design(feats, stimulus, recording.times, runs)
+    Y = timing.zscore_per_run(drifting.data, runs)
+    hook = timing.fold_residualizer(timing.nuisance_design(N_TRS, runs, kind="poly", order=2))
+    hand = ridge.nested_cv(X, Y, np.logspace(*ALPHAS), ridge.ContiguousKFold(N_FOLDS, gap=GAP),
+                           ridge.ContiguousKFold(N_INNER, gap=GAP), standardize="separate", fold_targets=hook)
+    np.testing.assert_allclose(res.r, np.asarray(hand.fold_scores, np.float64).mean(-2), atol=1e-6, rtol=0)
+    assert np.all(res.r[0, :2] > 0.4)  # the planted signal survives the drift
+    whole = encode(stimulus, drifting, features=feats, config=cfg.updated({"encoding": {"confound_fit": "whole_series"}}))
+    assert not np.allclose(whole.r, res.r)  # a different (test-data-seeing) cleaning
+
+
 def test_test_none_gives_r_only_and_layer_labels(planted):
     stimulus, recording, feats = planted
     res = encode(stimulus, recording, features=feats[:1], layers=[7], config=_config().updated(
@@ -201,5 +221,5 @@ def test_bad_inputs_answered_up_front(planted):
     nan[:, 5] = np.nan
     with pytest.raises(ValueError, match="1 word"):
         encode(stimulus, recording, features=nan, config=cfg)
-    with pytest.raises(ValueError, match="confound_fit"):
-        encode(stimulus, recording, features=feats, config=cfg.updated({"encoding": {"detrend": "poly"}}))
+    with pytest.raises(ValueError, match="confounds"):
+        encode(stimulus, recording, features=feats, config=cfg.updated({"encoding": {"confounds": ["x"]}}))

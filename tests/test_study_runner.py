@@ -300,3 +300,71 @@ def test_commands_can_be_registered():
             register_command(Command("hello-test", "", "", lambda p: None, lambda a: 0))
     finally:
         COMMANDS.pop("hello-test")
+
+
+# ------------------------------------------------------------------ MEG
+
+
+def test_word_locked_meg_windows_through_the_runner(tiny_models, tmp_path):
+    """Harry-Potter-format MEG: planted layer-2 responses in 3 windows x 4 channels are found there only,
+    and every score equals a hand-built nested CV on (words, windows x channels)."""
+    from jaxalign import features, lm, ridge, timing
+    from jaxalign.studies import load_results
+    from jaxalign.studies.runner import run_study
+
+    text = (REPO / "jaxalign" / "studies" / "data" / "lighthouse.txt").read_text().split()[:300]
+    model, tok = lm.load(tiny_models[0])
+    per_word = np.asarray(features.word_features(model, tok, text, layers=[0, 2]))
+    rng = np.random.default_rng(0)
+    sfreq, n_times, n_ch = 100.0, 50, 6  # 0.5 s epochs
+    meg = rng.standard_normal((len(text), n_ch, n_times)) * 1e-12  # Tesla
+    X2 = (per_word[1] - per_word[1].mean(0)) / per_word[1].std(0)
+    signal = X2 @ rng.standard_normal((X2.shape[1], 4))
+    signal /= signal.std(0)
+    meg[:, :4, 10:25] += 2e-12 * signal[:, :, None]  # windows 2, 3, 4 of 50 ms (samples 10..24)
+    np.save(tmp_path / "meg.npy", meg)
+    np.save(tmp_path / "words.npy", np.array(text))
+    cfg = tmp_path / "meg.toml"
+    cfg.write_text(f"""layers = [0, 2]
+[dataset]
+kind = "harry_potter_meg"
+data = "meg.npy"
+words = "words.npy"
+sfreq = {sfreq}
+[[models]]
+path = "{tiny_models[0]}"
+name = "tiny0"
+[timing]
+kind = "meg"
+start = 0.0
+stop = 0.5
+width = 0.05
+[encoding]
+detrend = "none"
+alphas = {{ logspace = [-1, 6, 8] }}
+[encoding.outer]
+n_splits = 4
+gap = 0
+[stats]
+test = "none"
+[output]
+dir = "out"
+formats = ["csv"]
+""")
+    s = run_study(cfg, progress=False)
+    res = load_results(s.out / "store")
+    score = res.arrays["score"].sel(model="tiny0", revision="main", subject="meg").transpose("layer", "window", "target")
+    assert score.shape == (2, 10, n_ch)
+    r = score.values
+    planted = r[1, 2:5, :4]
+    assert planted.min() > 0.5, planted
+    others = np.delete(r[1], [2, 3, 4], axis=0)
+    assert np.abs(others).max() < 0.25 and np.abs(r[1, :, 4:]).max() < 0.25
+    assert set(res.table.window.dropna()) == {round(0.05 * k, 6) for k in range(10)}
+    # the same numbers by hand: window means, flattened window-major, one nested CV over the layers
+    Y = timing.windows_to_targets(timing.word_locked_windows(meg, sfreq, n_windows=10, width=0.05))
+    X = timing.zscore_per_run(per_word, np.zeros(len(text), int), axis=-2)
+    hand = ridge.nested_cv(X.astype(np.float32), Y, np.logspace(-1, 6, 8), ridge.ContiguousKFold(4), 
+                           ridge.ContiguousKFold(5), standardize="separate")
+    ref = timing.targets_to_windows(np.asarray(hand.fold_scores, np.float64).mean(-2), 10)
+    np.testing.assert_allclose(r, ref, atol=1e-6)

@@ -87,9 +87,8 @@ class EncodeResult:
 
 def _default_config() -> StudyConfig:
     # one recording: the per-target refitted permutation test, not the group sign flip;
-    # no fold-wise target cleaning (encode fits none), the drift removed on the whole series
-    return StudyConfig().updated({"stats": {"test": "cv_permutation"},
-                                  "encoding": {"confound_fit": "whole_series"}})
+    # the drift fitted on each outer training set (the schema's default)
+    return StudyConfig().updated({"stats": {"test": "cv_permutation"}})
 
 
 def _check_config(cfg: StudyConfig) -> None:
@@ -104,10 +103,6 @@ def _check_config(cfg: StudyConfig) -> None:
     if enc.confounds:
         raise ValueError(f"encoding.confounds: encode takes no confound regressors yet, the config names "
                          f"{enc.confounds} (remove them, or regress them out of the recording first)")
-    if enc.detrend != "none" and enc.confound_fit == "train":
-        raise ValueError("encoding.confound_fit: detrending inside each outer training set is not done by "
-                         "encode yet; set confound_fit = 'whole_series' (drift removed per run on the whole "
-                         "series) or detrend = 'none'")
     if cfg.features.baseline != "none" or cfg.features.control != "none":
         raise ValueError("features.baseline / features.control: encode fits the given layers only; set both "
                          "to 'none'")
@@ -158,7 +153,9 @@ def encode(stimulus, recording, model=None, layers=None, *, features=None, confi
         layers (default 0, 1, ...).
     features : (n_layers, n_words, dim) per-word features instead of a model.
     config : StudyConfig, or None for the defaults with stats test
-        "cv_permutation" and confound_fit "whole_series" (one recording).
+        "cv_permutation" (one recording); the drift (``encoding.detrend``)
+        is fitted on each outer training set (``confound_fit = "train"``)
+        or once on the whole series (``"whole_series"``).
         Its ``[timing]`` must be "fmri", ``[encoding]`` ridge, ``[stats]``
         test "cv_permutation" or "none".
     progress : progress bars of the feature extraction and the permutations.
@@ -248,14 +245,19 @@ def encode(stimulus, recording, model=None, layers=None, *, features=None, confi
     X = _design(per_word, stimulus, recording, tcfg, runs)[:, keep]
     X = timing.zscore_per_run(X, groups, axis=-2)
     Y = np.asarray(recording.data, np.float64)
-    if enc.detrend != "none":
+    fold_targets = None
+    if enc.detrend != "none" and enc.confound_fit == "whole_series":
         Y = timing.detrend(Y, runs, kind=enc.detrend, order=enc.detrend_order)
+    elif enc.detrend != "none":  # fitted on each outer training set, applied to its test set
+        fold_targets = timing.fold_residualizer(
+            timing.nuisance_design(n, groups, kind=enc.detrend, order=enc.detrend_order))
     Y = timing.zscore_per_run(Y[keep], groups)
 
     alphas = enc.alpha_grid()
     outer, inner = enc.outer_splitter(), enc.inner_splitter()
     use_groups = groups if "group" in (enc.outer.kind, enc.inner.kind) else None
-    common = dict(groups=use_groups, fit_intercept=enc.fit_intercept, standardize=enc.standardize_arg)
+    common = dict(groups=use_groups, fit_intercept=enc.fit_intercept, standardize=enc.standardize_arg,
+                  fold_targets=fold_targets)
     res = ridge.nested_cv(X, Y, alphas, outer, inner, scoring=enc.scoring, **common)
     r = np.asarray(res.fold_scores, np.float64).mean(axis=-2)
     best = np.asarray(res.best_alphas, np.float64)

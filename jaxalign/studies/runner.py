@@ -233,9 +233,12 @@ def _stimulus_digest(ds: LoadedDataset) -> str:
 def _check_supported(cfg: StudyConfig, ds: LoadedDataset) -> None:
     problems = []
     behaviour = ds.kind == "behaviour"
-    if ds.kind not in ("fmri", "features", "behaviour"):
+    if ds.kind not in ("fmri", "meg", "features", "behaviour"):
         problems.append(f"dataset.kind: {cfg.dataset.kind!r} gives {ds.kind} data; the runner fits fMRI, "
-                        "reading-time and 'arrays' datasets for now (MEG windows come next)")
+                        "word-locked MEG, reading-time and 'arrays' datasets")
+    if ds.kind == "meg" and cfg.timing.kind != "meg":
+        problems.append(f"timing.kind: continuous MEG/EEG ({cfg.timing.kind!r}) is not run by the runner yet; "
+                        "word-locked epochs (timing 'meg') are")
     if behaviour:
         if cfg.features.kind != "surprisal" or cfg.encoding.method != "correlation":
             problems.append("features.kind / encoding.method: reading times are scored by the runner as "
@@ -451,11 +454,14 @@ class _Targets:
         self.keep = timing.trim_mask(self.runs, *trim)
         self.groups = self.runs[self.keep]
         self.target_names = list(first.target_names or [str(i) for i in range(first.data.shape[1])])
+        self.windows = None  # MEG: the start time (s) of each window
         cols = _confound_columns(cfg, ds)
         self.fold_targets = None
         blocks, designs = [], []
         for s, rec in zip(subjects, recs):
             Y = np.asarray(rec.data, np.float64)
+            if ds.kind == "meg":  # (words, channels, time) -> (words, windows x channels)
+                Y = self._windows(rec, tcfg, s)
             C = None if cols is None else np.asarray(ds.confounds[s], np.float64)[:, cols]
             if enc.confound_fit == "whole_series":
                 if enc.detrend != "none":
@@ -470,11 +476,32 @@ class _Targets:
                         int(self.keep.sum()), self.groups, kind=enc.detrend, order=enc.detrend_order,
                         confounds=None if C is None else C[self.keep]))
             blocks.append(Y)
-        self.Y = np.concatenate(blocks, axis=1)  # (n, S * T), subject-major
+        self.Y = np.concatenate(blocks, axis=1)  # (n, S * T), subject-major (T = windows x channels for MEG)
         self.n_subjects, self.n_targets = len(subjects), blocks[0].shape[1]
         if designs:
             self.fold_targets = timing.fold_residualizer(
                 np.stack(designs), np.repeat(np.arange(len(subjects)), self.n_targets))
+
+    @property
+    def n_windows(self) -> int:
+        return 1 if self.windows is None else len(self.windows)
+
+    def _windows(self, rec, tcfg, subject) -> np.ndarray:
+        from jaxalign import timing
+
+        if rec.data.ndim != 3 or rec.sfreq is None:
+            raise ValueError(f"dataset: subject {subject}'s MEG recording must be word-locked epochs (words, "
+                             f"channels, time) with a sample rate, got shape {rec.data.shape}")
+        tmin = float(rec.epoch_times[0]) if rec.epoch_times is not None else 0.0
+        try:
+            windows = timing.word_locked_windows(rec.data, rec.sfreq, n_windows=tcfg.n_windows, width=tcfg.width,
+                                                 start=tcfg.start, tmin=tmin)
+        except ValueError as error:
+            raise ValueError(f"timing: windows {tcfg.start}..{tcfg.stop} s of {tcfg.width} s do not fit subject "
+                             f"{subject}'s epochs ({tmin:g} s from onset, {rec.data.shape[2]} samples at "
+                             f"{rec.sfreq:g} Hz): {error}") from None
+        self.windows = [round(tcfg.start + k * tcfg.width, 6) for k in range(windows.shape[0])]
+        return timing.windows_to_targets(windows).astype(np.float64)
 
 
 def _design(plan: _Plan, per_word, targets: _Targets, subjects) -> np.ndarray:
@@ -485,6 +512,9 @@ def _design(plan: _Plan, per_word, targets: _Targets, subjects) -> np.ndarray:
     rec = plan.dataset.recordings[subjects[0]]
     stim = plan.dataset.stimulus
     tcfg = cfg.timing
+    if tcfg.kind == "meg":  # one sample per word: the word's own vector, no delays
+        X = np.asarray(per_word)[:, targets.keep]
+        return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
     if tcfg.method == "lanczos":
         X = timing.lanczos_resample(per_word, stim.onsets, rec.times, window=tcfg.lanczos_window or 3,
                                     cutoff=tcfg.lanczos_cutoff)
@@ -546,24 +576,29 @@ def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple
     res = ridge.nested_cv(X, targets.Y, alphas, outer, inner, scoring=enc.scoring, progress=False,
                           on_fold=lambda k, total: (setattr(bar, "total", total), bar.update(1)), **common)
     bar.close()
-    L, S, T = X.shape[0], targets.n_subjects, targets.n_targets
-    fold = np.asarray(res.fold_scores, np.float64)  # (L, K, S*T)
+    L, S, W = X.shape[0], targets.n_subjects, targets.n_windows
+    T = targets.n_targets // W  # targets per window (channels for MEG)
+    fold = np.asarray(res.fold_scores, np.float64)  # (L, K, S * W * T)
     K = fold.shape[1]
-    fold = fold.reshape(L, K, S, T).transpose(0, 2, 1, 3)
-    score = np.nanmean(fold, axis=2) if enc.scoring != "neg_mse" else fold.mean(axis=2)
-    alpha = np.asarray(res.best_alphas, np.float64).reshape(L, K, S, T).transpose(0, 2, 1, 3)
+    fold = fold.reshape(L, K, S, W, T).transpose(0, 2, 3, 1, 4)  # (L, S, W, K, T)
+    score = np.nanmean(fold, axis=3) if enc.scoring != "neg_mse" else fold.mean(axis=3)
+    alpha = np.asarray(res.best_alphas, np.float64).reshape(L, K, S, W, T).transpose(0, 2, 3, 1, 4)
+    per_fold = ("layer", "subject", "window", "fold", "target")
+    if targets.windows is None:  # no window axis
+        fold, score, alpha = fold[:, :, 0], score[:, :, 0], alpha[:, :, 0]
+        per_fold = ("layer", "subject", "fold", "target")
     arrays = {"score": score, "fold_score": fold, "alpha": alpha}
-    dims = {"fold_score": ("layer", "subject", "fold", "target"), "alpha": ("layer", "subject", "fold", "target")}
+    dims = {"fold_score": per_fold, "alpha": per_fold}
     if scfg.test == "cv_permutation":
         perm = stats.cv_permutation_test(
             X, targets.Y, alphas, outer, inner, n_permutations=scfg.n_permutations,
             scheme=scfg.effective_scheme, block_size=scfg.block_size, alternative=scfg.alternative,
             seed=scfg.seed, tail=scfg.tail_arg, progress=bar_factory.enabled, **common)
-        p = np.asarray(perm.p, np.float64).reshape(L, S, T)
+        p = np.asarray(perm.p, np.float64).reshape((L, S, W, T) if targets.windows is not None else (L, S, T))
         p_fdr = np.empty_like(p)
-        for i in range(S):  # FDR over layers x targets of each subject
-            _, adj = stats.fdr_correction(p[:, i], alpha=scfg.fdr_alpha, method=scfg.fdr)
-            p_fdr[:, i] = np.asarray(adj, np.float64)
+        for i in range(S):  # FDR over layers x (windows x) targets of each subject
+            _, adj = stats.fdr_correction(p[:, i].ravel(), alpha=scfg.fdr_alpha, method=scfg.fdr)
+            p_fdr[:, i] = np.asarray(adj, np.float64).reshape(p[:, i].shape)
         arrays.update(p=p, p_fdr=p_fdr)
     meta = {"seconds": time.perf_counter() - t0, "n_samples": int(targets.Y.shape[0]),
             "n_features": int(X.shape[-1]), "feature_set": unit.feature_set,
@@ -574,7 +609,7 @@ def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple
         meta["model"] = {"source": str(unit.run.source.path), "format": unit.run.source.format,
                          "model_type": unit.run.source.model_type, "n_layers": unit.run.source.n_layers,
                          "features_key": unit.run.features_key, "dtype": unit.run.dtype}
-    return arrays, dims, meta, targets.target_names
+    return arrays, dims, meta, (targets.target_names, targets.windows)
 
 
 def _fit_reading_times(plan: _Plan, unit: _FitUnit, features: _Features):
@@ -608,16 +643,18 @@ def _fit_reading_times(plan: _Plan, unit: _FitUnit, features: _Features):
             "details": str(details), "settings": {"features": cfg.features._canonical(),
                                                   "stats": scfg._canonical(), "dataset": cfg.dataset._canonical()},
             "seeds": {"bootstrap": scfg.seed}}
-    return arrays, ({"ceiling": ("target",)} if "ceiling" in arrays else {}), meta, names
+    return arrays, ({"ceiling": ("target",)} if "ceiling" in arrays else {}), meta, (names, None)
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name)
 
 
-def _labels(plan: _Plan, unit: _FitUnit, target_names) -> dict:
+def _labels(plan: _Plan, unit: _FitUnit, names) -> dict:
+    target_names, windows = names
     subject = GROUP if plan.dataset.kind == "behaviour" else list(unit.subjects)
-    return {"model": unit.model, "revision": unit.revision, "layer": list(unit.layers),
+    extra = {} if windows is None else {"window": list(windows)}
+    return {**extra, "model": unit.model, "revision": unit.revision, "layer": list(unit.layers),
             "subject": subject, "target": list(target_names), "feature_set": unit.feature_set,
             "dataset": plan.cfg.dataset.kind,
             "features": "given" if plan.dataset.kind == "features" else plan.cfg.features.kind}
@@ -672,7 +709,9 @@ def _group_units(plan: _Plan, store: ResultsStore) -> list[tuple[str, dict, dict
             arrays["p_vs_baseline"], arrays["p_vs_baseline_fdr"] = vs[(model, revision)]
         labels = {"model": model, "revision": revision, "layer": list(u.layers), "subject": GROUP,
                   "target": list(done.labels["target"]), "feature_set": u.feature_set,
-                  "dataset": plan.cfg.dataset.kind}
+                  "dataset": plan.cfg.dataset.kind, "features": done.labels.get("features", "hidden_states")}
+        if "window" in done.labels:
+            labels["window"] = list(done.labels["window"])
         meta = {"test": "sign_flip over subjects", "fdr": f"{scfg.fdr} over all feature sets x targets",
                 "settings": {"stats": scfg._canonical()}, "seeds": {"stats": scfg.seed},
                 "from_units": sorted(x.key for x in plan.fits)}

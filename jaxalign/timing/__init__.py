@@ -26,12 +26,22 @@ MEG
 ---
 word_locked_windows, window_edges
     (words, channels, time) -> (windows, words, channels) window means.
+windows_to_targets, targets_to_windows
+    (windows, words, channels) <-> (words, windows x channels): all windows
+    as the targets of one fit, and per-target results back per window.
 onset_impulses, sample_delays
     Continuous word-onset impulse design and its sample delays.
 """
 
 from jaxalign.timing._fmri import average_per_tr, lanczos_kernel, lanczos_resample, words_to_trs
-from jaxalign.timing._meg import onset_impulses, sample_delays, window_edges, word_locked_windows
+from jaxalign.timing._meg import (
+    onset_impulses,
+    sample_delays,
+    targets_to_windows,
+    window_edges,
+    windows_to_targets,
+    word_locked_windows,
+)
 from jaxalign.timing._nuisance import fold_residualizer, nuisance_design
 from jaxalign.timing._preprocess import detrend, fir_delays, run_segments, trim_mask, trim_runs, zscore_per_run
 
@@ -48,7 +58,9 @@ __all__ = [
     "sample_delays",
     "trim_mask",
     "trim_runs",
+    "targets_to_windows",
     "window_edges",
+    "windows_to_targets",
     "word_locked_windows",
     "words_to_trs",
     "zscore_per_run",

@@ -18,7 +18,8 @@ import numpy as np
 from jaxalign.timing._fmri import _times
 from jaxalign.timing._preprocess import fir_delays
 
-__all__ = ["onset_impulses", "sample_delays", "window_edges", "word_locked_windows"]
+__all__ = ["onset_impulses", "sample_delays", "targets_to_windows", "window_edges", "windows_to_targets",
+           "word_locked_windows"]
 
 
 def window_edges(sfreq: float, n_times: int, *, n_windows: int = 20, width: float = 0.025, start: float = 0.0, tmin: float = 0.0) -> np.ndarray:
@@ -180,3 +181,39 @@ def sample_delays(X, delays=range(40), runs=None, *, axis: int = 0) -> np.ndarra
     never crossing a run boundary), with delays in samples rather than TRs.
     """
     return fir_delays(X, delays, runs, axis=axis)
+
+
+def windows_to_targets(windows) -> np.ndarray:
+    """``(windows, words, channels)`` -> ``(words, windows * channels)``: every window x channel one target.
+
+    Column ``k * n_channels + c`` is window ``k``, channel ``c`` (window
+    major), so one multi-target ridge fits every window at once;
+    :func:`targets_to_windows` undoes it on any per-target result.
+
+    Examples
+    --------
+    >>> Y = np.arange(2 * 3 * 4).reshape(2, 3, 4)      # 2 windows, 3 words, 4 channels
+    >>> flat = windows_to_targets(Y)
+    >>> flat.shape, bool((targets_to_windows(flat, 2) == Y.transpose(1, 0, 2)).all())
+    ((3, 8), True)
+    """
+    w = np.asarray(windows)
+    if w.ndim != 3:
+        raise ValueError(f"windows must be (n_windows, n_words, n_channels), got shape {w.shape}")
+    n_windows, n_words, n_channels = w.shape
+    return np.ascontiguousarray(w.transpose(1, 0, 2)).reshape(n_words, n_windows * n_channels)
+
+
+def targets_to_windows(values, n_windows: int) -> np.ndarray:
+    """``(..., windows * channels)`` -> ``(..., windows, channels)``: per-target results back per window.
+
+    The inverse of :func:`windows_to_targets` on the last axis (scores,
+    p-values, penalties of its targets).
+    """
+    a = np.asarray(values)
+    if isinstance(n_windows, bool) or not isinstance(n_windows, (int, np.integer)) or n_windows < 1:
+        raise ValueError(f"n_windows must be a positive integer, got {n_windows!r}")
+    if a.ndim < 1 or a.shape[-1] % n_windows:
+        raise ValueError(f"the last axis ({a.shape[-1] if a.ndim else 'none'}) is not a multiple of "
+                         f"n_windows={n_windows}")
+    return a.reshape(a.shape[:-1] + (n_windows, a.shape[-1] // n_windows))
