@@ -80,7 +80,12 @@ def read_harry_potter_fmri(root, subject, *, trim=(20, 15)) -> tuple[Stimulus, R
         last scan strictly before each word (the TR the word is assigned to).
     recording : Recording
         ``kind="fmri"``, data (n_TRs, n_voxels), ``times`` and ``runs`` of the
-        kept scans, ``tr`` = the median scan interval.
+        kept scans, ``tr`` = the median scan interval. For a trimmed array
+        ``info["full_times"]`` / ``info["full_runs"]`` hold every scan of the
+        session and ``info["trim"]`` the trim: build word features and FIR
+        delays on that grid, then keep ``trim_mask(full_runs, *trim)``
+        (``jaxalign.studies`` does), so that words heard during a trimmed
+        scan are neither pooled into a kept one nor lost from the delays.
 
     Raises
     ------
@@ -143,7 +148,10 @@ def read_harry_potter_fmri(root, subject, *, trim=(20, 15)) -> tuple[Stimulus, R
         runs=runs_fmri[keep],
         target_names=None,
         tr=float(np.median(diffs)) if diffs.size else None,
-        info={"source": str(data_path), "subject": str(subject), "trimmed": trimmed, "trim": tuple(trim) if trimmed else None},
+        info={"source": str(data_path), "subject": str(subject), "trimmed": trimmed, "trim": tuple(trim) if trimmed else None,
+              # every scan of the session: features and delays are built on this grid, then trimmed
+              # (the words heard during the trimmed scans are in the delays of the kept ones)
+              "full_times": time_fmri if trimmed else None, "full_runs": runs_fmri if trimmed else None},
     )
     return stimulus, recording
 

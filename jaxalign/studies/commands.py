@@ -142,3 +142,115 @@ register_command(Command(
     "control, layer x target heat map) from its results store.",
     _report_arguments, _report, _report_check,
     epilog="example:\n  jaxalign report out/alice_study --format png --format svg"))
+
+
+# ------------------------------------------------------------------- score
+
+
+def _score_arguments(p):
+    p.add_argument("model", nargs="?", help="a packaged model name (SmolLM2-135M-Instruct, all-MiniLM-L6-v2), a "
+                   "local checkpoint folder or GGUF file, or a Hugging Face Hub id (from the local cache)")
+    p.add_argument("--benchmark", action="append", default=None, metavar="NAME",
+                   help="a benchmark to run (repeat for several; default: every benchmark whose data is found)")
+    p.add_argument("--out", default="out/scores", help="folder of the benchmark results (one sub-folder each)")
+    p.add_argument("--data", action="append", default=None, metavar="[NAME=]DIR",
+                   help="a data folder: DIR holding alice/ and natural_stories/, or NAME=DIR for one benchmark")
+    p.add_argument("--revision", action="append", default=None, help="Hub revision(s) to score (repeat)")
+    p.add_argument("--name", default=None, help="label of the model in the results")
+    p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def _parse_data(values):
+    if not values:
+        return None
+    named, plain = {}, None
+    for v in values:
+        if "=" in v:
+            name, _, folder = v.partition("=")
+            named[name] = folder
+        else:
+            plain = v
+    if named:
+        from jaxalign.studies.benchmarks import BENCHMARKS
+
+        unknown = [n for n in named if n not in BENCHMARKS]
+        if unknown:
+            raise ValueError(f"--data: unknown benchmark(s) {unknown} (known: {', '.join(BENCHMARKS)})")
+        if plain is not None:
+            named = {n: named.get(n, plain) for n in BENCHMARKS}
+        return named
+    return plain
+
+
+def _score_check(args):
+    from jaxalign._core.files import writable_dir
+    from jaxalign.studies.benchmarks import BENCHMARKS
+
+    if args.list:
+        return
+    if args.model is None:
+        raise ValueError("give a MODEL to score (or --list to see the benchmarks)")
+    for name in args.benchmark or []:
+        if name not in BENCHMARKS:
+            raise ValueError(f"--benchmark: unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
+    args._data = _parse_data(args.data)
+    writable_dir(args.out, "--out")
+
+
+def _score(args):
+    from jaxalign.studies.benchmarks import BENCHMARKS, score_model
+
+    if args.list:
+        for b in BENCHMARKS.values():
+            print(f"{b.name} (v{b.version}): {b.description}")
+        return 0
+    _configure_logging(args.quiet)
+    scores = score_model(args.model, args.benchmark, out=args.out, data=args._data, revisions=args.revision,
+                         name=args.name, progress=False if args.quiet else None)
+    for s in scores:
+        norm = "" if not (s.normalised == s.normalised) else f", normalised {s.normalised:.3f}"
+        where = f" at layer {s.best_layer}" if BENCHMARKS[s.benchmark].per_layer else ""
+        print(f"{s.benchmark} v{s.version}  {s.model} {s.revision}: {s.score:.3f}{where}{norm}")
+        if BENCHMARKS[s.benchmark].per_layer and len(s.curve) > 1:
+            curve = "  ".join(f"{int(r.layer)}:{r.score:.3f}" for r in s.curve.itertuples())
+            print(f"    layers  {curve}")
+    print(f"\nresults in {args.out}; 'jaxalign leaderboard {args.out}' compares every model scored there")
+    return 0
+
+
+register_command(Command(
+    "score", "score a model on named benchmarks, every layer",
+    "Run a model through named, versioned benchmarks (fixed dataset, features, timing, CV, metric and noise "
+    "ceiling): every layer is scored; the best layer and the whole curve are reported, raw and "
+    "ceiling-normalised. Ceilings are computed once per results folder and cached.",
+    _score_arguments, _score, _score_check,
+    epilog="examples:\n  jaxalign score SmolLM2-135M-Instruct\n"
+           "  jaxalign score EleutherAI/pythia-160m --revision step1000 --revision step143000 "
+           "--benchmark Alice2016-fMRI\n  jaxalign score --list"))
+
+
+# ------------------------------------------------------------- leaderboard
+
+
+def _leaderboard_arguments(p):
+    p.add_argument("results", nargs="?", default="out/scores", help="the folder 'jaxalign score' wrote into")
+
+
+def _leaderboard(args):
+    from jaxalign.studies.benchmarks import BENCHMARKS, format_leaderboard, leaderboard
+
+    frame = leaderboard(args.results)
+    found = [b for b in BENCHMARKS.values() if f"{b.name} r" in frame.columns]
+    print(format_leaderboard(frame, found))
+    root = Path(args.results)
+    print(f"\nwrote {root / 'leaderboard.md'}, {root / 'leaderboard.csv'} and {root / 'leaderboard.png'}")
+    return 0
+
+
+register_command(Command(
+    "leaderboard", "models x benchmarks table of a scores folder",
+    "Gather every model scored into a folder by 'jaxalign score' into one table (best layer's score, raw and "
+    "normalised by the ceiling, and the layer) written as Markdown and CSV, with a figure.",
+    _leaderboard_arguments, _leaderboard,
+    epilog="example:\n  jaxalign leaderboard out/scores"))

@@ -119,15 +119,15 @@ def _layer_list(layers):
         raise TypeError(f"layers must be a sequence of integers, got {layers!r}") from None
 
 
-def _design(per_word, stimulus, recording, timing_cfg, runs):
+def _design(per_word, stimulus, times, timing_cfg, runs):
     """(L, n_words, dim) word features -> (L, n_trs, n_delays * dim) at the scans, delayed within runs."""
     from jaxalign import timing
 
     if timing_cfg.method == "lanczos":
-        X = timing.lanczos_resample(per_word, stimulus.onsets, recording.times,
+        X = timing.lanczos_resample(per_word, stimulus.onsets, times,
                                     window=timing_cfg.lanczos_window or 3, cutoff=timing_cfg.lanczos_cutoff)
     else:
-        X = timing.average_per_tr(per_word, stimulus.onsets, recording.times)
+        X = timing.average_per_tr(per_word, stimulus.onsets, times)
     X = timing.fir_delays(X, timing_cfg.delays, runs, axis=-2)
     return X
 
@@ -191,7 +191,17 @@ def encode(stimulus, recording, model=None, layers=None, *, features=None, confi
 
     n_trs, n_targets = recording.data.shape
     runs = np.zeros(n_trs, np.int64) if recording.runs is None else np.asarray(recording.runs)
-    keep = timing.trim_mask(runs, tcfg.trim_start, tcfg.trim_end)
+    trim = (tcfg.trim_start, tcfg.trim_end)
+    grid = None  # (times, runs, rows kept) when the array comes trimmed: features and delays on every scan
+    if recording.info.get("trimmed") and recording.info.get("full_times") is not None:
+        if tuple(recording.info.get("trim") or ()) != trim:
+            raise ValueError(f"timing.trim_start / trim_end: the recording comes trimmed by "
+                             f"{tuple(recording.info['trim'])} TRs per run; set the same values (the config has "
+                             f"{trim})")
+        full_runs = np.asarray(recording.info["full_runs"])
+        grid = (np.asarray(recording.info["full_times"], np.float64), full_runs, timing.trim_mask(full_runs, *trim))
+        trim = (0, 0)
+    keep = timing.trim_mask(runs, *trim)
     n = int(keep.sum())
     groups = runs[keep]
     if enc.outer.kind == "group":
@@ -242,7 +252,10 @@ def encode(stimulus, recording, model=None, layers=None, *, features=None, confi
                          "min_context): they cannot be averaged into TRs")
 
     # ------------------------------------------------------ design and targets
-    X = _design(per_word, stimulus, recording, tcfg, runs)[:, keep]
+    if grid is None:
+        X = _design(per_word, stimulus, recording.times, tcfg, runs)[:, keep]
+    else:
+        X = _design(per_word, stimulus, grid[0], tcfg, grid[1])[:, grid[2]]
     X = timing.zscore_per_run(X, groups, axis=-2)
     Y = np.asarray(recording.data, np.float64)
     fold_targets = None

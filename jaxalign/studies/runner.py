@@ -48,8 +48,17 @@ convention of the original Alice analysis).
 
 What runs today: fMRI datasets (alice, nifti, harry_potter_fmri) and the
 "arrays" dataset, with stats tests sign_flip, cv_permutation and none.
-MEG/continuous recordings, reading times and noise ceilings are refused
-with an error naming the config key (they come next).
+Continuous MEG/EEG recordings are refused with an error naming the config
+key (they come next).
+
+Noise ceilings (``[stats.ceiling]``, with group tests): ``split_half``
+(Spearman-Brown split-half reliability of the group-mean response over
+random subject splits), ``extrapolation`` (Brain-Score's held-out-subject
+consistency extrapolated to infinitely many subjects, per target: the scale
+of a per-subject r) or ``fixed``; computed once from the whole-series
+cleaned targets and cached in ``<out>/cache/ceilings`` by a key of the data
+and the settings; the group units then carry ``ceiling`` and
+``score_over_ceiling``.
 
 Progress goes to stderr through tqdm bars (units, then the stages inside a
 unit: feature extraction, outer folds, permutations); ``quiet=True`` turns
@@ -192,6 +201,11 @@ def _resolve_models(cfg: StudyConfig, cache_dir: Path) -> list[_ModelRun]:
             except ConfigError as error:
                 raise ConfigError([f"{p} ({spec.label})" for p in error.problems], cfg._source) from None
             if cfg.features.kind == "surprisal":
+                from jaxalign.lm._registry import architecture
+
+                if not getattr(architecture(source.model_type).Config, "causal", True):
+                    raise ValueError(f"{where}: surprisal needs a causal language model; {spec.label} is a "
+                                     f"{source.model_type!r} (bidirectional) model")
                 layers = [0]  # one column, from the LM head (label 0 in the results)
             run = _ModelRun(spec.label, revision or "main", source, spec.dtype, layers)
             run.features_key = settings_hash({
@@ -258,12 +272,21 @@ def _check_supported(cfg: StudyConfig, ds: LoadedDataset) -> None:
         if cfg.features.kind != "hidden_states" and ds.kind != "features":
             problems.append(f"features.kind: the runner uses 'hidden_states' for {ds.kind} data, not "
                             f"{cfg.features.kind!r}")
-        if cfg.stats.ceiling.method != "none":
-            problems.append(f"stats.ceiling.method: noise ceilings of fitted models are not computed by the "
-                            f"runner yet ({cfg.stats.ceiling.method!r}); set 'none'")
-    if cfg.stats.test == "sign_flip" and len(ds.recordings) < 2:
-        problems.append("stats.test: 'sign_flip' tests over subjects and the dataset has one; use "
-                        "'cv_permutation' (per target) or 'none'")
+        method = cfg.stats.ceiling.method
+        if method != "none" and cfg.stats.test != "sign_flip":
+            problems.append(f"stats.ceiling.method: {method!r} normalises the group scores, which need "
+                            "stats.test 'sign_flip' (several subjects); set 'none'")
+        elif method in ("split_half", "extrapolation"):
+            need = 2 if method == "split_half" else 3
+            if len(ds.recordings) < need or len(_groups(ds)) != 1:
+                problems.append(f"stats.ceiling.method: {method!r} needs >= {need} subjects sharing one stimulus, "
+                                f"sampling and targets (the dataset has {len(ds.recordings)} subject(s) in "
+                                f"{len(_groups(ds))} group(s))")
+    if cfg.stats.test == "sign_flip" and (len(ds.recordings) < 2 or len(_groups(ds)) != 1):
+        problems.append("stats.test: 'sign_flip' tests each target over subjects, which needs >= 2 subjects "
+                        f"sharing the same targets (the dataset has {len(ds.recordings)} subject(s) in "
+                        f"{len(_groups(ds))} group(s) of shared targets, e.g. voxels in each subject's own "
+                        "space); use 'cv_permutation' (per target) or 'none'")
     if cfg.stats.test == "cv_permutation" and cfg.encoding.scoring != "pearson":
         problems.append("stats.test: 'cv_permutation' tests the held-out Pearson r; set encoding.scoring "
                         "to 'pearson'")
@@ -274,10 +297,15 @@ def _check_supported(cfg: StudyConfig, ds: LoadedDataset) -> None:
 
 
 def _groups(ds: LoadedDataset) -> list[list[str]]:
+    """Subjects fitted together: those sharing stimulus, sampling and targets (same names); else one each."""
     subjects = ds.subjects
-    if ds.info.get("shared_sampling", False) or len(subjects) == 1:
-        return [subjects]
-    return [[s] for s in subjects]
+    if not ds.info.get("shared_sampling", False) or len(subjects) == 1:
+        return [[s] for s in subjects]
+    groups: dict = {}
+    for s in subjects:
+        rec = ds.recordings[s]
+        groups.setdefault((rec.data.shape[1:], tuple(rec.target_names or ())), []).append(s)
+    return list(groups.values())
 
 
 def plan_study(cfg: StudyConfig, out=None) -> _Plan:
@@ -451,6 +479,12 @@ class _Targets:
         self.runs = np.zeros(n, np.int64) if first.runs is None else np.asarray(first.runs)
         tcfg = cfg.timing
         trim = (tcfg.trim_start, tcfg.trim_end) if tcfg.kind == "fmri" else (0, 0)
+        if first.info.get("trimmed"):  # the reader's array is trimmed already (Harry Potter): not twice
+            if tuple(first.info.get("trim") or ()) != trim:
+                raise ConfigError([f"timing.trim_start / trim_end: the recording of {subjects[0]} comes trimmed by "
+                                   f"{tuple(first.info.get('trim') or ())} TRs per run; set the same values "
+                                   f"(the config has {trim})"], cfg._source)
+            trim = (0, 0)
         self.keep = timing.trim_mask(self.runs, *trim)
         self.groups = self.runs[self.keep]
         self.target_names = list(first.target_names or [str(i) for i in range(first.data.shape[1])])
@@ -504,6 +538,20 @@ class _Targets:
         return timing.windows_to_targets(windows).astype(np.float64)
 
 
+def _scan_grid(rec, targets: _Targets):
+    """(times, runs, rows to keep) of the grid features and delays are built on.
+
+    Every scan of the session for a recording whose array comes trimmed
+    (``info["full_times"]``), else the recording's own scans.
+    """
+    from jaxalign import timing
+
+    if rec.info.get("trimmed") and rec.info.get("full_times") is not None:
+        runs = np.asarray(rec.info["full_runs"])
+        return np.asarray(rec.info["full_times"], np.float64), runs, timing.trim_mask(runs, *rec.info["trim"])
+    return rec.times, targets.runs, targets.keep
+
+
 def _design(plan: _Plan, per_word, targets: _Targets, subjects) -> np.ndarray:
     """(L, n_words, dim) word features -> (L, n_kept, n_delays * dim) on the recording's samples."""
     from jaxalign import timing
@@ -515,22 +563,26 @@ def _design(plan: _Plan, per_word, targets: _Targets, subjects) -> np.ndarray:
     if tcfg.kind == "meg":  # one sample per word: the word's own vector, no delays
         X = np.asarray(per_word)[:, targets.keep]
         return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
+    times, runs, keep = _scan_grid(rec, targets)
     if tcfg.method == "lanczos":
-        X = timing.lanczos_resample(per_word, stim.onsets, rec.times, window=tcfg.lanczos_window or 3,
+        X = timing.lanczos_resample(per_word, stim.onsets, times, window=tcfg.lanczos_window or 3,
                                     cutoff=tcfg.lanczos_cutoff)
     else:
-        X = timing.average_per_tr(per_word, stim.onsets, rec.times)
-    X = timing.fir_delays(X, tcfg.delays, targets.runs, axis=-2)[:, targets.keep]
+        X = timing.average_per_tr(per_word, stim.onsets, times)
+    X = timing.fir_delays(X, tcfg.delays, runs, axis=-2)[:, keep]
     return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
 
 
-def _word_rate(plan: _Plan, subjects) -> np.ndarray:
+def _word_rate(plan: _Plan, targets: _Targets, subjects) -> np.ndarray:
+    """(1, n_kept, n_delays) words per scan, FIR-delayed on the scan grid, z-scored per run."""
     from jaxalign import timing
 
     rec = plan.dataset.recordings[subjects[0]]
     onsets = plan.dataset.stimulus.onsets
-    _, counts = timing.average_per_tr(np.zeros((len(onsets), 1)), onsets, rec.times, return_counts=True)
-    return counts.astype(np.float64)[None, :, None]
+    times, runs, keep = _scan_grid(rec, targets)
+    _, counts = timing.average_per_tr(np.zeros((len(onsets), 1)), onsets, times, return_counts=True)
+    X = timing.fir_delays(counts.astype(np.float64)[None, :, None], plan.cfg.timing.delays, runs, axis=-2)[:, keep]
+    return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
 
 
 def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple[dict, dict, dict, list]:
@@ -562,11 +614,7 @@ def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple
                                  "skipped by features.min_context): they cannot be averaged into TRs")
             X = _design(plan, per_word, targets, unit.subjects)
         else:
-            from jaxalign import timing
-
-            rate = _word_rate(plan, unit.subjects)
-            X = timing.fir_delays(rate, cfg.timing.delays, targets.runs, axis=-2)[:, targets.keep]
-            X = timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
+            X = _word_rate(plan, targets, unit.subjects)
     alphas = enc.alpha_grid()
     outer, inner = enc.outer_splitter(), enc.inner_splitter()
     use_groups = targets.groups if "group" in (enc.outer.kind, enc.inner.kind) else None
@@ -663,6 +711,47 @@ def _labels(plan: _Plan, unit: _FitUnit, names) -> dict:
 # ------------------------------------------------------------ group stats
 
 
+def _ceiling(plan: _Plan):
+    """Per-target noise ceiling of the study's subjects ((T,) or (W, T) for MEG), cached; None without one."""
+    import dataclasses
+
+    from jaxalign import stats
+
+    c = plan.cfg.stats.ceiling
+    if c.method == "none":
+        return None
+    subjects = plan.groups[0]
+    whole = dataclasses.replace(plan, cfg=plan.cfg.updated({"encoding": {"confound_fit": "whole_series"}}))
+    targets = _Targets(whole, subjects)
+    shape = (targets.n_windows, targets.n_targets // targets.n_windows)
+    if c.method == "fixed":
+        return np.full(shape, c.value).squeeze(0) if targets.windows is None else np.full(shape, c.value)
+    key = settings_hash({"recording": _recording_digest(plan.dataset, subjects), "ceiling": c._canonical(),
+                         "encoding": plan.cfg.encoding._canonical(), "timing": plan.cfg.timing._canonical(),
+                         "seed": plan.cfg.stats.seed, "format": RUNNER_FORMAT})
+    path = plan.out / "cache" / "ceilings" / f"{key}.npy"
+    if path.is_file():
+        values = np.load(path, allow_pickle=False)
+        log.info("noise ceiling from the cache (%s)", path.name[:12])
+    else:
+        t0 = time.perf_counter()
+        n, S = targets.Y.shape[0], targets.n_subjects
+        data = targets.Y.reshape(n, S, targets.n_targets).transpose(1, 0, 2)  # (S, n, T)
+        if c.method == "split_half":
+            values = np.asarray(stats.split_half_ceiling(data, n_splits=c.n_splits or 10,
+                                                         seed=plan.cfg.stats.seed).ceiling, np.float64)
+        else:
+            values = np.asarray(stats.extrapolation_ceiling(data, n_bootstraps=c.n_bootstraps or 100,
+                                                            seed=plan.cfg.stats.seed).target_ceiling, np.float64)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: np.save(f, values, allow_pickle=False))
+        atomic_write_text(path.with_suffix(".json"), json.dumps({"method": c.method, "subjects": subjects,
+                                                                 "settings": c._canonical()}, indent=1))
+        log.info("noise ceiling (%s over %d subjects) in %.1f s", c.method, S, time.perf_counter() - t0)
+    values = values.reshape(shape)
+    return values[0] if targets.windows is None else values
+
+
 def _group_units(plan: _Plan, store: ResultsStore) -> list[tuple[str, dict, dict, dict]]:
     """Sign-flip tests over subjects for every feature set of the study, FDR over all of them."""
     from jaxalign import stats
@@ -698,6 +787,7 @@ def _group_units(plan: _Plan, store: ResultsStore) -> list[tuple[str, dict, dict
             vs[(e[0], e[1])] = (p_vs[at:at + size].reshape(e[4].shape[1:]),
                                 fdr_vs[at:at + size].reshape(e[4].shape[1:]))
             at += size
+    ceiling = _ceiling(plan)
     out, at = [], 0
     for model, revision, u, done, r in entries:
         size = r[0].size
@@ -707,6 +797,12 @@ def _group_units(plan: _Plan, store: ResultsStore) -> list[tuple[str, dict, dict
         at += size
         if (model, revision) in vs:
             arrays["p_vs_baseline"], arrays["p_vs_baseline_fdr"] = vs[(model, revision)]
+        dims = {}
+        if ceiling is not None:
+            arrays["ceiling"] = ceiling
+            with np.errstate(divide="ignore", invalid="ignore"):
+                arrays["score_over_ceiling"] = np.where(ceiling > 0, arrays["score"] / ceiling, np.nan)
+            dims["ceiling"] = ("target",) if ceiling.ndim == 1 else ("window", "target")
         labels = {"model": model, "revision": revision, "layer": list(u.layers), "subject": GROUP,
                   "target": list(done.labels["target"]), "feature_set": u.feature_set,
                   "dataset": plan.cfg.dataset.kind, "features": done.labels.get("features", "hidden_states")}
@@ -715,7 +811,9 @@ def _group_units(plan: _Plan, store: ResultsStore) -> list[tuple[str, dict, dict
         meta = {"test": "sign_flip over subjects", "fdr": f"{scfg.fdr} over all feature sets x targets",
                 "settings": {"stats": scfg._canonical()}, "seeds": {"stats": scfg.seed},
                 "from_units": sorted(x.key for x in plan.fits)}
-        out.append((plan.group_keys[(model, revision)], arrays, labels, meta))
+        if ceiling is not None:
+            meta["ceiling"] = plan.cfg.stats.ceiling._canonical()
+        out.append((plan.group_keys[(model, revision)], arrays, labels, meta, dims))
     return out
 
 
@@ -828,8 +926,8 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
     if plan.group_keys:
         todo = [k for k in set(plan.group_keys.values()) if not store.is_done(k)]
         if todo:
-            for key, arrays, labels, meta in _group_units(plan, store):
-                if store.write_unit(key, arrays, labels, meta):
+            for key, arrays, labels, meta, dims in _group_units(plan, store):
+                if store.write_unit(key, arrays, labels, meta, dims=dims):
                     computed.append(key)
                 else:
                     reused.append(key)
