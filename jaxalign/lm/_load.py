@@ -455,10 +455,13 @@ def load(
         if revision is not None:
             warnings.warn(f"revision={revision!r} ignored for the GGUF file {path}", stacklevel=2)
         gguf = importlib.import_module("jaxalign.lm._gguf")
-        hf_config, tensors, _ = gguf.read_gguf(path, with_tokenizer=False)
+        # dequantized tensors and tokenizer kept on disk after the first load (lm._gguf_cache)
+        from jaxalign.lm._gguf_cache import load_gguf_cached
+
+        hf_config, tensors, tokenizer = load_gguf_cached(path)
         source = lambda name: f"{path} (GGUF tensor {gguf.gguf_name(name)})"  # noqa: E731
         model = _build(hf_config, tensors, dtype, devices, stacklevel=3, source=source)
-        return model, gguf.gguf_tokenizer(path)  # after the weights: a corrupt file fails first
+        return model, tokenizer
     directory = resolve(name, revision)
     hf_config, tensors = read_checkpoint(directory)
     model = _build(hf_config, tensors, dtype, devices, stacklevel=3,
