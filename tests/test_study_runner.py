@@ -368,3 +368,18 @@ formats = ["csv"]
                            ridge.ContiguousKFold(5), standardize="separate")
     ref = timing.targets_to_windows(np.asarray(hand.fold_scores, np.float64).mean(-2), 10)
     np.testing.assert_allclose(r, ref, atol=1e-6)
+
+
+@needs_alice
+def test_extract_then_run_loads_no_model(tiny_models, tmp_path, capsys):
+    from jaxalign.cli import main
+    from jaxalign.studies.runner import run_study
+
+    cfg = _config(tmp_path, tiny_models[:2])
+    assert main(["extract", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(extracted)") == 2 and "3 layers" not in out and "2 layers x 2127 words" in out
+    assert main(["extract", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert capsys.readouterr().out.count("(cached)") == 2
+    s = run_study(cfg, out=tmp_path / "o", progress=False)
+    assert s.models_loaded == 0 and len(s.computed) == 3 + 3  # baseline + 2 models, and their group units
