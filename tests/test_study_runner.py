@@ -383,3 +383,95 @@ def test_extract_then_run_loads_no_model(tiny_models, tmp_path, capsys):
     assert capsys.readouterr().out.count("(cached)") == 2
     s = run_study(cfg, out=tmp_path / "o", progress=False)
     assert s.models_loaded == 0 and len(s.computed) == 3 + 3  # baseline + 2 models, and their group units
+
+
+# ------------------------------------------------------------------ NIfTI
+
+
+def test_nifti_runs_restart_their_clock_and_maps_have_their_mask(tiny_models, tmp_path):
+    """Two NIfTI runs whose scan and word times both restart at 0: each run's words go to its own scans.
+    The runner equals a design built run by run by hand, and equals studies.encode on the same data."""
+    nib = pytest.importorskip("nibabel")
+    from jaxalign import features, io, lm, ridge, timing
+    from jaxalign.studies import StudyConfig, encode, load_results
+    from jaxalign.studies.runner import run_study
+
+    rng = np.random.default_rng(8)
+    text = (REPO / "jaxalign" / "studies" / "data" / "lighthouse.txt").read_text().split()
+    n_vols, tr = (70, 60), 2.0
+    words_per_run = [text[:150], text[150:280]]
+    onsets = [np.sort(rng.uniform(0.5, n * tr - 1, len(w))) for n, w in zip(n_vols, words_per_run)]
+    model, tok = lm.load(tiny_models[0])
+    # the runner's context: the whole word list as one passage (run 2 continues run 1's story)
+    allf = np.asarray(features.word_features(model, tok, words_per_run[0] + words_per_run[1], layers=[2]))[0]
+    feats = [allf[:150], allf[150:]]
+    affine = np.diag([2.0, 2.0, 2.5, 1.0])
+    mask = np.zeros((4, 3, 2), bool)
+    mask[1:, :, 1] = True  # 9 voxels
+    images = []
+    weights = rng.standard_normal((2 * feats[0].shape[1], 9))  # one response model for both runs
+    for k, (n, f, on) in enumerate(zip(n_vols, feats, onsets)):
+        X = timing.fir_delays(timing.average_per_tr(f, on, tr * np.arange(n)), [1, 2], None)
+        sig = X @ weights
+        sig = (sig - sig.mean(0)) / sig.std(0)
+        vol = rng.standard_normal((4, 3, 2, n)).astype(np.float32)
+        vol[mask] += 1.5 * sig.T
+        img = nib.Nifti1Image(vol, affine)
+        img.header.set_zooms((2.0, 2.0, 2.5, tr))
+        images.append(tmp_path / f"run{k + 1}.nii.gz")
+        nib.save(img, str(images[-1]))
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), str(tmp_path / "mask.nii.gz"))
+    (tmp_path / "words.tsv").write_text("word\tonset\trun\n" + "".join(
+        f"{w}\t{t:.4f}\t{k + 1}\n" for k in range(2) for w, t in zip(words_per_run[k], onsets[k])))
+    cfg_path = tmp_path / "nifti.toml"
+    cfg_path.write_text(f"""layers = [0, 2]
+[dataset]
+kind = "nifti"
+images = ["run1.nii.gz", "run2.nii.gz"]
+words = "words.tsv"
+mask = "mask.nii.gz"
+[[models]]
+path = "{tiny_models[0]}"
+name = "tiny0"
+[timing]
+delays = [1, 2]
+[encoding]
+detrend = "none"
+[encoding.outer]
+kind = "group"
+[encoding.inner]
+kind = "contiguous"
+n_splits = 4
+[stats]
+test = "cv_permutation"
+n_permutations = 19
+[output]
+dir = "out"
+formats = ["csv"]
+""")
+    s = run_study(cfg_path, progress=False)
+    t = load_results(s.out / "store").table
+    r2 = t[t.layer == 2].sort_values("target", key=lambda c: c.astype(int)).score.to_numpy()
+    assert (r2 > 0.3).all(), r2  # planted from layer 2 run by run: found
+    assert t.p.notna().all() and ((t.p > 0) & (t.p <= 1)).all()
+    # by hand: each run's words averaged into that run's scans, delays within runs, runs as outer folds
+    rec = io.read_nifti(images, tmp_path / "mask.nii.gz")
+    X = np.concatenate([timing.fir_delays(timing.average_per_tr(f, on, tr * np.arange(n)), [1, 2], None)
+                        for n, f, on in zip(n_vols, feats, onsets)])
+    runs = np.repeat([0, 1], n_vols)
+    hand = ridge.nested_cv(timing.zscore_per_run(X, runs).astype(np.float32), rec.data.astype(np.float64),
+                           np.logspace(-1, 6, 8), ridge.LeaveOneGroupOut(gap=5), ridge.ContiguousKFold(4, gap=5),
+                           groups=runs, standardize="separate")
+    np.testing.assert_allclose(r2, np.asarray(hand.fold_scores, np.float64).mean(0), atol=1e-5)
+    # studies.encode on the same recording and config: the same numbers
+    cfg = StudyConfig.from_toml(cfg_path)
+    from jaxalign.studies import load_dataset
+
+    ds = load_dataset(cfg)
+    enc = encode(ds.stimulus, ds.recordings[ds.subjects[0]], (model, tok), config=cfg)
+    np.testing.assert_allclose(enc.r[1], r2, atol=1e-6)
+    np.testing.assert_allclose(enc.p[1], t[t.layer == 2].sort_values("target", key=lambda c: c.astype(int)).p, atol=0)
+    # where the targets are, for maps
+    m = nib.load(str(s.out / "geometry" / f"{ds.subjects[0]}_mask.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(m.dataobj).astype(bool), mask)
+    np.testing.assert_allclose(m.affine, affine)

@@ -120,16 +120,48 @@ def _layer_list(layers):
 
 
 def _design(per_word, stimulus, times, timing_cfg, runs):
-    """(L, n_words, dim) word features -> (L, n_trs, n_delays * dim) at the scans, delayed within runs."""
+    """(L, n_words, dim) word features -> (L, n_trs, n_delays * dim) at the scans, delayed within runs.
+
+    When the words and the scans both carry runs, each run's words go to that
+    run's scans only (NIfTI runs restart their clock at 0; a global
+    assignment would pool run 2's words into run 1's scans).
+    """
+    return word_design(per_word, stimulus, times, runs, timing_cfg)
+
+
+def word_design(per_word, stimulus, times, runs, timing_cfg, *, counts: bool = False):
+    """Per-scan word features (or, with ``counts``, words per scan) with FIR delays, run by run.
+
+    ``per_word`` (L, n_words, dim); ``times``/``runs`` of the scans (runs may
+    be None). Returns (L, n_scans, n_delays * dim) float64.
+    """
     from jaxalign import timing
 
-    if timing_cfg.method == "lanczos":
-        X = timing.lanczos_resample(per_word, stimulus.onsets, times,
-                                    window=timing_cfg.lanczos_window or 3, cutoff=timing_cfg.lanczos_cutoff)
+    per_word = np.asarray(per_word)
+    onsets = np.asarray(stimulus.onsets, np.float64)
+    times = np.asarray(times, np.float64)
+    if counts:
+        per_word = np.zeros((1, len(onsets), 1))
+
+    def resample(feats, word_times, scan_times):
+        if counts:
+            _, c = timing.average_per_tr(feats[0], word_times, scan_times, return_counts=True)
+            return c.astype(np.float64)[None, :, None]
+        if timing_cfg.method == "lanczos":
+            return timing.lanczos_resample(feats, word_times, scan_times, window=timing_cfg.lanczos_window or 3,
+                                           cutoff=timing_cfg.lanczos_cutoff)
+        return timing.average_per_tr(feats, word_times, scan_times)
+
+    if stimulus.runs is not None and runs is not None:
+        runs = np.asarray(runs)
+        word_runs = np.asarray(stimulus.runs)
+        X = np.zeros(per_word.shape[:1] + (len(times), 1 if counts else per_word.shape[-1]))
+        for r in np.unique(runs):
+            scans, words = runs == r, word_runs == r
+            X[:, scans] = resample(per_word[:, words], onsets[words], times[scans])
     else:
-        X = timing.average_per_tr(per_word, stimulus.onsets, times)
-    X = timing.fir_delays(X, timing_cfg.delays, runs, axis=-2)
-    return X
+        X = resample(per_word, onsets, times)
+    return timing.fir_delays(X, timing_cfg.delays, runs, axis=-2)
 
 
 def encode(stimulus, recording, model=None, layers=None, *, features=None, config=None,

@@ -68,6 +68,7 @@ them off. Library messages go through ``logging`` (logger
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -82,6 +83,7 @@ from jaxalign._core import seeds
 from jaxalign._core.files import atomic_write, atomic_write_text, writable_dir
 from jaxalign.studies.config import ConfigError, StudyConfig, settings_hash
 from jaxalign.studies.datasets import GROUP, LoadedDataset, load_dataset
+from jaxalign.studies.encode import word_design
 from jaxalign.studies.store import ResultsStore, load_results
 
 __all__ = ["RunSummary", "extract_features", "format_summary", "plan_study", "run_study"]
@@ -564,12 +566,8 @@ def _design(plan: _Plan, per_word, targets: _Targets, subjects) -> np.ndarray:
         X = np.asarray(per_word)[:, targets.keep]
         return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
     times, runs, keep = _scan_grid(rec, targets)
-    if tcfg.method == "lanczos":
-        X = timing.lanczos_resample(per_word, stim.onsets, times, window=tcfg.lanczos_window or 3,
-                                    cutoff=tcfg.lanczos_cutoff)
-    else:
-        X = timing.average_per_tr(per_word, stim.onsets, times)
-    X = timing.fir_delays(X, tcfg.delays, runs, axis=-2)[:, keep]
+    X = word_design(per_word, stim, times, runs if rec.runs is not None or rec.info.get("trimmed") else None,
+                    tcfg)[:, keep]
     return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
 
 
@@ -578,10 +576,9 @@ def _word_rate(plan: _Plan, targets: _Targets, subjects) -> np.ndarray:
     from jaxalign import timing
 
     rec = plan.dataset.recordings[subjects[0]]
-    onsets = plan.dataset.stimulus.onsets
     times, runs, keep = _scan_grid(rec, targets)
-    _, counts = timing.average_per_tr(np.zeros((len(onsets), 1)), onsets, times, return_counts=True)
-    X = timing.fir_delays(counts.astype(np.float64)[None, :, None], plan.cfg.timing.delays, runs, axis=-2)[:, keep]
+    X = word_design(None, plan.dataset.stimulus, times, runs if rec.runs is not None or rec.info.get("trimmed")
+                    else None, plan.cfg.timing, counts=True)[:, keep]
     return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
 
 
@@ -884,6 +881,7 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
     bars = _Bars(bool(show) if show is not None else _isatty())
     store = ResultsStore(plan.out / "store")
     cfg.to_toml(plan.out / "study.toml")
+    _write_geometry(plan)
     feats = _Features(plan, bars.enabled)
     computed, reused = [], []
     all_units = [(u.key, u) for u in plan.fits]
@@ -946,6 +944,32 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
     atomic_write_text(plan.out / "results.json", json.dumps(_json_summary(plan, summary), indent=1))
     summary.files.append(plan.out / "results.json")
     return summary
+
+
+def _write_geometry(plan: _Plan) -> None:
+    """Where the targets are, for maps of the results: ``<out>/geometry/<subject>_mask.nii.gz`` (NIfTI
+    voxels: the mask whose True voxels, in C order, are the targets, with its affine) and
+    ``<subject>-info.fif`` (MNE channel info: names, positions). Written once, atomically."""
+    folder = plan.out / "geometry"
+    for subject, rec in plan.dataset.recordings.items():
+        if rec.mask is not None and rec.affine is not None:
+            path = folder / f"{subject}_mask.nii.gz"
+            if not path.is_file():
+                import nibabel as nib
+
+                folder.mkdir(exist_ok=True)
+                img = nib.Nifti1Image(np.asarray(rec.mask, np.uint8), np.asarray(rec.affine, np.float64))
+                atomic_write(path, lambda f, img=img: f.write(gzip.compress(img.to_bytes())))
+        info = rec.channel_info
+        if info is not None and type(info).__module__.startswith("mne"):
+            path = folder / f"{subject}-info.fif"
+            if not path.is_file():
+                import mne
+
+                folder.mkdir(exist_ok=True)
+                tmp = folder / f".{subject}.{os.getpid()}.tmp-info.fif"
+                mne.io.write_info(tmp, info, overwrite=True)
+                os.replace(tmp, path)
 
 
 def _isatty() -> bool:
