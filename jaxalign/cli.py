@@ -120,7 +120,9 @@ def _alice(args):
     from pathlib import Path
 
     from jaxalign.studies import alice
+    from jaxalign.studies.commands import _configure_logging
 
+    _configure_logging(False)  # the study's progress lines (logging) on stderr
     layers = args.layers if isinstance(args.layers, list) else _layer_list(args.layers)
     synthetic = True if args.synthetic else None
     res = alice.run(args.root, layers=layers, n_subjects=args.subjects, out=args.out, model_path=args.model,

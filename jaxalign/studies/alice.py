@@ -51,8 +51,8 @@ same pipeline runs end to end and must recover what was planted.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -61,6 +61,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxalign._core import seeds
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AliceData",
@@ -345,8 +347,8 @@ def analyse(data: AliceData, per_word, names, *, n_outer=5, n_inner=5, gap=5, n_
     X_sets = timing.fir_delays(timing.average_per_tr(per_word, data.onsets, data.tr_times), DELAYS, axis=-2)
     X_rate = timing.fir_delays(word_rate(data.onsets, data.tr_times), DELAYS)
     if progress:
-        print(f"fitting {len(names) + 1} feature sets x {S} subjects x {R} ROIs "
-              f"({n} TRs, {X_sets.shape[-1]} features)", file=sys.stderr, flush=True)
+        log.info("fitting %d feature sets x %d subjects x %d ROIs (%d TRs, %d features)", len(names) + 1, S, R,
+                 n, X_sets.shape[-1])
     r_rate, c_rate = _encode(X_rate, Y2, n_outer, n_inner, gap)
     r_sets, c_sets = _encode(X_sets, Y2, n_outer, n_inner, gap)
     fit_s = time.perf_counter() - t0
@@ -503,8 +505,8 @@ def run(root=None, *, layers=QUICK_LAYERS, n_subjects=None, out="out/alice", mod
     else:
         words = np.asarray(_TEXT.read_text().split())
         if progress:
-            print(f"Alice data not found: running on a synthetic study ({len(words)}-word embedded text, "
-                  f"planted responses)", file=sys.stderr, flush=True)
+            log.info("Alice data not found: running on a synthetic study (%d-word embedded text, planted "
+                     "responses)", len(words))
         per_word = layer_features(words, layers, model_path=model_path, cache_dir=out / "cache",
                                   progress=progress)
         planted = len(layers) // 2  # responses planted from the middle one of the layers asked for

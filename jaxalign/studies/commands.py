@@ -23,8 +23,7 @@ def _configure_logging(quiet: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._jaxalign = True
-        logger.addHandler(handler)
-        logger.propagate = False
+        logger.addHandler(handler)  # propagation kept: an application's (or pytest's) root handlers see them too
 
 
 def _load_config(args):
