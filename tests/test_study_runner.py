@@ -475,3 +475,22 @@ formats = ["csv"]
     m = nib.load(str(s.out / "geometry" / f"{ds.subjects[0]}_mask.nii.gz"))
     np.testing.assert_array_equal(np.asarray(m.dataobj).astype(bool), mask)
     np.testing.assert_allclose(m.affine, affine)
+
+
+@needs_alice
+def test_fit_then_stats_stages(tiny_models, tmp_path, capsys):
+    from jaxalign.cli import main
+
+    cfg = _config(tmp_path, tiny_models[:1])
+    out = tmp_path / "staged"
+    assert main(["stats", str(cfg), "--out", str(out), "--quiet"]) == 2
+    assert "2 of 2 fit unit(s)" in capsys.readouterr().err
+    assert main(["fit", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert len(_units(out)) == 2  # fits only
+    assert main(["stats", str(cfg), "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "0 unit(s) computed" not in text.splitlines()[-1] and "tiny0 layer 2" in text
+    units = _units(out)
+    assert len(units) == 4
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary["group"]) == {"word rate", "tiny0 layer 0", "tiny0 layer 2"}

@@ -72,6 +72,35 @@ register_command(Command(
            "  jaxalign run study.toml --quiet      # output.dir from the file, no progress bars"))
 
 
+# ------------------------------------------------------------- fit, stats
+
+
+def _stage(stages):
+    def run(args):
+        from jaxalign.studies.runner import format_summary, run_study
+
+        _configure_logging(args.quiet)
+        summary = run_study(args._cfg, out=args.out, progress=False if args.quiet else None, stages=stages)
+        print(format_summary(summary))
+        return 0
+
+    return run
+
+
+register_command(Command(
+    "fit", "compute a study's fit units only (features and nested ridge CV per model revision)",
+    "The first stage of 'jaxalign run': features and fits, written into OUT/store as they finish (resumable, "
+    "shareable between processes, e.g. one job per GPU); the group statistics are left to 'jaxalign stats'.",
+    _run_arguments, _stage(("fit",)), _run_check,
+    epilog="example:\n  jaxalign fit examples/alice.toml --out out/alice_study"))
+register_command(Command(
+    "stats", "compute a study's group statistics from its finished fits",
+    "The second stage of 'jaxalign run': group tests over subjects, FDR and noise ceilings from the fit units "
+    "in OUT/store; fails, naming how many, when fits are missing (no fit is computed here).",
+    _run_arguments, _stage(("stats",)), _run_check,
+    epilog="example:\n  jaxalign stats examples/alice.toml --out out/alice_study"))
+
+
 # ----------------------------------------------------------------- extract
 
 

@@ -854,7 +854,11 @@ class RunSummary:
     fdr_alpha: float = 0.05
 
 
-def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: float = 3600.0) -> RunSummary:
+STAGES = ("fit", "stats")
+
+
+def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: float = 3600.0,
+              stages=STAGES) -> RunSummary:
     """Run a study config end to end (see the module docstring); resumable and shareable between processes.
 
     Parameters
@@ -863,6 +867,10 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
     out : results folder (overrides ``output.dir``)
     progress : tqdm bars on stderr (None: on a terminal only)
     lease_seconds : claim lease of a unit (renewed between stages)
+    stages : what to compute: "fit" (features and fit units; ``jaxalign
+        fit``) and / or "stats" (the group units; ``jaxalign stats``, which
+        needs every fit unit done and raises ValueError naming how many are
+        missing otherwise). Tables and figures are written either way.
 
     Returns
     -------
@@ -874,6 +882,9 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
     configs, missing files, models or revisions, unwritable folders.
     """
     t0 = time.perf_counter()
+    stages = tuple(stages)
+    if not stages or any(s not in STAGES for s in stages):
+        raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {stages}")
     if not isinstance(cfg, StudyConfig):
         cfg = StudyConfig.from_toml(cfg)
     plan = plan_study(cfg, out)
@@ -891,6 +902,10 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
     reused += [k for k, _ in all_units if store.is_done(k)]
     overall.update(len(reused))
     log.info("%d fit unit(s): %d done already, %d to compute", len(all_units), len(reused), len(pending))
+    if pending and "fit" not in stages:
+        overall.close()
+        raise ValueError(f"{len(pending)} of {len(all_units)} fit unit(s) of this study are not in {store.root} yet: "
+                         "run 'jaxalign fit' (or 'jaxalign run') on the same config and folder first")
     by_key = dict(all_units)
     while pending:
         waiting = []
@@ -921,8 +936,9 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
             log.info("%d unit(s) held by other processes: waiting", len(pending))
             time.sleep(_WAIT_S)
     group = None
-    if plan.group_keys:
-        todo = [k for k in set(plan.group_keys.values()) if not store.is_done(k)]
+    group_keys = sorted(set(plan.group_keys.values())) if "stats" in stages else []
+    if group_keys:
+        todo = [k for k in group_keys if not store.is_done(k)]
         if todo:
             for key, arrays, labels, meta, dims in _group_units(plan, store):
                 if store.write_unit(key, arrays, labels, meta, dims=dims):
@@ -930,14 +946,14 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
                 else:
                     reused.append(key)
         else:
-            reused += sorted(set(plan.group_keys.values()))
-        overall.update(len(set(plan.group_keys.values())))
+            reused += group_keys
+        overall.update(len(group_keys))
     overall.close()
-    keys = [u.key for u in plan.fits] + sorted(set(plan.group_keys.values()))
+    keys = [u.key for u in plan.fits] + group_keys
     results = load_results(store.root, keys=keys)
     table = results.table
     files = _write_outputs(plan, table)
-    if plan.group_keys:
+    if group_keys:
         group = _group_table(table)
     summary = RunSummary(plan.out, computed, reused, feats.loaded_models, table, files,
                          time.perf_counter() - t0, group, cfg.stats.fdr_alpha)
