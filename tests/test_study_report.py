@@ -206,14 +206,189 @@ def test_empty_store_and_bad_format(tmp_path):
     assert not (tmp_path / "s" / "figures").exists()
 
 
-def test_meg_windows_are_skipped_not_faked(tmp_path, caplog):
+# ------------------------------------------------------------------ MEG: channel x window
+
+WINDOWS = [round(-0.1 + 0.1 * k, 6) for k in range(8)]  # starts in s, as the runner writes them
+
+
+def write_meg_study(root, *, info_for=("s02",), subjects=("s01", "s02"), group=True, seed=2):
+    """2 layers x 8 windows x 10 EEG channels (real 10-20 names); layer 1 is the best, r peaks at 300 ms.
+
+    Returns (channel names, the group's (or the one subject's) r of layer 1 as (window, channel)).
+    """
+    import mne
+
+    rng = np.random.default_rng(seed)
+    montage = mne.channels.make_standard_montage("easycap-M1")
+    names = montage.ch_names[:10]
+    geometry = root / "geometry"
+    geometry.mkdir(parents=True, exist_ok=True)
+    info = mne.create_info(names, 100.0, ch_types="eeg").set_montage(montage)
+    for s in info_for:
+        mne.io.write_info(geometry / f"{s}-info.fif", info)
+    store = ResultsStore(root / "store")
+    bump = np.exp(-((np.asarray(WINDOWS) - 0.3) ** 2) / 0.01)[:, None] * np.linspace(0.05, 0.2, 10)[None]
+    mean = np.stack([0.3 * bump, bump])  # (layer, window, channel)
+    scores = mean[None] + rng.normal(0, 0.02, (len(subjects), 2, 8, 10))  # some values go negative
+    for i, s in enumerate(subjects):
+        labels = {"model": "SmolLM2", "revision": "main", "layer": [0, 1], "subject": [s], "window": WINDOWS,
+                  "target": names, "feature_set": "model"}
+        p_fdr = np.where(scores[i] > 0.1, 0.01, 0.6)
+        assert store.write_unit(_key("meg", s), {"score": scores[i][:, None], "p_fdr": p_fdr[:, None]}, labels)
+    r = scores.mean(0)
+    if group:
+        labels = {"model": "SmolLM2", "revision": "main", "layer": [0, 1], "subject": "group", "window": WINDOWS,
+                  "target": names, "feature_set": "model"}
+        arrays = {"score": r, "sem": scores.std(0, ddof=1) / np.sqrt(len(subjects)), "p": r,
+                  "p_fdr": np.where(r > 0.1, 0.01, 0.6)}
+        assert store.write_unit("meg-group", arrays, labels)
+    return names, r[1]
+
+
+def test_meg_windows_heat_map_and_topomaps(tmp_path):
+    """A store with only windowed units gets meg_windows.png: the best layer's r and sensor topomaps."""
     root = tmp_path / "meg"
-    store = ResultsStore(root)
-    rng = np.random.default_rng(1)
-    labels = {"model": "SmolLM2", "revision": "main", "layer": [0, 1], "subject": ["s01"],
-              "window": [0, 100, 200], "target": ["MEG0111", "MEG0112"], "feature_set": "model"}
-    store.write_unit("meg-s01", {"score": rng.normal(0, 0.1, (2, 1, 3, 2))}, labels)
+    names, best = write_meg_study(root)  # channel info for s02 only: the group line uses it
+    paths = make_report(root / "store", out=root / "figures")
+    assert paths == [root / "figures" / "meg_windows.png"]
+    _check_png(paths[0])
+
+    fig = report_figures(root / "store")["meg_windows"]
+    heat, *rest = fig.axes
+    assert heat.get_title(loc="left") == "SmolLM2: layer 1 (best of 2 by mean r)"
+    # the heat map is the group's r of layer 1, channels down, windows across (in ms after word onset)
+    np.testing.assert_allclose(heat.images[0].get_array(), best.T)
+    assert [t.get_text() for t in heat.get_yticklabels()] == names
+    assert [t.get_text() for t in heat.get_xticklabels()] == ["-100", "0", "100", "200", "300", "400", "500", "600"]
+    assert heat.get_xlabel().startswith("window start (ms after word onset")
+    assert heat.images[0].get_cmap().name.startswith("RdBu_r")  # values go negative: centred on 0
+    # four topomaps at the windows with the largest mean r, in time order, then the colour bar
+    topos, cbar = rest[:-1], rest[-1]
+    assert len(topos) == 4 and all(ax.images for ax in topos)
+    want = sorted(np.argsort(-best.mean(1), kind="stable")[:4])
+    assert [ax.get_title() for ax in topos] == [f"{WINDOWS[w] * 1000:.0f} ms" for w in want]
+    assert cbar.get_ylabel() == "held-out Pearson r"
+    norm = heat.images[0].norm
+    assert all((ax.images[0].norm.vmin, ax.images[0].norm.vmax) == (norm.vmin, norm.vmax) for ax in topos)
+    assert "group test p < 0.05" in fig._suptitle.get_text()
+
+
+def test_meg_windows_without_channel_info_heat_map_only(tmp_path, caplog):
+    root = tmp_path / "meg"
+    write_meg_study(root, info_for=(), subjects=("s01",), group=False)
     with caplog.at_level(logging.WARNING, logger="jaxalign.studies.report"):
-        assert make_report(root) == []
-    assert any("MEG" in r.getMessage() and "come later" in r.getMessage() for r in caplog.records)
-    assert not (root / "figures").exists()
+        assert make_report(root / "store") == [root / "store" / "figures" / "meg_windows.png"]
+    _check_png(root / "store" / "figures" / "meg_windows.png")
+    fig = report_figures(root / "store")["meg_windows"]
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "held-out Pearson r"  # heat map + colour bar
+    assert "subject s01" in fig._suptitle.get_text() and "Heads" not in fig._suptitle.get_text()
+    # a single subject's map takes only that subject's channel info, never another's
+    write_meg_study(tmp_path / "other", info_for=("s02",), subjects=("s01",), group=False)
+    assert len(report_figures(tmp_path / "other" / "store")["meg_windows"].axes) == 2
+    assert not caplog.records
+
+
+# ------------------------------------------------------------------ NIfTI voxel maps
+
+
+def write_nifti_study(root, *, subjects=("s01", "s02"), seed=3):
+    """A 6x5x4 mask with 30 voxels and a scaled, shifted affine; units over targets "0".."29".
+
+    s02's unit lists its targets in a shuffled order (maps must follow the names, not the
+    positions). Returns (mask, affine, {subject: (layer, voxel) r in C order}).
+    """
+    import gzip
+
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((6, 5, 4), dtype=bool)
+    mask.ravel()[rng.choice(mask.size, 30, replace=False)] = True
+    affine = np.diag([2.5, 3.0, 3.5, 1.0])
+    affine[:3, :3] += rng.normal(0, 0.2, (3, 3))
+    affine[:3, 3] = rng.normal(0, 20, 3)
+    (root / "geometry").mkdir(parents=True)
+    store = ResultsStore(root / "store")
+    scores = {}
+    for k, s in enumerate(subjects):
+        img = nib.Nifti1Image(mask.astype(np.uint8), affine)
+        (root / "geometry" / f"{s}_mask.nii.gz").write_bytes(gzip.compress(img.to_bytes()))
+        r = rng.normal(0.05, 0.1, (2, 30))
+        scores[s] = r
+        order = rng.permutation(30) if k == 1 else np.arange(30)
+        labels = {"model": "org/LM-1", "revision": "step100", "layer": [0, 3], "subject": [s],
+                  "target": [str(i) for i in order], "feature_set": "model"}
+        arrays = {"score": r[:, None, order], "p_fdr": np.clip(1 - 5 * r, 0, 1)[:, None, order]}
+        assert store.write_unit(_key("fmri", s), arrays, labels)
+    return mask, affine, scores
+
+
+def _maps(root, caplog, formats=("nifti",)):
+    with caplog.at_level(logging.INFO, logger="jaxalign.studies.report"):
+        return make_report(root / "store", formats=formats)
+
+
+def test_nifti_maps_put_r_back_into_the_mask(tmp_path, caplog, monkeypatch):
+    import sys
+
+    import nibabel as nib
+
+    root = tmp_path / "fmri"
+    mask, affine, scores = write_nifti_study(root)
+    monkeypatch.setitem(sys.modules, "nilearn", None)  # as without nilearn: NIfTI files, no picture
+    paths = _maps(root, caplog)
+    maps = root / "maps"
+    names = [f"org_LM-1_step100_layer{layer}_{s}_{what}.nii.gz" for s in ("s01", "s02") for layer in (0, 3)
+             for what in ("r", "p_fdr")]
+    assert sorted(paths) == sorted(maps / n for n in names)
+    assert sorted(p.name for p in maps.iterdir()) == sorted(names)  # no temporary file, no picture
+    assert not (root / "store" / "figures").exists()  # "nifti" alone draws no figure
+    assert any('pip install "jaxalign[maps]"' in r.getMessage() for r in caplog.records)
+    for s, r in scores.items():
+        for i, layer in enumerate((0, 3)):
+            img = nib.load(maps / f"org_LM-1_step100_layer{layer}_{s}_r.nii.gz")
+            data = np.asarray(img.dataobj)
+            assert data.dtype == np.float32 and data.shape == mask.shape
+            np.testing.assert_array_equal(img.affine, nib.load(root / "geometry" / f"{s}_mask.nii.gz").affine)
+            np.testing.assert_allclose(img.affine, affine, rtol=1e-6)
+            assert np.isnan(data[~mask]).all() and np.isfinite(data[mask]).all()
+            np.testing.assert_array_equal(data[mask], r[i].astype(np.float32))  # voxels in C order
+            p = np.asarray(nib.load(maps / f"org_LM-1_step100_layer{layer}_{s}_p_fdr.nii.gz").dataobj)
+            np.testing.assert_allclose(p[mask], np.clip(1 - 5 * r[i], 0, 1), atol=1e-7)
+
+
+def test_nifti_stat_map_picture(tmp_path, caplog):
+    pytest.importorskip("nilearn")
+    import matplotlib.pyplot as plt
+
+    root = tmp_path / "fmri"
+    _, _, scores = write_nifti_study(root, subjects=("s01",))
+    paths = _maps(root, caplog, formats=("png", "nifti"))
+    best = int(np.argmax(scores["s01"].mean(1)))
+    picture = root / "maps" / "org_LM-1_step100_s01_best.png"
+    assert picture in paths and (root / "store" / "figures" / "layers.png") in paths
+    img = imread(picture)
+    assert img.shape[0] > 300 and img.shape[1] > 600
+    assert len(np.unique(img[..., :3].reshape(-1, 3)[::50], axis=0)) > 20  # a coloured map, not blank
+    assert plt.get_fignums() == []  # no pyplot figure left open
+    assert any(r.getMessage() == f"stat-map picture {picture.name}: layer {(0, 3)[best]}, the best by mean r over "
+               "voxels" for r in caplog.records)
+
+
+def test_runner_asks_the_report_for_png_and_nifti(tmp_path, monkeypatch):
+    """output.formats reaches make_report: figures for "png", voxel maps for "nifti", nothing for neither."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from jaxalign.studies import report, runner
+
+    calls = []
+    monkeypatch.setattr(report, "make_report", lambda store, out=None, formats=("png",): calls.append(
+        (store, out, list(formats))) or [])
+    for formats, want in ((["json", "csv", "nifti"], ["nifti"]), (["nifti", "png"], ["png", "nifti"]),
+                          (["png"], ["png"]), (["json", "csv"], None)):
+        calls.clear()
+        plan = SimpleNamespace(cfg=SimpleNamespace(output=SimpleNamespace(formats=formats)), out=tmp_path)
+        runner._write_outputs(plan, pd.DataFrame({"score": [0.1]}))
+        assert calls == ([] if want is None else [(tmp_path / "store", tmp_path / "figures", want)])

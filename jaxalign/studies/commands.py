@@ -135,8 +135,8 @@ register_command(Command(
 def _report_arguments(p):
     p.add_argument("results", help="a results folder of 'jaxalign run' (or its store/ sub-folder)")
     p.add_argument("--out", default=None, help="figures folder (default: RESULTS/figures)")
-    p.add_argument("--format", action="append", choices=("png", "svg", "pdf"), default=None,
-                   help="figure format (repeat for several; default png)")
+    p.add_argument("--format", action="append", choices=("png", "svg", "pdf", "nifti"), default=None,
+                   help="figure format (repeat for several; default png); nifti: voxel r maps into RESULTS/maps")
 
 
 def _store_dir(path) -> Path:

@@ -29,11 +29,39 @@ drawn from its group rows when it has them; else from its one subject's rows
 (r and FDR p of that subject's test); else from the mean and SEM over its
 subjects, without significance markers (no group test was stored).
 
-Units with a ``window`` axis (MEG) are skipped with a logged note: their
-maps come later. Figures are drawn on a :class:`matplotlib.figure.Figure`
-with its own Agg canvas (never pyplot: no global backend, nothing left open)
-and written atomically (a temporary file in the same folder, then
-``os.replace``), so a killed report leaves the previous figure or the new
+``meg_windows.<fmt>``
+    Units with a ``window`` axis (MEG / EEG, targets = channels, windows =
+    start times in s): one row per model x revision, drawn at its best layer
+    (largest mean r over windows and channels, named in the row's title): a
+    channel x window heat map of r (windows in ms after word onset; beyond
+    :data:`MAX_LABELLED_CHANNELS` channels, sorted by peak r and named
+    sparsely; circles where the FDR p < 0.05) and, when
+    ``<study>/geometry/<subject>-info.fif`` holds the channels' positions (a
+    single subject's own file; for group rows any subject's file that names
+    every channel), :func:`mne.viz.plot_topomap` sensor maps at the
+    :data:`N_TOPOMAPS` windows with the largest mean r (boxed in the heat
+    map), all on one colour scale with one colour bar. One channel type is
+    mapped: magnetometers, else EEG, else the commonest type.
+
+Voxel maps (``"nifti"`` in ``formats``, :func:`write_nifti_maps`): for NIfTI
+datasets the runner saves each subject's mask as
+``<study>/geometry/<subject>_mask.nii.gz`` (its non-zero voxels, in C order,
+are the targets ``"0", "1", ...``); r of each model x revision x layer x
+subject is put back into those voxels (NaN elsewhere, float32, the mask's
+affine) as ``<study>/maps/<model>_<revision>_layer<L>_<subject>_r.nii.gz``,
+with ``..._p_fdr.nii.gz`` where FDR p values are stored and ``_group_`` maps
+when all subjects share one mask. With nilearn (``pip install
+"jaxalign[maps]"``) a picture of the best layer's map is added,
+``<model>_<revision>_<subject>_best.png`` (:func:`nilearn.plotting.plot_stat_map`,
+on the MNI152 template when the mask's header says MNI space); without it a
+logged line says so and the NIfTI files are still written. ``<study>`` is the
+parent of a store folder named ``store`` (the runner's layout), else the store
+folder itself.
+
+Figures are drawn on a :class:`matplotlib.figure.Figure` with its own Agg
+canvas (never pyplot: no global backend, nothing left open) and written
+atomically (a temporary file in the same folder, then ``os.replace``), as
+are the NIfTI files, so a killed report leaves the previous file or the new
 one, never half of one.
 """
 
@@ -43,6 +71,7 @@ import logging
 import math
 import os
 import re
+import textwrap
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +81,16 @@ import numpy as np
 from jaxalign._core.files import atomic_write, remove_orphans, writable_dir
 from jaxalign.studies.store import load_results
 
-__all__ = ["MAX_HEATMAP_TARGETS", "MAX_TARGET_PANELS", "heatmap_colormap", "make_report", "report_figures"]
+__all__ = [
+    "MAX_HEATMAP_TARGETS",
+    "MAX_LABELLED_CHANNELS",
+    "MAX_TARGET_PANELS",
+    "N_TOPOMAPS",
+    "heatmap_colormap",
+    "make_report",
+    "report_figures",
+    "write_nifti_maps",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +104,17 @@ BEST_FRACTION = 0.10
 ALPHA = 0.05
 #: Beyond this many heat-map cells only the stars are written, not the values.
 _MAX_CELL_TEXT = 1500
+#: Beyond this many channels the MEG heat map sorts them by peak r and names only some.
+MAX_LABELLED_CHANNELS = 60
+#: Sensor topomaps per model x revision in ``meg_windows`` (the windows with the largest mean r).
+N_TOPOMAPS = 4
 _DPI = 120
 # one sequential colour map per model: its revisions are shades of it
 _MODEL_CMAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "YlOrBr", "PuRd", "GnBu")
 _BASELINE_STYLE = {"color": "black", "ls": ":", "lw": 1.6}
 _CONTROL_STYLE = {"color": "0.45", "ls": "-.", "lw": 1.4}
 _CEILING_STYLE = {"color": "0.3", "ls": "--", "lw": 1.0}
+_SIG_MARKER = {"marker": "o", "mfc": "black", "mec": "white", "mew": 0.8}
 
 
 @dataclass
@@ -112,14 +155,19 @@ def heatmap_colormap(values) -> tuple[str, float, float]:
     return "viridis", 0.0, top if top > 0 else 1.0
 
 
-def make_report(results_dir, out=None, formats=("png",)) -> list[Path]:
+def make_report(results_dir, out=None, formats=("png",), *, geometry=None, maps=None) -> list[Path]:
     """Draw the figures of the results store ``results_dir``; return the paths written.
 
     ``out``: the folder for the figures (created if needed; default
     ``<results_dir>/figures``). ``formats``: file formats matplotlib writes
-    (``"png"``, ``"pdf"``, ``"svg"``...), one file per figure and format.
-    Writes ``layers.<fmt>`` and, with at most :data:`MAX_HEATMAP_TARGETS`
-    targets, ``heatmap.<fmt>`` (see the module docstring), each atomically.
+    (``"png"``, ``"pdf"``, ``"svg"``...), one file per figure and format, and
+    ``"nifti"`` for the voxel maps (:func:`write_nifti_maps`, into ``maps``,
+    default ``<study>/maps``). Writes ``layers.<fmt>`` and, with at most
+    :data:`MAX_HEATMAP_TARGETS` targets, ``heatmap.<fmt>``; ``meg_windows.<fmt>``
+    when units have a ``window`` axis (see the module docstring), each
+    atomically. ``geometry``: the folder of the targets' geometry (masks,
+    channel info; default ``<study>/geometry``, where ``<study>`` is the
+    parent of a store folder named ``store``, else the store folder itself).
 
     Raises
     ------
@@ -134,28 +182,36 @@ def make_report(results_dir, out=None, formats=("png",)) -> list[Path]:
 
     root = Path(os.fspath(results_dir)).expanduser()
     formats = _check_formats(formats, FigureCanvasAgg(Figure()).get_supported_filetypes())
-    figs = report_figures(root)
-    if not figs:
-        return []
-    out = writable_dir(root / "figures" if out is None else Path(os.fspath(out)).expanduser(), "figures folder")
-    remove_orphans(out)  # the temporary files of a report that was killed
+    nifti = "nifti" in formats
+    formats = tuple(f for f in formats if f != "nifti")
     written = []
-    for stem, fig in figs.items():
-        for fmt in formats:
-            path = out / f"{stem}.{fmt}"
-            atomic_write(path, lambda f, fig=fig, fmt=fmt: fig.savefig(f, format=fmt, dpi=_DPI))
-            written.append(path)
-    log.info("report of %s: %s", root, ", ".join(str(p) for p in written))
+    if formats or not nifti:
+        figs = report_figures(root, geometry=geometry)
+        if figs:
+            out = writable_dir(root / "figures" if out is None else Path(os.fspath(out)).expanduser(),
+                               "figures folder")
+            remove_orphans(out)  # the temporary files of a report that was killed
+            for stem, fig in figs.items():
+                for fmt in formats:
+                    path = out / f"{stem}.{fmt}"
+                    atomic_write(path, lambda f, fig=fig, fmt=fmt: fig.savefig(f, format=fmt, dpi=_DPI))
+                    written.append(path)
+    if nifti:
+        written += write_nifti_maps(root, maps, geometry=geometry)
+    if written:
+        log.info("report of %s: %s", root, ", ".join(str(p) for p in written))
     return written
 
 
-def report_figures(results_dir) -> dict:
+def report_figures(results_dir, *, geometry=None) -> dict:
     """The figures of :func:`make_report` as matplotlib Figures, not written: ``{"layers": ..., "heatmap": ...}``.
 
-    ``"heatmap"`` is absent beyond :data:`MAX_HEATMAP_TARGETS` targets; the
-    dict is empty when every unit has a ``window`` axis (MEG, not drawn yet).
-    Each Figure has its own Agg canvas (``fig.savefig(...)`` works; pyplot is
-    not involved). Raises as :func:`make_report`.
+    ``"layers"`` and ``"heatmap"`` draw the units without a ``window`` axis
+    (``"heatmap"`` is absent beyond :data:`MAX_HEATMAP_TARGETS` targets);
+    ``"meg_windows"`` draws those with one (channel x window maps, and sensor
+    topomaps where ``geometry`` holds the channel info). Each Figure has its
+    own Agg canvas (``fig.savefig(...)`` works; pyplot is not involved).
+    Raises as :func:`make_report`.
     """
     root = Path(os.fspath(results_dir)).expanduser()
     res = load_results(root)
@@ -163,30 +219,29 @@ def report_figures(results_dir) -> dict:
         raise ValueError(f"results store {root} has no finished units: nothing to plot "
                          "(has the study run? units appear under units/ as they finish)")
     table = res.table
+    figs = {}
     if "window" in table.columns and table["window"].notna().any():
-        windowed = table.loc[table["window"].notna(), "key"].nunique()
-        log.warning("%d unit(s) in %s have a 'window' axis (MEG): their maps come later, this report does "
-                    "not draw them", windowed, root)
+        collected = _collect_windows(table[table["window"].notna()])
+        figs_later = {"meg_windows": _draw_windows(collected, _geometry_dir(root, geometry))} if collected[0] else {}
         table = table[table["window"].isna()].drop(columns="window")
-        if table.empty:
-            log.warning("no unit without a 'window' axis in %s: no figure drawn", root)
-            return {}
+    else:
+        figs_later = {}
 
     if "features" in table.columns and (table["features"] == "surprisal").any():
         log.info("surprisal units (reading times) are not drawn here: their scatter plot is written next to "
                  "their results (details/<model>/surprisal_rt.png)")
         table = table[table["features"] != "surprisal"]
-        if table.empty:
-            return {}
 
-    targets = list(dict.fromkeys(table["target"]))
-    lines, n_subjects, one_subject = _collect(table, targets)
-    figs = {"layers": _draw_layers(lines, _ceiling(table, targets), targets, n_subjects, one_subject)}
-    if len(targets) > MAX_HEATMAP_TARGETS:
-        log.info("heat map skipped: %d targets (more than %d would be unreadable); the layers figure "
-                 "summarises them", len(targets), MAX_HEATMAP_TARGETS)
-    else:
-        figs["heatmap"] = _draw_heatmap(lines, targets, n_subjects, one_subject)
+    if not table.empty:
+        targets = list(dict.fromkeys(table["target"]))
+        lines, n_subjects, one_subject = _collect(table, targets)
+        figs["layers"] = _draw_layers(lines, _ceiling(table, targets), targets, n_subjects, one_subject)
+        if len(targets) > MAX_HEATMAP_TARGETS:
+            log.info("heat map skipped: %d targets (more than %d would be unreadable); the layers figure "
+                     "summarises them", len(targets), MAX_HEATMAP_TARGETS)
+        else:
+            figs["heatmap"] = _draw_heatmap(lines, targets, n_subjects, one_subject)
+    figs.update(figs_later)
     return figs
 
 
@@ -199,9 +254,10 @@ def _check_formats(formats, supported) -> tuple:
     formats = tuple(str(f).lower().lstrip(".") for f in formats)
     if not formats:
         raise ValueError("formats must name at least one file format, e.g. ('png',)")
-    bad = [f for f in formats if f not in supported]
+    bad = [f for f in formats if f not in supported and f != "nifti"]
     if bad:
-        raise ValueError(f"cannot write figures as {bad}; formats matplotlib writes: {sorted(supported)}")
+        raise ValueError(f"cannot write figures as {bad}; formats matplotlib writes: {sorted(supported)} "
+                         "(and 'nifti' for voxel maps)")
     return tuple(dict.fromkeys(formats))
 
 
@@ -471,7 +527,7 @@ def _draw_heatmap(lines, targets, n_subjects, one_subject):
     for side in ax.spines.values():
         side.set_visible(False)
     who = _who(n_subjects, one_subject)
-    fig.colorbar(im, ax=ax, label=f"held-out Pearson r ({who})", shrink=0.9)
+    fig.colorbar(im, ax=ax, label="held-out Pearson r", shrink=0.9)  # who: in the title (a long label is cut)
     sources = {ln.source for ln in lines}
     if sources <= {"subject mean"}:
         star = "no group test in the store, so no *"
@@ -484,3 +540,523 @@ def _draw_heatmap(lines, targets, n_subjects, one_subject):
     grey = "; grey: not computed" if np.isnan(values).any() else ""
     ax.set_title(f"Held-out Pearson r, {who}\n({star}{grey})", fontsize=10)
     return fig
+
+
+# ------------------------------------------------------------------ MEG: channel x window
+
+
+@dataclass
+class _WindowLine:
+    """One model x revision with a window axis: r per (layer, window, channel)."""
+
+    label: str
+    kind: str
+    layers: list
+    r: np.ndarray  # (layer, window, target)
+    p_fdr: np.ndarray  # (layer, window, target), NaN where no test is stored
+    source: str  # "group" | "subject" | "subject mean"
+    subjects: list  # the subjects of its per-subject rows
+
+
+def _geometry_dir(root: Path, geometry) -> Path:
+    """``geometry`` or ``<study>/geometry`` (``<study>``: the parent of a store folder named ``store``)."""
+    if geometry is not None:
+        return Path(os.fspath(geometry)).expanduser()
+    return (root.parent if root.name == "store" else root) / "geometry"
+
+
+def _maps_dir(root: Path, maps) -> Path:
+    if maps is not None:
+        return Path(os.fspath(maps)).expanduser()
+    return (root.parent if root.name == "store" else root) / "maps"
+
+
+def _window_order(values) -> list:
+    """The windows in time order (numbers), else in the order they appear."""
+    seen = list(dict.fromkeys(values))
+    try:
+        return sorted(seen, key=float)
+    except (TypeError, ValueError):
+        return seen
+
+
+def _window_label(window) -> str:
+    """A window start in s as ms after word onset ("0", "150", "-100"); a name as it is."""
+    try:
+        ms = float(window) * 1000.0
+    except (TypeError, ValueError):
+        return str(window)
+    return f"{ms:.0f}" if abs(ms - round(ms)) < 1e-6 else f"{ms:.1f}"
+
+
+def _grid3(frame, column, layers, windows, targets) -> np.ndarray:
+    """``column`` of ``frame`` as a (layer, window, target) array, NaN where absent."""
+    shape = (len(layers), len(windows), len(targets))
+    if column not in frame.columns:
+        return np.full(shape, np.nan)
+    values = frame.groupby(["layer", "window", "target"], sort=False)[column].mean()
+    import pandas as pd
+
+    full = pd.MultiIndex.from_product([layers, windows, targets], names=["layer", "window", "target"])
+    return values.reindex(full).to_numpy(dtype=float).reshape(shape)
+
+
+def _collect_windows(table):
+    """The lines of the MEG figure, the windows (time order), the channels, the number of subjects."""
+    table = table.copy()
+    table["layer"] = table["layer"].astype(int)
+    if "feature_set" not in table.columns:
+        table["feature_set"] = "model"
+    table["feature_set"] = table["feature_set"].fillna("model").astype(str)
+    if "features" in table.columns:
+        table = table[table["features"] != "surprisal"]
+    windows = _window_order(table["window"])
+    targets = list(dict.fromkeys(table["target"]))
+    is_group = table["subject"].astype(str) == "group"
+    subjects = list(dict.fromkeys(table.loc[~is_group, "subject"]))
+    models = table[table["feature_set"] == "model"]
+    if models.empty:  # only references were fitted with windows: draw them
+        models = table
+    lines = []
+    for (model, revision), rows in models.groupby(["model", "revision"], sort=False):
+        layers = sorted(set(rows["layer"]))
+        group = rows[rows["subject"].astype(str) == "group"]
+        single = rows[rows["subject"].astype(str) != "group"]
+        mine = list(dict.fromkeys(single["subject"]))
+        if not group.empty:
+            r, p_fdr, source = (_grid3(group, "score", layers, windows, targets),
+                                _grid3(group, "p_fdr", layers, windows, targets), "group")
+        elif len(mine) == 1:
+            r, p_fdr, source = (_grid3(single, "score", layers, windows, targets),
+                                _grid3(single, "p_fdr", layers, windows, targets), "subject")
+        else:
+            per = np.stack([_grid3(single[single["subject"] == s], "score", layers, windows, targets)
+                            for s in mine])
+            r, _ = _mean_sem(per)
+            p_fdr, source = np.full(r.shape, np.nan), "subject mean"
+        kind = str(rows["feature_set"].iloc[0])
+        kind = kind if kind in ("model", "baseline", "control") else "model"
+        if kind != "model":
+            label = f"{model} {kind}"
+        elif revision in ("main", "-") and models.loc[models["model"] == model, "revision"].nunique() == 1:
+            label = model
+        else:
+            label = f"{model} ({revision})"
+        lines.append(((_natural(model), revision == "main", _natural(revision)),
+                      _WindowLine(label, kind, layers, r, p_fdr, source, mine)))
+    lines = [ln for _, ln in sorted(lines, key=lambda pair: pair[0])]
+    return lines, windows, targets, subjects
+
+
+def _best_layer(line) -> int:
+    """Index of the layer with the largest mean r over windows and channels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(line.r.reshape(len(line.layers), -1), 1)
+    return int(np.nanargmax(means)) if np.isfinite(means).any() else 0
+
+
+def _read_info(path):
+    import mne
+
+    try:
+        return mne.io.read_info(path, verbose="error")
+    except Exception as error:  # a damaged file: no topomap, but the heat map is still drawn
+        log.warning("cannot read the channel info %s (%s: %s): no sensor topomap from it", path,
+                    type(error).__name__, error)
+        return None
+
+
+def _sensors(geometry: Path, line, targets):
+    """(mne.Info of the channels drawn, their indices among ``targets``, a note) or None.
+
+    A single subject's line takes that subject's ``<subject>-info.fif``; a
+    group (or subject-mean) line takes the first subject's info that names
+    every channel. One channel type is drawn: magnetometers when present,
+    else EEG, else the most common type (planar gradiometer pairs are merged
+    by MNE as their RMS, so they lose the sign); channels without a position
+    are left out.
+    """
+    if not geometry.is_dir():
+        return None
+    try:
+        import mne
+    except ImportError:  # pragma: no cover - mne is a dependency of the io extra
+        log.info("sensor topomaps need mne (pip install \"jaxalign[io]\"): heat map only")
+        return None
+    if line.source == "subject":
+        paths = [geometry / f"{line.subjects[0]}-info.fif"]
+    else:
+        paths = [geometry / f"{s}-info.fif" for s in line.subjects] + sorted(geometry.glob("*-info.fif"))
+    info = None
+    for path in dict.fromkeys(paths):
+        if path.is_file():
+            candidate = _read_info(path)
+            if candidate is not None and set(targets) <= set(candidate.ch_names):
+                info = candidate
+                break
+    if info is None:
+        return None
+    at = [info.ch_names.index(t) for t in targets]
+    types = info.get_channel_types(picks=at)
+    present = [t for t in ("mag", "eeg") if t in types]
+    chosen = present[0] if present else max(set(types), key=types.count)
+    keep = []
+    for j, (t, i) in enumerate(zip(types, at)):
+        loc = np.asarray(info["chs"][i]["loc"][:3], dtype=float)
+        if t == chosen and np.isfinite(loc).all() and np.abs(loc).sum() > 0:
+            keep.append(j)
+    if len(keep) < 3:
+        log.info("channel info has fewer than 3 %s channels with positions: no sensor topomap", chosen)
+        return None
+    names = {"mag": "magnetometers", "eeg": "EEG sensors", "grad": "gradiometer pairs (RMS: no sign)"}
+    note = names.get(chosen, chosen)
+    if len(keep) < len(targets):
+        note += f", {len(keep)} of {len(targets)} channels"
+    return mne.pick_info(info, [at[j] for j in keep], verbose="error"), np.asarray(keep), note
+
+
+def _draw_windows(collected, geometry: Path):
+    import matplotlib.patches as patches
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    lines, windows, targets, subjects = collected
+    best = [_best_layer(ln) for ln in lines]
+    maps = [ln.r[b] for ln, b in zip(lines, best)]  # (window, channel) each
+    sig = [np.nan_to_num(ln.p_fdr[b], nan=1.0) < ALPHA for ln, b in zip(lines, best)]
+    sensors = [_sensors(geometry, ln, targets) for ln in lines]
+    n_topo = min(N_TOPOMAPS, len(windows)) if any(s is not None for s in sensors) else 0
+    if not n_topo and geometry.is_dir() and any(geometry.glob("*-info.fif")):
+        log.info("MEG figure: no channel info in %s names the store's channels: heat map only", geometry)
+
+    name, vmin, vmax = heatmap_colormap(np.stack(maps))
+    cmap = colormaps[name].with_extremes(bad="0.88")
+    norm = Normalize(vmin, vmax)
+    n_win, n_ch = len(windows), len(targets)
+    many = n_ch > MAX_LABELLED_CHANNELS
+    if many:  # channels by their peak r (over windows, mean over the lines), the strongest on top
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            peak = np.nanmean(np.stack([np.nanmax(m, 0) for m in maps]), 0)
+        order = np.argsort(np.where(np.isfinite(peak), -peak, np.inf), kind="stable")
+    else:
+        order = np.arange(n_ch)
+
+    heat_w = max(3.2, 0.32 * n_win + 1.6)
+    row_h = max(2.3, 0.17 * n_ch + 1.0) if not many else 4.2
+    fig = _new_figure(figsize=(heat_w + 2.0 * n_topo + 1.6, row_h * len(lines) + 1.1))
+    grid = fig.add_gridspec(len(lines), 1 + n_topo, width_ratios=[heat_w] + [2.0] * n_topo)
+    all_axes, image = [], None
+    label_every = max(1, math.ceil(n_ch / 40)) if many else 1
+    win_every = max(1, math.ceil(n_win / 16))
+    win_labels = [_window_label(w) for w in windows]
+    numeric = all(_is_number(w) for w in windows)
+    steps = np.unique(np.round(np.diff([float(w) for w in windows]) * 1000, 3)) if numeric and n_win > 1 else []
+    step = f"; a window every {steps[0]:g} ms" if len(steps) == 1 else ""
+    for row, (ln, layer_at, values, stars, sens) in enumerate(zip(lines, best, maps, sig, sensors)):
+        ax = fig.add_subplot(grid[row, 0])
+        all_axes.append(ax)
+        shown = values[:, order].T  # (channel, window)
+        image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, aspect="auto",
+                          interpolation="nearest")
+        yy, xx = np.nonzero(stars[:, order].T)
+        if len(yy):
+            ax.plot(xx, yy, ls="none", **_SIG_MARKER, ms=3 if many else 4)
+        ticks = range(0, n_win, win_every)
+        ax.set_xticks(list(ticks), [win_labels[i] for i in ticks], fontsize=8,
+                      rotation=45 if n_win > 8 else 0, ha="right" if n_win > 8 else "center")
+        ax.set_xlabel(f"window start (ms after word onset{step})" if numeric else "window", fontsize=9)
+        ch_ticks = range(0, n_ch, label_every)
+        ax.set_yticks(list(ch_ticks), [targets[order[i]] for i in ch_ticks], fontsize=6 if many else 7)
+        ax.set_ylabel(f"channel, sorted by peak r (1 in {label_every} named)" if many and label_every > 1
+                      else "channel, sorted by peak r" if many else "channel", fontsize=9)
+        ax.tick_params(length=2)
+        layer = ln.layers[layer_at]
+        ax.set_title(f"{ln.label}: layer {layer} (best of {len(ln.layers)} by mean r)", fontsize=9, loc="left")
+        if not n_topo:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            strength = np.nanmean(values, 1)
+        top = np.argsort(np.where(np.isfinite(strength), -strength, np.inf), kind="stable")[:n_topo]
+        top = sorted(top.tolist(), key=lambda i: i)  # in time order
+        for k in range(n_topo):
+            tax = fig.add_subplot(grid[row, 1 + k])
+            all_axes.append(tax)
+            if sens is None or k >= len(top):
+                tax.set_axis_off()
+                if sens is None and k == 0:
+                    tax.text(0.5, 0.5, "no channel positions\nfor these channels", ha="center", va="center",
+                             fontsize=8, color="0.4", transform=tax.transAxes)
+                continue
+            w = top[k]
+            ax.add_patch(patches.Rectangle((w - 0.5, -0.5), 1, n_ch, fill=False, ec="black", lw=1.0))
+            info, keep, note = sens
+            if not _topomap(tax, values[w, keep], info, stars[w, keep], cmap, vmin, vmax):
+                continue
+            tax.set_title(f"{win_labels[w]} ms" if numeric else str(windows[w]), fontsize=9)
+            if k == 0:
+                tax.set_xlabel(note, fontsize=7)
+    cbar = fig.colorbar(image, ax=all_axes, label="held-out Pearson r", shrink=0.8, aspect=30)
+    cbar.ax.tick_params(labelsize=8)
+    who = _who(len(subjects), subjects[0] if len(subjects) == 1 else None)
+    sources = {ln.source for ln in lines}
+    test = "group test" if sources == {"group"} else "the subject's test" if sources == {"subject"} else "test"
+    if not sources & {"group", "subject"}:
+        dots = "no group test in the store, so no significance marks"
+    elif not any(np.isfinite(ln.p_fdr).any() for ln in lines):
+        dots = "no p values in the store, so no significance marks"
+    elif any(s.any() for s in sig):
+        dots = f"circles: {test} p < {ALPHA:g} after FDR correction"
+    else:
+        dots = f"no channel x window with {test} p < {ALPHA:g} after FDR correction"
+    text = [f"Held-out r per channel and window, {who} ({dots})"]
+    if n_topo:
+        text.append(f"Heads: the {n_topo} windows with the largest mean r (boxed in the heat map), same colour "
+                    "scale, seen from above, nose up; small dots = sensors")
+    width = max(40, int(fig.get_figwidth() * 12))  # characters of 10-point text that fit across
+    fig.suptitle("\n".join(textwrap.fill(t, width) for t in text), fontsize=10)
+    return fig
+
+
+def _is_number(x) -> bool:
+    try:
+        float(x)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _topomap(ax, values, info, stars, cmap, vmin, vmax) -> bool:
+    """One sensor topomap of ``values`` on ``ax``; False (axes hidden, logged) when MNE cannot draw it."""
+    import mne
+
+    try:
+        mne.viz.plot_topomap(values, info, axes=ax, cmap=cmap, vlim=(vmin, vmax), show=False, contours=0,
+                             sensors=True, mask=stars if stars.any() else None,
+                             mask_params={"marker": "o", "markerfacecolor": "black", "markeredgecolor": "white",
+                                          "markersize": 5, "markeredgewidth": 0.8})
+    except Exception as error:  # odd layouts (unpaired gradiometers...): the heat map still stands
+        log.warning("sensor topomap not drawn (%s: %s)", type(error).__name__, error)
+        ax.set_axis_off()
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ NIfTI voxel maps
+
+
+def write_nifti_maps(results_dir, out=None, *, geometry=None) -> list[Path]:
+    """Write the voxel units' r (and FDR p) back into images; return the paths written.
+
+    For each model x revision x layer x subject whose mask
+    ``<geometry>/<subject>_mask.nii.gz`` exists (written by the runner for
+    NIfTI datasets: its non-zero voxels, in C order, are the targets
+    ``"0", "1", ...``), writes ``<out>/<model>_<revision>_layer<L>_<subject>_r.nii.gz``
+    (float32, the mask's affine and header, NaN outside the mask) and
+    ``..._p_fdr.nii.gz`` where FDR-corrected p values are stored. Group units
+    get ``..._group_...`` maps when all their subjects share one mask. With
+    nilearn installed (``pip install "jaxalign[maps]"``), also draws
+    ``<model>_<revision>_<subject>_best.png``: the best layer's r map (largest
+    mean r over voxels) with :func:`nilearn.plotting.plot_stat_map`. Files are
+    written atomically. ``out`` defaults to ``<study>/maps`` and ``geometry``
+    to ``<study>/geometry`` (see :func:`make_report`).
+
+    Raises as :func:`make_report`; without nibabel, ImportError.
+    """
+    root = Path(os.fspath(results_dir)).expanduser()
+    res = load_results(root)
+    if len(res) == 0:
+        raise ValueError(f"results store {root} has no finished units: nothing to map "
+                         "(has the study run? units appear under units/ as they finish)")
+    table = res.table
+    if "window" in table.columns:
+        table = table[table["window"].isna()]
+    if "features" in table.columns:
+        table = table[table["features"] != "surprisal"]
+    geo = _geometry_dir(root, geometry)
+    if table.empty:
+        log.info("no voxel maps: no unit of %s is a fit over voxels (all have a window axis or are surprisal)",
+                 root)
+        return []
+    subjects = list(dict.fromkeys(table.loc[table["subject"].astype(str) != "group", "subject"]))
+    masks = {s: _read_mask(geo / f"{s}_mask.nii.gz") for s in subjects}
+    missing = [s for s, m in masks.items() if m is None]
+    if len(missing) == len(subjects):
+        log.info("no voxel maps: no mask in %s for the subjects %s (the runner writes <subject>_mask.nii.gz "
+                 "for NIfTI datasets only)", geo, subjects)
+        return []
+    if missing:
+        log.info("no voxel maps for the subjects %s: no mask in %s", missing, geo)
+
+    out = writable_dir(_maps_dir(root, out), "maps folder")
+    remove_orphans(out)
+    try:
+        from nilearn import plotting  # noqa: F401
+        pictures = True
+    except ImportError:
+        pictures = False
+        log.info("voxel maps written as NIfTI; the stat-map pictures need nilearn: pip install \"jaxalign[maps]\"")
+    written = []
+    table = table.assign(layer=table["layer"].astype(int))
+    for (model, revision, subject), rows in table.groupby(["model", "revision", "subject"], sort=False):
+        if str(subject) == "group":
+            theirs = list(dict.fromkeys(table.loc[(table["model"] == model) & (table["revision"] == revision)
+                                                  & (table["subject"].astype(str) != "group"), "subject"]))
+            mask = _shared_mask([masks.get(s) for s in theirs])
+            if mask is None:
+                log.info("no group map for %s (%s): its subjects' masks are missing or differ", model, revision)
+                continue
+        else:
+            mask = masks.get(subject)
+            if mask is None:
+                continue
+        img_mask, flat = mask
+        at = _voxel_positions(rows["target"].unique(), len(flat), f"{model} ({revision}) {subject}")
+        if at is None:
+            continue
+        stem = _safe(model if revision == "-" else f"{model}_{revision}")  # "-": no revision (baseline...)
+        best, best_r = None, -np.inf
+        for layer, lrows in rows.groupby("layer", sort=True):
+            per = lrows.groupby("target", sort=False)
+            r = _volume(img_mask, flat, at, per["score"].mean())
+            path = out / f"{stem}_layer{layer}_{_safe(subject)}_r.nii.gz"
+            _write_nifti(path, r, img_mask, "held-out Pearson r")
+            written.append(path)
+            if "p_fdr" in lrows.columns and lrows["p_fdr"].notna().any():
+                path = out / f"{stem}_layer{layer}_{_safe(subject)}_p_fdr.nii.gz"
+                _write_nifti(path, _volume(img_mask, flat, at, per["p_fdr"].mean()), img_mask,
+                             "FDR-corrected p of the held-out r")
+                written.append(path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = float(np.nanmean(lrows["score"]))
+            if np.isfinite(mean) and mean > best_r:
+                best, best_r = (layer, r), mean
+        if pictures and best is not None:
+            path = out / f"{stem}_{_safe(subject)}_best.png"
+            who = "group mean" if str(subject) == "group" else f"subject {subject}"
+            kind = str(rows["feature_set"].iloc[0]) if "feature_set" in rows.columns else "model"
+            name = f"{model} {kind}" if kind in ("baseline", "control") else (
+                model if revision == "-" else f"{model} ({revision})")
+            n_layers = rows["layer"].nunique()
+            title = (f"{name}, {who}: layer {best[0]}, the best of {n_layers} by mean r over voxels ({best_r:.3f})"
+                     if n_layers > 1 else f"{name}, {who}: mean r over voxels {best_r:.3f}")
+            if _stat_map_picture(path, best[1], img_mask, flat, title):
+                log.info("stat-map picture %s: layer %s, the best by mean r over voxels", path.name, best[0])
+                written.append(path)
+    return written
+
+
+def _safe(text) -> str:
+    """A file-name part: anything but letters, digits, ``.``, ``-`` and ``_`` becomes ``_``."""
+    return re.sub(r"[^0-9A-Za-z._-]", "_", str(text)).strip(".") or "_"
+
+
+def _read_mask(path: Path):
+    """(mask image, flat C-order indices of its voxels) or None when the file is absent or unreadable."""
+    if not path.is_file():
+        return None
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except Exception as error:
+        log.warning("cannot read the mask %s (%s: %s): no voxel map from it", path, type(error).__name__, error)
+        return None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        log.warning("mask %s is not a 3-D volume (shape %s): no voxel map from it", path, data.shape)
+        return None
+    mask = data != 0
+    if data.dtype.kind == "f":
+        mask &= ~np.isnan(data)  # NaN != 0 would put NaN voxels inside the mask
+    return img, np.flatnonzero(mask.ravel(order="C"))
+
+
+def _shared_mask(masks):
+    """The mask every subject has (same voxels, same affine), else None."""
+    if not masks or any(m is None for m in masks):
+        return None
+    first = masks[0]
+    for img, flat in masks[1:]:
+        if (img.shape[:3] != first[0].shape[:3] or not np.array_equal(flat, first[1])
+                or not np.allclose(img.affine, first[0].affine, atol=1e-6)):
+            return None
+    return first
+
+
+def _voxel_positions(targets, n_voxels, what):
+    """{target name: index among the mask's voxels}, or None (logged) when the names are not voxel indices."""
+    try:
+        at = {t: int(t) for t in targets}
+    except (TypeError, ValueError):
+        log.warning("no voxel map for %s: its targets are not voxel indices (e.g. %r)", what, targets[0])
+        return None
+    bad = [t for t, i in at.items() if not 0 <= i < n_voxels or str(i) != str(t)]
+    if bad:
+        log.warning("no voxel map for %s: targets %s are not voxel indices 0..%d of its mask", what, bad[:5],
+                    n_voxels - 1)
+        return None
+    return at
+
+
+def _volume(img_mask, flat, at, values) -> np.ndarray:
+    """The values (a Series indexed by target name) in the mask's voxels, NaN elsewhere (float32)."""
+    vol = np.full(int(np.prod(img_mask.shape[:3])), np.nan, dtype=np.float32)
+    vol[flat[[at[t] for t in values.index]]] = values.to_numpy(dtype=np.float32)
+    return vol.reshape(img_mask.shape[:3], order="C")
+
+
+def _write_nifti(path: Path, volume, img_mask, description: str) -> None:
+    """``volume`` as a gzipped float32 NIfTI with the mask's affine and header, atomically."""
+    import gzip
+
+    import nibabel as nib
+
+    header = img_mask.header.copy()
+    header.set_data_dtype(np.float32)
+    img = nib.Nifti1Image(volume.astype(np.float32), img_mask.affine, header=header)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"], img.header["cal_max"] = 0, 0
+    img.header["descrip"] = description[:79].encode()
+    atomic_write(path, lambda f: f.write(gzip.compress(img.to_bytes(), compresslevel=6)))
+
+
+def _stat_map_picture(path: Path, volume, img_mask, flat, title: str) -> bool:
+    """The r map with nilearn's plot_stat_map, drawn on a Figure of its own (no pyplot); False on failure."""
+    import nibabel as nib
+    from nilearn import plotting
+
+    finite = np.isfinite(volume)
+    vmax = float(np.abs(volume[finite]).max()) if finite.any() else 0.0
+    vmax = vmax if vmax > 0 else 1.0
+    stat = nib.Nifti1Image(np.where(finite, volume, 0).astype(np.float32), img_mask.affine)
+    mni = 4 in (int(img_mask.header["sform_code"]), int(img_mask.header["qform_code"]))
+    fig = _new_figure(figsize=(8.5, 3.6), facecolor="black")  # nilearn's black_bg look, title included
+    fig.set_layout_engine("none")
+    panel = fig.add_axes((0.0, 0.0, 1.0, 0.85))  # the top 15% for the title
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nilearn's notes on resampling, non-finite values
+            background = None
+            if mni:  # the mask says MNI space: nilearn's own MNI152 template (shipped, no download)
+                from nilearn.datasets import load_mni152_template
+
+                background = load_mni152_template()
+            # nearest: no r is invented between voxels (or outside the mask) when the grid is resampled
+            plotting.plot_stat_map(stat, bg_img=background, figure=fig, axes=panel, cmap="RdBu_r", vmin=-vmax,
+                                   vmax=vmax, symmetric_cbar=True, black_bg=True, draw_cross=False, title=None,
+                                   resampling_interpolation="nearest", colorbar=True, annotate=True)
+        where = "on the MNI152 template" if mni else "black: outside the mask"
+        text = "\n".join(textwrap.fill(t, 110) for t in (title, f"held-out Pearson r per voxel ({where})"))
+        fig.suptitle(text, fontsize=9, color="white", y=0.985, va="top")
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=_DPI, facecolor="black"))
+    except Exception as error:
+        log.warning("stat-map picture %s not drawn (%s: %s); the NIfTI maps are written", path.name,
+                    type(error).__name__, error)
+        return False
+    return True

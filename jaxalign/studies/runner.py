@@ -1008,13 +1008,14 @@ def _write_outputs(plan: _Plan, table) -> list[Path]:
         else:
             atomic_write(plan.out / "results.parquet", lambda f: table.to_parquet(f, index=False))
             files.append(plan.out / "results.parquet")
-    if "png" in formats:
+    if "png" in formats or "nifti" in formats:
         try:
             from jaxalign.studies import report
         except ImportError:  # pragma: no cover - the module ships with the package
             report = None
         if report is not None and hasattr(report, "make_report"):
-            files += list(report.make_report(plan.out / "store", out=plan.out / "figures"))
+            files += list(report.make_report(plan.out / "store", out=plan.out / "figures",
+                                             formats=[f for f in ("png", "nifti") if f in formats]))
         files += sorted((plan.out / "details").glob("*/*.png")) if (plan.out / "details").is_dir() else []
     return files
 
