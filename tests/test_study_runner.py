@@ -433,6 +433,8 @@ mask = "mask.nii.gz"
 [[models]]
 path = "{tiny_models[0]}"
 name = "tiny0"
+[features]
+baseline = "word_rate"
 [timing]
 delays = [1, 2]
 [encoding]
@@ -447,10 +449,12 @@ test = "cv_permutation"
 n_permutations = 19
 [output]
 dir = "out"
-formats = ["csv"]
+formats = ["csv", "nifti"]
 """)
     s = run_study(cfg_path, progress=False)
     t = load_results(s.out / "store").table
+    assert set(t.model) == {"tiny0", "word rate"}
+    t = t[t.model == "tiny0"]
     r2 = t[t.layer == 2].sort_values("target", key=lambda c: c.astype(int)).score.to_numpy()
     assert (r2 > 0.3).all(), r2  # planted from layer 2 run by run: found
     assert t.p.notna().all() and ((t.p > 0) & (t.p <= 1)).all()
@@ -468,13 +472,18 @@ formats = ["csv"]
     from jaxalign.studies import load_dataset
 
     ds = load_dataset(cfg)
-    enc = encode(ds.stimulus, ds.recordings[ds.subjects[0]], (model, tok), config=cfg)
+    enc = encode(ds.stimulus, ds.recordings[ds.subjects[0]], (model, tok),
+                 config=cfg.updated({"features": {"baseline": "none"}}))
     np.testing.assert_allclose(enc.r[1], r2, atol=1e-6)
     np.testing.assert_allclose(enc.p[1], t[t.layer == 2].sort_values("target", key=lambda c: c.astype(int)).p, atol=0)
     # where the targets are, for maps
     m = nib.load(str(s.out / "geometry" / f"{ds.subjects[0]}_mask.nii.gz"))
     np.testing.assert_array_equal(np.asarray(m.dataobj).astype(bool), mask)
     np.testing.assert_allclose(m.affine, affine)
+    r_map = nib.load(str(next((s.out / "maps").glob("tiny0_*layer2*_r.nii.gz"))))
+    vol = np.asarray(r_map.dataobj)
+    np.testing.assert_allclose(vol[mask], r2, atol=1e-6)
+    assert np.isnan(vol[~mask]).all()
 
 
 @needs_alice
