@@ -252,6 +252,69 @@ register_command(Command(
            "  jaxalign alice --synthetic --subjects 8"))
 
 
+def _benchmarks_dir():
+    from pathlib import Path
+
+    import jaxalign
+
+    return Path(jaxalign.__file__).resolve().parents[1] / "benchmarks"
+
+
+def _available_benchmarks() -> list[str]:
+    folder = _benchmarks_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_"))
+
+
+def _bench_arguments(p):
+    p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all; see --list)")
+    p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.add_argument("--args", default="", metavar="'FLAGS'",
+                   help="flags passed to every benchmark script, written with '=': --args='--n 600 --targets 2000'")
+
+
+def _bench_check(args):
+    folder = _benchmarks_dir()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no benchmarks/ folder beside the package ({folder}): 'jaxalign bench' runs the "
+                                "benchmark scripts of a source checkout (git clone + pip install -e .)")
+    unknown = [n for n in args.names if n not in _available_benchmarks()]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown} (available: {', '.join(_available_benchmarks())})")
+
+
+def _bench(args):
+    import shlex
+    import subprocess
+
+    names = args.names or _available_benchmarks()
+    if args.list:
+        for name in _available_benchmarks():
+            doc = (_benchmarks_dir() / f"{name}.py").read_text().split('"""')
+            first = doc[1].strip().splitlines()[0] if len(doc) > 1 else ""
+            print(f"{name:<14}{first}")
+        return 0
+    failed = []
+    for name in names:
+        cmd = [sys.executable, str(_benchmarks_dir() / f"{name}.py"), *shlex.split(args.args)]
+        print(f"== jaxalign bench {name}: {' '.join(cmd[1:])}", flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"jaxalign bench: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+register_command(Command(
+    "bench", "run the benchmark suite (benchmarks/*.py of a source checkout)",
+    "Run jaxalign's benchmarks against their peers (himalaya, scikit-learn, numpy loops, transformers), each "
+    "printing a table with ratios measured in the same run; results are recorded in benchmarks/RESULTS.md.",
+    _bench_arguments, lambda args: _bench(args), _bench_check,
+    epilog="examples:\n  jaxalign bench --list\n  jaxalign bench ridge --args='--n 600 --p 64 --targets 2000'"))
+
+
 def main(argv=None) -> int:
     """``jaxalign [COMMAND] [FLAGS]``: exit code 0 done, 2 bad input (named), 1 failure."""
     parser = build_parser()

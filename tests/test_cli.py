@@ -151,3 +151,17 @@ def test_cli_leaves_the_warning_format_alone(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError):
         cli.main(["demo"])
     assert warnings.formatwarning is before
+
+
+def test_bench_lists_and_runs_a_benchmark(capfd):
+    from jaxalign.cli import _available_benchmarks
+
+    assert {"ridge", "permutation", "features"} <= set(_available_benchmarks())
+    assert main(["bench", "--list"]) == 0
+    assert "ridge" in capfd.readouterr().out
+    assert main(["bench", "permutation", "--args=--n 60 --targets 40 --permutations 20 --numpy-permutations 5 "
+                 "--gemm-n 64 --bandwidth-mib 4 --repeats 1 --warmup-targets 8"]) == 0
+    assert "== jaxalign bench permutation" in capfd.readouterr().out
+    assert main(["bench", "nope"]) == 2
+    assert "unknown benchmark" in capfd.readouterr().err
+    assert main(["bench", "permutation", "--args=--no-such-flag"]) == 1
