@@ -503,3 +503,22 @@ def test_fit_then_stats_stages(tiny_models, tmp_path, capsys):
     assert len(units) == 4
     summary = json.loads((out / "results.json").read_text())
     assert set(summary["group"]) == {"word rate", "tiny0 layer 0", "tiny0 layer 2"}
+
+
+@needs_alice
+def test_features_cache_is_keyed_by_the_words(tiny_models, tmp_path):
+    """Two stimuli, one output folder: the second never reads the first one's cached features."""
+    from jaxalign.studies import StudyConfig
+    from jaxalign.studies.runner import plan_study
+
+    cfg = StudyConfig.from_toml(_config(tmp_path, tiny_models[:1]))
+    a = plan_study(cfg, tmp_path / "o").models[0].features_key
+    np.save(tmp_path / "meg.npy", np.zeros((3, 2, 10)))
+    np.save(tmp_path / "w.npy", np.array(["a", "b", "c"]))
+    other = cfg.updated({"dataset": {"kind": "harry_potter_meg", "data": str(tmp_path / "meg.npy"),
+                                     "words": str(tmp_path / "w.npy"), "sfreq": 100.0},
+                         "timing": {"kind": "meg", "stop": 0.1, "width": 0.05},
+                         "features": {"baseline": "none"}, "encoding": {"confounds": []},
+                         "stats": {"test": "none"}})
+    b = plan_study(other, tmp_path / "o").models[0].features_key
+    assert a != b

@@ -182,8 +182,12 @@ def _model_path(spec, cfg: StudyConfig) -> str:
     return spec.hub
 
 
-def _resolve_models(cfg: StudyConfig, cache_dir: Path) -> list[_ModelRun]:
-    """Every (model, revision) located and described without loading weights; layers checked."""
+def _resolve_models(cfg: StudyConfig, cache_dir: Path, words: str) -> list[_ModelRun]:
+    """Every (model, revision) located and described without loading weights; layers checked.
+
+    ``words``: digest of the stimulus words (and their runs, which set the
+    surprisal contexts), part of every features key.
+    """
     from jaxalign import lm
 
     runs = []
@@ -213,6 +217,7 @@ def _resolve_models(cfg: StudyConfig, cache_dir: Path) -> list[_ModelRun]:
             run.features_key = settings_hash({
                 "weights": _weights_fingerprint(source, cache_dir), "dtype": spec.dtype,
                 "features": cfg.features._canonical(), "layers": layers, "format": RUNNER_FORMAT,
+                "words": words,
             })
             runs.append(run)
     return runs
@@ -238,6 +243,13 @@ def _recording_digest(ds: LoadedDataset, subjects) -> str:
         parts.append(_array_digest(rec.data, rec.times, rec.runs, conf,
                                    np.asarray(rec.target_names or (), dtype=str)))
     return settings_hash(parts)
+
+
+def _words_digest(ds: LoadedDataset) -> str:
+    """What per-word features depend on in a stimulus: its words (and runs: stories for surprisal)."""
+    if ds.stimulus is None:
+        return "none"
+    return _array_digest(np.asarray(ds.stimulus.words, dtype=str), ds.stimulus.runs)
 
 
 def _stimulus_digest(ds: LoadedDataset) -> str:
@@ -323,7 +335,7 @@ def plan_study(cfg: StudyConfig, out=None) -> _Plan:
                            "the runner reads the real data (source 'real' or 'auto')"], cfg._source)
     ds = load_dataset(cfg)
     _check_supported(cfg, ds)
-    models = [] if ds.kind == "features" else _resolve_models(cfg, cache_dir)
+    models = [] if ds.kind == "features" else _resolve_models(cfg, cache_dir, _words_digest(ds))
     groups = _groups(ds)
     enc = cfg.encoding
     fit_settings = {
