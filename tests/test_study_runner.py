@@ -522,3 +522,38 @@ def test_features_cache_is_keyed_by_the_words(tiny_models, tmp_path):
                          "stats": {"test": "none"}})
     b = plan_study(other, tmp_path / "o").models[0].features_key
     assert a != b
+
+
+def test_synthetic_alice_through_the_runner(tiny_models, tmp_path, capsys):
+    """source 'synthetic' (and 'auto' without the data): the embedded text with planted responses."""
+    from jaxalign.cli import main
+
+    cfg = tmp_path / "syn.toml"
+    cfg.write_text(f"""layers = [0, 1, 2]
+[dataset]
+kind = "alice"
+source = "synthetic"
+n_subjects = 6
+[[models]]
+path = "{tiny_models[0]}"
+name = "tiny0"
+[features]
+baseline = "word_rate"
+[encoding]
+confounds = ["sndpwr"]
+[stats]
+n_permutations = 500
+[output]
+dir = "out"
+formats = ["csv"]
+""")
+    assert main(["run", str(cfg), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "synthetic study, planted from tiny0 layer 1" in text
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert summary["dataset"]["source"] == "synthetic" and len(summary["dataset"]["subjects"]) == 6
+    g = summary["group"]["tiny0 layer 1"]
+    gains = summary["dataset"]["planted"]["gains"]  # LATL 0.5, RATL 0 (null), LPTL 0.8, ...
+    assert g["LPTL"]["score"] > 0.3 and g["LPTL"]["p_fdr"] < 0.05
+    assert abs(g["RATL"]["score"]) < 0.15 and gains["RATL"] == 0
+    assert g["LPTL"]["score"] > summary["group"]["word rate"]["LPTL"]["score"]

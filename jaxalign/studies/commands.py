@@ -6,6 +6,7 @@ Imported by ``jaxalign.cli`` when it builds its parser; each command is a
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -55,6 +56,10 @@ def _run(args):
     _configure_logging(args.quiet)
     summary = run_study(args._cfg, out=args.out, progress=False if args.quiet else None)
     print(format_summary(summary))
+    planted = json.loads((summary.out / "results.json").read_text())["dataset"].get("planted")
+    if planted:
+        print(f"synthetic study, planted from {planted['model']} layer {planted['layer']}: oracle r per ROI "
+              + ", ".join(f"{k} {v:.2f}" for k, v in planted["oracle_r"].items()))
     written = ", ".join(str(Path(f).name) for f in summary.files)
     print(f"\nresults: {summary.out} ({written}); load them with "
           f"jaxalign.studies.load_results('{summary.out / 'store'}')")

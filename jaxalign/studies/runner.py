@@ -322,6 +322,54 @@ def _groups(ds: LoadedDataset) -> list[list[str]]:
     return list(groups.values())
 
 
+def _synthetic_alice_wanted(cfg: StudyConfig) -> bool:
+    if cfg.dataset.kind != "alice" or cfg.dataset.source == "real":
+        return False
+    if cfg.dataset.source == "synthetic":
+        return True
+    from jaxalign.studies.alice import find_root
+
+    root = None if cfg.dataset.root is None else cfg.resolve_path(cfg.dataset.root)
+    try:
+        return find_root(root) is None  # 'auto' without the data (a given root that is missing is an error)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"dataset.root: {error}") from None
+
+
+def _synthetic_alice(cfg: StudyConfig, out: Path, cache_dir: Path):
+    """The synthetic Alice-format study (``jaxalign.studies.alice.synthetic_data``): the embedded text,
+    responses planted from the first model's middle requested layer; its features are cached as usual."""
+    from jaxalign import io
+    from jaxalign.studies import alice
+
+    words = np.asarray(alice._TEXT.read_text().split())
+    onsets = alice.story_timing(words, seed=cfg.stats.seed)
+    stimulus = io.Stimulus(words=words, onsets=onsets)
+    if cfg.encoding.method == "ridge" and cfg.encoding.confounds:
+        log.warning("the synthetic Alice study has no confound regressors: encoding.confounds %s not used",
+                    cfg.encoding.confounds)
+        cfg = cfg.updated({"encoding": {"confounds": []}})
+    placeholder = LoadedDataset("fmri", stimulus, {"pending": io.Recording(np.zeros((2, 1)), "fmri",
+                                                                           times=np.array([0.0, 2.0]))})
+    models = _resolve_models(cfg, cache_dir, _words_digest(placeholder))
+    if not models:
+        raise ConfigError(["models: the synthetic Alice study plants its responses from a model's features"],
+                          cfg._source)
+    first = models[0]
+    planted = len(first.layers) // 2  # the middle one of the layers asked for, as `jaxalign alice`
+    log.info("Alice data not found or not asked for: the synthetic Alice-format study (%d-word embedded text, "
+             "responses planted from %s layer %d)", len(words), first.label, first.layers[planted])
+    per_word = _Features(_Plan(cfg, out, placeholder, models, [], []), False).get(first)
+    data = alice.synthetic_data(per_word[planted], words=words, onsets=onsets,
+                                n_subjects=cfg.dataset.n_subjects or 12, seed=cfg.stats.seed)
+    data.info["planted"].update(layer=first.layers[planted], model=first.label)
+    recordings = {s: io.Recording(y, "fmri", times=data.tr_times, target_names=list(data.rois), tr=io.ALICE_TR)
+                  for s, y in zip(data.subjects, data.Y)}
+    ds = LoadedDataset("fmri", stimulus, recordings,
+                       info={"shared_sampling": True, "source": "synthetic", "planted": data.info["planted"]})
+    return cfg, ds, models
+
+
 def plan_study(cfg: StudyConfig, out=None) -> _Plan:
     """Stage 1 and 2 of :func:`run_study`: every check, every unit's key; nothing computed."""
     if not isinstance(cfg, StudyConfig):
@@ -330,12 +378,13 @@ def plan_study(cfg: StudyConfig, out=None) -> _Plan:
                        "output.dir (or --out)")
     cache_dir = out / "cache"
     writable_dir(cache_dir / "features", "features cache")
-    if cfg.dataset.kind == "alice" and cfg.dataset.source == "synthetic":
-        raise ConfigError(["dataset.source: the synthetic Alice study runs with `jaxalign alice --synthetic`; "
-                           "the runner reads the real data (source 'real' or 'auto')"], cfg._source)
-    ds = load_dataset(cfg)
-    _check_supported(cfg, ds)
-    models = [] if ds.kind == "features" else _resolve_models(cfg, cache_dir, _words_digest(ds))
+    if _synthetic_alice_wanted(cfg):
+        cfg, ds, models = _synthetic_alice(cfg, out, cache_dir)
+        _check_supported(cfg, ds)
+    else:
+        ds = load_dataset(cfg)
+        _check_supported(cfg, ds)
+        models = [] if ds.kind == "features" else _resolve_models(cfg, cache_dir, _words_digest(ds))
     groups = _groups(ds)
     enc = cfg.encoding
     fit_settings = {
@@ -900,6 +949,7 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
     if not isinstance(cfg, StudyConfig):
         cfg = StudyConfig.from_toml(cfg)
     plan = plan_study(cfg, out)
+    cfg = plan.cfg  # as run (the synthetic Alice study drops confounds it does not have)
     show = progress if progress is not None else None
     bars = _Bars(bool(show) if show is not None else _isatty())
     store = ResultsStore(plan.out / "store")
@@ -1062,7 +1112,9 @@ def _json_summary(plan: _Plan, s: RunSummary) -> dict:
         "study": plan.cfg.to_dict(),
         "settings_hash": plan.cfg.hash_settings(),
         "dataset": {"kind": plan.dataset.kind, "subjects": plan.dataset.subjects,
-                    "skipped": plan.dataset.info.get("skipped", {})},
+                    "skipped": plan.dataset.info.get("skipped", {}),
+                    "source": plan.dataset.info.get("source", "files"),
+                    "planted": plan.dataset.info.get("planted")},
         "models": [{"model": r.label, "revision": r.revision, "source": str(r.source.path), "layers": r.layers,
                     "features_key": r.features_key} for r in plan.models],
         "units": {"computed": s.computed, "reused": s.reused},
