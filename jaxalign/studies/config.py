@@ -65,29 +65,28 @@ sha256 of canonical JSON, for the results store).
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
 import math
-import tomllib
-import typing
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 import numpy as np
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     PrivateAttr,
-    Strict,
     Tag,
-    ValidationError,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
+from jaxalign._core.config import Bool, Float, Int, Section, Str, read_toml
+from jaxalign._core.config import ConfigError as _BaseConfigError
+from jaxalign._core.config import canonical as _canonical
+from jaxalign._core.config import choices as _choices
+from jaxalign._core.config import cross as _cross
+from jaxalign._core.config import custom as _custom
 from jaxalign._core.files import atomic_write_text
 
 __all__ = [
@@ -97,96 +96,24 @@ __all__ = [
     "settings_hash",
 ]
 
-# Scalars are strict: a TOML string "5" is not an integer, true is not 1, 1.5
-# is not an int. (Containers stay lax so Python callers may pass tuples.)
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]  # an int is accepted and stored as a float
-Str = Annotated[str, Strict()]
-Bool = Annotated[bool, Strict()]
-
 PACKAGED = ("SmolLM2-135M-Instruct", "all-MiniLM-L6-v2")  # jaxalign.lm._packaged.PACKAGED_MODELS
 
 
-class ConfigError(ValueError):
+class ConfigError(_BaseConfigError):
     """A study config that cannot be used; ``problems`` lists every ``"key: what is wrong"``."""
 
-    def __init__(self, problems, source=None):
-        self.problems = list(problems)
-        self.source = None if source is None else str(source)
-        where = f"{self.source}: " if self.source else ""
-        n = len(self.problems)
-        head = f"{where}{n} problem{'s' if n != 1 else ''} in the study config"
-        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
+    subject = "study config"
 
 
 # ---------------------------------------------------------------- base model
 
 
-_NESTED = contextvars.ContextVar("jaxalign_config_nested", default=False)
+class _Section(Section):
+    """Shared rules (``jaxalign._core.config.Section``), raising the study's ConfigError."""
 
-
-class _Section(BaseModel):
-    """Shared rules: unknown keys rejected, defaults validated, immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-    def __init__(self, **data):
-        # pydantic calls a custom __init__ for nested tables too: only the
-        # outermost call turns the errors into a ConfigError
-        if _NESTED.get():
-            super().__init__(**data)
-            return
-        token = _NESTED.set(True)
-        try:
-            super().__init__(**data)
-        except ValidationError as error:
-            raise ConfigError(_problems(error, type(self))) from None
-        finally:
-            _NESTED.reset(token)
-
-    @classmethod
-    def model_validate(cls, obj, *args, **kwargs):
-        """Validate plain data (a dict as TOML gives it); raises ConfigError listing every problem."""
-        return cls._validate(obj, None, *args, **kwargs)
-
-    @classmethod
-    def _validate(cls, obj, source, *args, **kwargs):
-        token = _NESTED.set(True)
-        try:
-            return super().model_validate(obj, *args, **kwargs)
-        except ValidationError as error:
-            raise ConfigError(_problems(error, cls), source) from None
-        finally:
-            _NESTED.reset(token)
-
-    def _canonical(self) -> dict:
-        """JSON-ready settings with kind-dependent defaults filled in (for hashing)."""
-        out = {}
-        for name in type(self).model_fields:
-            out[name] = _canonical(getattr(self, name))
-        return out
-
-
-def _canonical(value):
-    if isinstance(value, _Section):
-        return value._canonical()
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    return value
-
-
-def _custom(message: str, **ctx):
-    return PydanticCustomError("config", message, ctx or None)
-
-
-def _cross(problems):
-    """Raise problems found across fields: each ``(path, message)`` becomes its own line."""
-    if problems:
-        raise PydanticCustomError("cross", "{problems}", {"problems": tuple(problems)})
-
-
-def _choices(values) -> str:
-    return ", ".join(repr(v) for v in values)
+    config_error = ConfigError
+    literal_hints = {"layers": "a list of layer indices, a range table {start, stop, step} or 'all'"}
+    input_error_kinds = ("layers", "alphas")
 
 
 # ----------------------------------------------------------------- datasets
@@ -924,13 +851,7 @@ class StudyConfig(_Section):
         or schema problems, the file's name first).
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no study file at {path}")
-        try:
-            with path.open("rb") as f:
-                data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError([f"not valid TOML: {error}"], source=path) from None
+        data = read_toml(path, ConfigError, "study file")
         cfg = cls._validate(data, path)
         cfg._base_dir = path.resolve().parent
         cfg._source = str(path)
@@ -1048,163 +969,3 @@ def _merge(base: dict, changes: dict) -> dict:
         else:
             out[key] = value
     return out
-
-
-# ------------------------------------------------------------ error messages
-
-
-def _unwrap(tp):
-    """Strip Annotated / Optional; return (type, metadata list)."""
-    meta = []
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            args = typing.get_args(tp)
-            tp, meta = args[0], meta + list(args[1:])
-            continue
-        if origin is Union:
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(args) == 1:
-                tp = args[0]
-                continue
-        return tp, meta
-
-
-def _union_member(tp, tag):
-    for arg in typing.get_args(tp):
-        inner, meta = _unwrap(arg)
-        if any(isinstance(m, Tag) and m.tag == tag for m in meta):
-            return arg
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            for key in ("kind", "method"):
-                f = inner.model_fields.get(key)
-                if f is not None and f.default == tag:
-                    return arg
-    return None
-
-
-def _walk(root, loc):
-    """Display path of a pydantic error location, the type it ends on, and the model holding its last key."""
-    parts, tp, holder = [], root, None
-    for item in loc:
-        tp, _ = _unwrap(tp)
-        if typing.get_origin(tp) is Union:  # a tagged union: this item is the tag, not shown
-            member = _union_member(tp, item)
-            if member is not None:
-                tp = member
-                continue
-            return parts + [str(item)], Any, holder
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-            args = typing.get_args(tp)
-            tp = args[0] if args else Any
-            continue
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            holder = tp
-            parts.append(str(item))
-            field = tp.model_fields.get(item)
-            if field is None:
-                tp = Any
-            elif field.metadata:
-                tp = Annotated[(field.annotation, *field.metadata)]
-            else:
-                tp = field.annotation
-            continue
-        parts.append(str(item))
-        tp = Any
-    return parts, _unwrap(tp)[0], holder
-
-
-def _path(parts) -> str:
-    out = ""
-    for p in parts:
-        out += p if p.startswith("[") or not out else "." + p
-    return out
-
-
-def _key(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _tags(tp) -> list[str]:
-    tags = []
-    for arg in typing.get_args(tp):
-        _, meta = _unwrap(arg)
-        tags += [m.tag for m in meta if isinstance(m, Tag)]
-    return tags
-
-
-def _tag_key(tp) -> str:
-    """The key that picks a union member: 'method' for [encoding], else 'kind'."""
-    for arg in typing.get_args(tp):
-        inner, meta = _unwrap(arg)
-        tags = [m.tag for m in meta if isinstance(m, Tag)]
-        if isinstance(inner, type) and issubclass(inner, BaseModel) and tags:
-            for key in ("kind", "method"):
-                field = inner.model_fields.get(key)
-                if field is not None and field.default == tags[0]:
-                    return key
-    return "kind"
-
-
-def _problems(error: ValidationError, root) -> list[str]:
-    """One line per problem: ``section.key: what is wrong (allowed: ...)``."""
-    problems = []
-    for e in error.errors(include_url=False):
-        parts, tp, holder = _walk(root, e["loc"])
-        kind, ctx = e["type"], e.get("ctx") or {}
-        where = _path(parts)
-        if kind == "cross":  # several problems found across the fields of one table
-            problems.extend(f"{_key(where, key)}: {msg}" for key, msg in ctx["problems"])
-        elif kind == "extra_forbidden":
-            allowed = ", ".join(holder.model_fields) if holder is not None else "?"
-            problems.append(f"{where}: unknown key (allowed: {allowed})")
-        elif kind in ("union_tag_invalid", "union_tag_not_found"):
-            key = _tag_key(tp)
-            allowed = _choices(_tags(tp))
-            if kind == "union_tag_invalid":
-                problems.append(f"{_key(where, key)}: unknown {key} {ctx.get('tag')!r} (allowed: {allowed})")
-            else:
-                problems.append(f"{_key(where, key)}: required (allowed: {allowed})")
-        elif kind == "missing":
-            problems.append(f"{where}: required")
-        elif kind == "literal_error" and where == "layers":
-            problems.append(f"layers: {_short(e['input'])} is not allowed (allowed: a list of layer indices, "
-                            "a range table {start, stop, step} or 'all')")
-        elif kind == "literal_error":
-            expected = str(ctx.get("expected", "")).replace(" or ", ", ")
-            problems.append(f"{where}: {_short(e['input'])} is not allowed (allowed: {expected})")
-        elif kind in ("config", "layers", "alphas"):
-            problems.append(f"{where or '(top level)'}: {e['msg']} (got {_short(e.get('input'))})"
-                            if kind != "config" else f"{where or '(top level)'}: {e['msg']}")
-        else:
-            msg = _MESSAGES.get(kind, e["msg"])
-            if callable(msg):
-                msg = msg(ctx)
-            problems.append(f"{where or '(top level)'}: {msg} (got {_short(e.get('input'))})")
-    return problems
-
-
-_MESSAGES = {
-    "int_type": "expected an integer", "int_parsing": "expected an integer", "int_from_float": "expected an integer",
-    "float_type": "expected a number", "float_parsing": "expected a number",
-    "string_type": "expected a string", "bool_type": "expected true or false", "bool_parsing": "expected true or false",
-    "list_type": "expected a list", "tuple_type": "expected a list",
-    "model_type": "expected a table", "model_attributes_type": "expected a table", "dict_type": "expected a table",
-    "greater_than_equal": lambda c: f"must be >= {_num(c.get('ge'))}",
-    "greater_than": lambda c: f"must be > {_num(c.get('gt'))}",
-    "less_than_equal": lambda c: f"must be <= {_num(c.get('le'))}",
-    "less_than": lambda c: f"must be < {_num(c.get('lt'))}",
-    "too_short": lambda c: f"needs at least {c.get('min_length')} item(s)",
-    "too_long": lambda c: f"takes at most {c.get('max_length')} item(s)",
-    "finite_number": "must be a finite number",
-}
-
-
-def _num(x):
-    return int(x) if isinstance(x, float) and x.is_integer() else x
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
