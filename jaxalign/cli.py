@@ -145,7 +145,7 @@ def _alice(args):
 from jaxalign._core.commands import COMMANDS, ENTRY_POINT_GROUP, Command, register_command  # noqa: E402
 
 # modules of jaxalign that register a command when imported (besides this one)
-_COMMAND_MODULES = ("jaxalign.studies.commands",)
+_COMMAND_MODULES = ("jaxalign.studies.commands", "jaxalign.finetune.commands")
 
 
 def _load_commands() -> None:

@@ -109,6 +109,16 @@ class Config:
         return cls(**{k: v for k, v in values.items() if k in fields})
 
 
+    def to_hf(self) -> dict:
+        """The Hugging Face ``config.json`` dict of this config (``from_hf``'s inverse).
+
+        ``Config.from_hf(c.to_hf()) == c``; ``model_type`` and
+        ``architectures`` let ``transformers.AutoModelForCausalLM`` pick
+        ``GPT2LMHeadModel``.
+        """
+        return {"model_type": MODEL_TYPE, "architectures": ["GPT2LMHeadModel"], **dataclasses.asdict(self)}
+
+
 class Attention(nnx.Module):
     def __init__(self, config: Config, *, dtype, rngs: nnx.Rngs):
         d = config.n_embd

@@ -124,6 +124,19 @@ class Config:
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in fields})
 
+    def to_hf(self) -> dict:
+        """The Hugging Face ``config.json`` dict of this config (``from_hf``'s inverse).
+
+        The rotary settings are written both ways: transformers 4's
+        ``rotary_pct`` / ``rotary_emb_base`` and transformers 5's
+        ``rope_parameters``, so either version reads the file.
+        ``Config.from_hf(c.to_hf()) == c``.
+        """
+        rope = {"rope_type": "default", "rope_theta": self.rotary_emb_base,
+                "partial_rotary_factor": self.rotary_pct}
+        return {"model_type": MODEL_TYPE, "architectures": ["GPTNeoXForCausalLM"],
+                **dataclasses.asdict(self), "rope_parameters": rope}
+
 
 def rotary_cos_sin(positions: jax.Array, ndims: int, base: float) -> tuple[jax.Array, jax.Array]:
     """cos, sin of shape (seq, ndims) for rotating the first ``ndims`` dims.

@@ -203,6 +203,37 @@ class Config:
         )
 
 
+    def to_hf(self) -> dict:
+        """The Hugging Face ``config.json`` dict of this config (``from_hf``'s inverse).
+
+        Rotary scaling is written in the legacy layout (top-level
+        ``rope_theta`` plus ``rope_scaling`` for "linear" / "llama3"), which
+        transformers 4 and 5 both read. ``Config.from_hf(c.to_hf()) == c``.
+        Raises ValueError for GGUF-only ``rope_freq_factors``, which no
+        Hugging Face config can express.
+        """
+        if self.rope_freq_factors is not None:
+            raise ValueError("this Llama config has GGUF rope_freq_factors (llama.cpp's rope_freqs.weight), "
+                             "which a Hugging Face config.json cannot express")
+        out = {
+            "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_act": "silu",
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size, "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads, "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim, "max_position_embeddings": self.max_position_embeddings,
+            "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
+            "attention_bias": self.attention_bias, "mlp_bias": self.mlp_bias,
+            "tie_word_embeddings": self.tie_word_embeddings,
+        }
+        if self.rope_type != "default":
+            scaling = {"rope_type": self.rope_type, "factor": self.rope_factor}
+            if self.rope_type == "llama3":
+                scaling |= {"low_freq_factor": self.rope_low_freq_factor,
+                            "high_freq_factor": self.rope_high_freq_factor,
+                            "original_max_position_embeddings": self.rope_original_max_position_embeddings}
+            out["rope_scaling"] = scaling
+        return out
+
 def rope_inv_freq(config: Config) -> np.ndarray:
     """Rotary inverse frequencies (head_dim // 2,), float32, as transformers."""
     dim = config.head_dim

@@ -1,0 +1,156 @@
+"""Text to token ids for fine-tuning: multiple-choice options and raw-text windows.
+
+Multiple choice (the default template of :func:`jaxalign.finetune.score_choices`):
+each option j of item i becomes the text ``prompt + " " + option``, encoded
+without special tokens, with the character offsets of a fast (Rust)
+tokenizer. The option's tokens are those whose character span overlaps the
+option together with its joining space, ``[len(prompt), len(text))``: the
+continuation ``" " + option``, as language-model evaluation harnesses score
+it. Byte-level BPE and SentencePiece tokenizers carry the joining space on
+the option's first token (``"Ġword"``, ``"▁word"``), so the space belongs to
+that token; where a tokenizer splits it off as a token of its own (a rare
+first character), that token is the option's first. Each option token is
+scored given every token before it (``_losses.sequence_logprob``), so the
+first token of the text, which has nothing before it, can never be an option
+token: an empty prompt is refused.
+
+Raw text (causal-LM loss): documents are encoded without special tokens,
+joined with the tokenizer's end-of-sequence token when it has one, and cut
+into windows of ``seq_len`` tokens (the last one shorter, padded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["EncodedChoices", "EncodedText", "encode_choices", "encode_text"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EncodedChoices:
+    """Token ids of every ``prompt + " " + option`` and which of its tokens are the option's.
+
+    ``ids[i * n_options + j]`` and ``target[...]`` (bool, same length) belong
+    to option j of item i; ``labels`` are the 0-based correct options (or None).
+    """
+
+    ids: tuple[np.ndarray, ...]
+    target: tuple[np.ndarray, ...]
+    n_items: int
+    n_options: int
+    labels: np.ndarray | None = None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per text, (n_items, n_options)."""
+        return np.array([len(x) for x in self.ids], dtype=np.int64).reshape(self.n_items, self.n_options)
+
+    def subset(self, items) -> EncodedChoices:
+        """The same encoding restricted to ``items`` (indices), in that order."""
+        items = np.asarray(items, dtype=np.int64)
+        rows = (items[:, None] * self.n_options + np.arange(self.n_options)).ravel()
+        return EncodedChoices(
+            tuple(self.ids[r] for r in rows), tuple(self.target[r] for r in rows), len(items), self.n_options,
+            None if self.labels is None else self.labels[items],
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EncodedText:
+    """Raw text as windows: ``ids`` (n_windows, seq_len) int32, ``mask`` (n_windows, seq_len) 1 = real token."""
+
+    ids: np.ndarray
+    mask: np.ndarray
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.mask.sum())
+
+
+def _check_fast(tokenizer) -> None:
+    if tokenizer is None:
+        raise ValueError("a tokenizer is needed (the model was loaded without one)")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"{type(tokenizer).__name__} is not a fast (Rust) tokenizer: scoring options needs the "
+            "character offsets of each token (return_offsets_mapping); load one with use_fast=True"
+        )
+
+
+def encode_choices(tokenizer, mc, max_length: int | None = None) -> EncodedChoices:
+    """Tokenize every option of a :class:`jaxalign.io.MultipleChoice` (see the module docstring).
+
+    Raises ValueError naming the item and option for an empty data set, an
+    empty option (or one of white space), an empty prompt (the
+    option would start the text) and a text longer than ``max_length``
+    tokens (the model's context).
+    """
+    _check_fast(tokenizer)
+    n, k = len(mc), mc.n_choices
+    if n == 0:
+        name = f" {mc.name!r}" if mc.name else ""
+        raise ValueError(f"the multiple-choice data set{name} has no items")
+    if k < 2:
+        raise ValueError(f"multiple choice needs at least 2 options per item, got {k}")
+    texts, starts = [], []
+    for i, (prompt, options) in enumerate(zip(mc.prompts, mc.choices)):
+        for j, option in enumerate(options):
+            if not option.strip():
+                raise ValueError(f"item {i}{f' ({mc.ids[i]})' if mc.ids is not None else ''} option {j}: "
+                                 f"the option {option!r} is empty")
+            texts.append(f"{prompt} {option}")
+            starts.append(len(prompt))  # the joining space starts the option's span
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    ids, target = [], []
+    for r, (text, start) in enumerate(zip(texts, starts)):
+        i, j = divmod(r, k)
+        where = f"item {i}{f' ({mc.ids[i]})' if mc.ids is not None else ''} option {j}"
+        offsets = np.asarray(enc["offset_mapping"][r], dtype=np.int64).reshape(-1, 2)
+        s, e = offsets[:, 0], offsets[:, 1]
+        t = (s < len(text)) & (e > start) & (e > s)
+        if not t.any():
+            raise ValueError(f"{where}: the option {mc.choices[i][j]!r} has no token of its own")
+        if t[0]:
+            raise ValueError(f"{where}: the option starts the text, with nothing to condition it on "
+                             f"(empty prompt {mc.prompts[i]!r}?)")
+        if max_length is not None and len(t) > max_length:
+            raise ValueError(f"{where}: prompt + option is {len(t)} tokens, longer than the model's context "
+                             f"of {max_length} tokens")
+        ids.append(np.asarray(enc["input_ids"][r], dtype=np.int32))
+        target.append(t)
+    return EncodedChoices(tuple(ids), tuple(target), n, k, mc.labels)
+
+
+def encode_text(tokenizer, texts, seq_len: int) -> EncodedText:
+    """Windows of ``seq_len`` tokens over one text or a list of documents (see the module docstring)."""
+    if tokenizer is None:
+        raise ValueError("a tokenizer is needed (the model was loaded without one)")
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = [t for t in texts if t and t.strip()]
+    if not texts:
+        raise ValueError("no text to train on (empty)")
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2 (a token and its successor), got {seq_len}")
+    eos = getattr(tokenizer, "eos_token_id", None)
+    stream: list[int] = []
+    for doc in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        if stream and eos is not None:
+            stream.append(int(eos))
+        stream.extend(int(x) for x in doc)
+    n = -(-len(stream) // seq_len)
+    ids = np.zeros((n, seq_len), np.int32)
+    mask = np.zeros((n, seq_len), np.int32)
+    flat = np.asarray(stream, np.int32)
+    ids.reshape(-1)[: flat.size] = flat
+    mask.reshape(-1)[: flat.size] = 1
+    if mask[-1].sum() < 2:  # a lone last token predicts nothing
+        ids, mask = ids[:-1], mask[:-1]
+    if len(ids) == 0:
+        raise ValueError("the text is a single token: nothing to predict")
+    return EncodedText(ids, mask)

@@ -1,0 +1,621 @@
+"""The training loop: Optax AdamW over a causal LM, resumable from Orbax checkpoints.
+
+What one optimizer step does (``_step``, one jit-compiled function per padded
+shape):
+
+1. ``accumulation`` micro-batches, stacked on a leading axis, run through
+   ``lax.scan``; each adds the gradient of its share of the step's loss::
+
+       L = (1 - r) * sum_items(w * nll_mc) / N_mc + r * sum_tokens(nll_lm) / N_lm
+
+   where ``nll_mc = logsumexp_j s_j - s_label`` over the options' summed
+   shifted log-likelihoods (``_losses``), ``nll_lm`` the next-token
+   negative log-likelihood of text windows, ``w`` 1 for real items and 0
+   for padding, ``N_mc`` / ``N_lm`` the step's real items / scored tokens
+   (counted on the host, so every micro-batch is scaled by the same
+   numbers and the accumulated gradient is that of the step's mean loss)
+   and ``r`` the LM ratio (0: multiple choice only; 1: text only).
+2. Optax: ``clip_by_global_norm(clip)`` then ``adamw`` with the learning
+   rate schedule (linear warmup from 0, then constant, linear or cosine
+   decay to ``min_lr_ratio * lr`` at the last step) and decoupled weight
+   decay on kernels and embeddings only (not biases or norm scales).
+
+Shapes: a step's items are padded to one bucketed length
+(``features._batching.bucket_length``: powers of two from 16), the batch is
+always ``accumulation x batch_size`` (the last step of an epoch is filled
+with weight-0 padding), so a run compiles one step per length bucket.
+
+Order and resumption: the items of epoch e are visited in the permutation
+``_core.seeds.rng(seed, "finetune order", "epoch e")``; step g of a run
+always takes the same items (epoch ``g // steps_per_epoch``, position
+``g % steps_per_epoch``), text windows mixed in likewise follow
+``rng(seed, "finetune text order", "pass p")`` by their global position.
+Nothing else is random (the models have no dropout), so a run is a
+function of (parameters, optimizer state, step): the periodic checkpoint
+holds the first two and the step, and a killed run resumes bit for bit.
+
+Evaluation after each epoch (and every ``eval_every`` steps): validation
+loss and accuracy for multiple choice (``score_encoded``, the zero-shot
+scorer), loss and perplexity for text. Early stopping after ``patience``
+evaluations without improvement of the monitored metric; the best
+evaluation's parameters are kept (saved to ``best/`` and returned). The
+evaluation before training (step 0, ``eval_before``) is logged as the
+base model's score but is not a candidate for "best".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxalign._core.files import atomic_write_text, writable_dir
+from jaxalign._core.seeds import rng
+from jaxalign._precision import jit as _jit
+from jaxalign.features._batching import bucket_length
+from jaxalign.finetune._checkpoint import Checkpoints, _jsonable, data_hash
+from jaxalign.finetune._config import TrainConfig
+from jaxalign.finetune._encode import EncodedChoices, EncodedText, encode_choices, encode_text
+from jaxalign.finetune._log import RunLog, finite_or_none, plot_curves
+from jaxalign.finetune._losses import sequence_logprob, token_logprobs
+from jaxalign.finetune._score import _token_budget, check_causal, score_encoded
+from jaxalign.lm import max_length
+
+__all__ = ["TrainResult", "fit", "split_items"]
+
+
+def _optax():
+    try:
+        import optax
+    except ImportError as error:  # pragma: no cover - optional dependency
+        raise ImportError("fine-tuning needs optax and orbax-checkpoint: pip install 'jaxalign[finetune]'") from error
+    return optax
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`fit` returns.
+
+    model
+        the model passed in, updated in place to the kept parameters (the
+        best evaluation's, or the last step's without validation data).
+    history
+        every evaluation record (step, epoch, loss, accuracy, perplexity, ...).
+    best
+        the kept evaluation's record (None without validation data).
+    steps
+        optimizer steps done; ``stopped_early``: patience ran out.
+    out
+        the run folder (None when nothing was written).
+    seconds, tokens_per_s
+        wall time of the call; real tokens per second of the training steps
+        run by this call (compilation included, evaluations not).
+    resumed_from
+        the checkpoint step this call resumed from (None: started afresh).
+    """
+
+    model: nnx.Module
+    history: list[dict]
+    best: dict | None
+    steps: int
+    stopped_early: bool
+    out: Path | None
+    seconds: float
+    resumed_from: int | None = None
+    tokens_per_s: float = 0.0
+
+
+def split_items(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) item indices: a seeded ``fraction`` of ``range(n)`` held out, both sorted.
+
+    At least one item is held out when ``fraction > 0`` (and one kept for
+    training); ``fraction == 0`` holds none out.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    n_out = 0 if fraction == 0 else min(n - 1, max(1, int(round(fraction * n))))
+    if n_out < 0 or (fraction > 0 and n < 2):
+        raise ValueError(f"cannot hold out a validation part of {n} item(s)")
+    order = rng(seed, "finetune held-out split").permutation(n)
+    return np.sort(order[n_out:]), np.sort(order[:n_out])
+
+
+# ----------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass
+class _Plan:
+    """The data of a run, encoded, and how steps walk through it."""
+
+    mc: EncodedChoices | None
+    mc_eval: EncodedChoices | None
+    text: EncodedText | None
+    text_eval: EncodedText | None
+    lm_ratio: float
+    settings: TrainConfig
+    context: int
+
+    @property
+    def primary(self) -> str:
+        return "mc" if self.mc is not None else "lm"
+
+    @property
+    def n_primary(self) -> int:
+        return self.mc.n_items if self.mc is not None else len(self.text)
+
+    @property
+    def per_step(self) -> int:
+        return self.settings.batch_size * self.settings.accumulation
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.n_primary // self.per_step)
+
+    @property
+    def total_steps(self) -> int:
+        total = self.settings.epochs * self.steps_per_epoch
+        return min(total, self.settings.max_steps) if self.settings.max_steps else total
+
+    def order(self, epoch: int) -> np.ndarray:
+        return rng(self.settings.seed, "finetune order", f"epoch {epoch}").permutation(self.n_primary)
+
+    def step_items(self, step: int) -> np.ndarray:
+        """Primary indices of optimizer step ``step``, (accumulation, batch_size); -1 = padding."""
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        idx = self.order(epoch)[pos * self.per_step:(pos + 1) * self.per_step]
+        out = np.full(self.per_step, -1, np.int64)
+        out[: idx.size] = idx
+        return out.reshape(self.settings.accumulation, self.settings.batch_size)
+
+    def text_windows(self, step: int) -> np.ndarray:
+        """Windows of text mixed into step ``step`` (secondary LM loss), (accumulation, batch_size)."""
+        n, per = len(self.text), self.per_step
+        flat = step * per + np.arange(per)
+        passes, pos = np.divmod(flat, n)
+        out = np.empty(per, np.int64)
+        for p in np.unique(passes):
+            perm = rng(self.settings.seed, "finetune text order", f"pass {int(p)}").permutation(n)
+            out[passes == p] = perm[pos[passes == p]]
+        return out.reshape(self.settings.accumulation, self.settings.batch_size)
+
+    def batch(self, step: int) -> tuple[dict, np.ndarray, int]:
+        """Host arrays of step ``step``, the loss normalisers [(1-r)/N_mc, r/N_lm] and its real tokens."""
+        items = self.step_items(step)
+        arrays, tokens = {}, 0
+        norms = np.zeros(2, np.float32)
+        if self.mc is not None:
+            arrays |= _mc_arrays(self.mc, items, self.context)
+            n_mc = float(arrays["mc_weight"].sum())
+            norms[0] = (1.0 - self.lm_ratio) / n_mc
+            tokens += int(self.mc.lengths[items[items >= 0]].sum())
+        windows = self.text_windows(step) if self.mc is not None and self.lm_ratio > 0 else (
+            items if self.mc is None else None)
+        if windows is not None:
+            arrays |= _lm_arrays(self.text, windows)
+            m = arrays["lm_mask"]
+            n_lm = float(((m[..., 1:] > 0) & (m[..., :-1] > 0)).sum())
+            norms[1] = (self.lm_ratio if self.mc is not None else 1.0) / max(n_lm, 1.0)
+            tokens += int(m.sum())
+        return arrays, norms, tokens
+
+
+def _mc_arrays(enc: EncodedChoices, items: np.ndarray, context: int) -> dict:
+    acc, b = items.shape
+    k = enc.n_options
+    real = items[items >= 0]
+    length = bucket_length(int(enc.lengths[real].max()), context)
+    ids = np.zeros((acc, b, k, length), np.int32)
+    target = np.zeros((acc, b, k, length), bool)
+    labels = np.zeros((acc, b), np.int32)
+    weight = np.zeros((acc, b), np.float32)
+    for a in range(acc):
+        for j in range(b):
+            i = items[a, j]
+            if i < 0:
+                continue
+            for o in range(k):
+                seq = enc.ids[i * k + o]
+                ids[a, j, o, : seq.size] = seq
+                target[a, j, o, : seq.size] = enc.target[i * k + o]
+            labels[a, j] = enc.labels[i]
+            weight[a, j] = 1.0
+    return {"mc_ids": ids, "mc_target": target, "mc_labels": labels, "mc_weight": weight}
+
+
+def _lm_arrays(text: EncodedText, windows: np.ndarray) -> dict:
+    real = windows >= 0
+    safe = np.where(real, windows, 0)
+    ids = text.ids[safe]
+    mask = text.mask[safe] * real[..., None]
+    return {"lm_ids": ids.astype(np.int32), "lm_mask": mask.astype(np.int32)}
+
+
+# ------------------------------------------------------------ the optimizer
+
+
+def schedule(settings: TrainConfig, total_steps: int):
+    """The learning rate per optimizer step (an optax schedule): warmup, then the decay of ``settings``."""
+    optax = _optax()
+    lr, warm = settings.lr, min(settings.warmup_steps, max(total_steps - 1, 0))
+    end = settings.min_lr_ratio * lr
+    decay_steps = max(total_steps - warm, 1)
+    if settings.schedule == "constant":
+        after = optax.constant_schedule(lr)
+    elif settings.schedule == "linear":
+        after = optax.linear_schedule(lr, end, decay_steps)
+    else:
+        after = optax.cosine_decay_schedule(lr, decay_steps, alpha=settings.min_lr_ratio)
+    if warm == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), after], [warm])
+
+
+def _decay_mask(params):
+    """Weight decay on kernels and embeddings, not on biases or norm scales."""
+    def leaf(path, _):
+        names = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
+        return not (names and names[-1] in ("bias", "scale"))
+
+    return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def optimizer(settings: TrainConfig, total_steps: int, params):
+    """``clip_by_global_norm`` (when ``clip`` > 0) then AdamW with :func:`schedule`."""
+    optax = _optax()
+    parts = [optax.clip_by_global_norm(settings.clip)] if settings.clip > 0 else []
+    parts.append(optax.adamw(schedule(settings, total_steps), b1=settings.b1, b2=settings.b2, eps=settings.eps,
+                             weight_decay=settings.weight_decay, mask=_decay_mask(params)))
+    return optax.chain(*parts)
+
+
+# ------------------------------------------------------------- the step
+
+
+def _terms(graphdef, params, mb, norms):
+    """The micro-batch's share of the step's loss, and its sums for the log."""
+    model = nnx.merge(graphdef, params)
+    total = jnp.zeros((), jnp.float32)
+    stats = {}
+    if "mc_ids" in mb:
+        ids = mb["mc_ids"]
+        b, k, length = ids.shape
+        flat = ids.reshape(b * k, length)
+        scores = sequence_logprob(model(flat).logits, flat, mb["mc_target"].reshape(b * k, length)).reshape(b, k)
+        labels, w = mb["mc_labels"], mb["mc_weight"]
+        nll = jax.nn.logsumexp(scores, axis=-1) - jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
+        mc_sum = jnp.sum(w * nll)
+        total = total + norms[0] * mc_sum
+        stats |= {"mc_sum": mc_sum, "mc_n": jnp.sum(w),
+                  "mc_correct": jnp.sum(w * (jnp.argmax(scores, axis=-1) == labels))}
+    if "lm_ids" in mb:
+        ids, mask = mb["lm_ids"], mb["lm_mask"]
+        lp = token_logprobs(model(ids).logits, ids)
+        m = (mask[:, 1:] > 0) & (mask[:, :-1] > 0)
+        lm_sum = -jnp.sum(jnp.where(m, lp, 0.0))
+        total = total + norms[1] * lm_sum
+        stats |= {"lm_sum": lm_sum, "lm_n": jnp.sum(m).astype(jnp.float32)}
+    return total, stats
+
+
+@functools.partial(_jit, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
+def _step(graphdef, settings: TrainConfig, total_steps: int, params, opt_state, batch, norms):
+    """One optimizer step (see the module docstring). Static: the model's structure and the settings, so runs
+    of the same model with the same settings share the compiled step (one per padded length)."""
+    optax = _optax()
+    tx = optimizer(settings, total_steps, params)
+
+    def micro(carry, mb):
+        grads, stats = carry
+        (_, s), g = jax.value_and_grad(_terms, argnums=1, has_aux=True)(graphdef, params, mb, norms)
+        return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, stats, s)), None
+
+    stats_shape = jax.eval_shape(lambda: _terms(graphdef, params, jax.tree.map(lambda x: x[0], batch), norms)[1])
+    init = (jax.tree.map(jnp.zeros_like, params), jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), stats_shape))
+    (grads, stats), _ = jax.lax.scan(micro, init, batch)
+    stats["grad_norm"] = optax.tree.norm(grads) if hasattr(optax, "tree") else optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, stats
+
+
+@functools.partial(_jit, static_argnums=0)
+def _lm_sums(graphdef, params, ids, mask):
+    """(summed next-token NLL, scored tokens) of text windows."""
+    lp = token_logprobs(nnx.merge(graphdef, params)(ids).logits, ids)
+    m = (mask[:, 1:] > 0) & (mask[:, :-1] > 0)
+    return -jnp.sum(jnp.where(m, lp, 0.0)), jnp.sum(m)
+
+
+# ------------------------------------------------------------ evaluation
+
+
+def _evaluate(plan: _Plan, graphdef, params, vocab: int) -> dict:
+    out: dict = {}
+    s = plan.settings
+    if plan.mc_eval is not None:
+        scores = score_encoded(graphdef, params, plan.mc_eval, vocab_size=vocab, context=plan.context,
+                               batch_size=s.eval_batch_size or None, progress=False)
+        labels = plan.mc_eval.labels
+        nll = np.logaddexp.reduce(scores, axis=1) - scores[np.arange(len(labels)), labels]
+        out |= {"mc_loss": float(nll.mean()), "accuracy": float((scores.argmax(1) == labels).mean()),
+                "chance": 1.0 / plan.mc_eval.n_options, "n_items": int(len(labels))}
+    if plan.text_eval is not None:
+        rows = s.eval_batch_size or max(1, _token_budget(vocab) // plan.text_eval.ids.shape[1])
+        total, count = 0.0, 0
+        for i in range(0, len(plan.text_eval), rows):
+            ids = np.zeros((rows, plan.text_eval.ids.shape[1]), np.int32)
+            mask = np.zeros_like(ids)
+            chunk = slice(i, min(i + rows, len(plan.text_eval)))
+            n = chunk.stop - chunk.start
+            ids[:n], mask[:n] = plan.text_eval.ids[chunk], plan.text_eval.mask[chunk]
+            a, c = _lm_sums(graphdef, params, jnp.asarray(ids), jnp.asarray(mask))
+            total, count = total + float(a), count + int(c)
+        out |= {"lm_loss": total / max(count, 1), "perplexity": math.exp(min(total / max(count, 1), 700.0))}
+    if "mc_loss" in out and "lm_loss" in out:
+        out["loss"] = (1 - plan.lm_ratio) * out["mc_loss"] + plan.lm_ratio * out["lm_loss"]
+    else:
+        out["loss"] = out.get("mc_loss", out.get("lm_loss"))
+    return out
+
+
+def _better(record: dict, best: dict | None, monitor: str) -> bool:
+    if best is None:
+        return True
+    if monitor == "accuracy":
+        return record["accuracy"] > best["accuracy"]
+    return record["loss"] < best["loss"]
+
+
+# ------------------------------------------------------------------ fit
+
+
+def _fingerprint(model, params, plan: _Plan) -> dict:
+    s = plan.settings
+    config = model.config
+    return {
+        "model": {"class": f"{type(model).__module__}.{type(model).__name__}",
+                  **(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {"config": repr(config)})},
+        "parameters": {".".join(str(getattr(k, "key", k)) for k in path): list(np.shape(x))
+                       for path, x in jax.tree_util.tree_flatten_with_path(params)[0]},
+        "settings": {k: getattr(s, k) for k in ("lr", "weight_decay", "b1", "b2", "eps", "schedule", "warmup_steps",
+                                                "min_lr_ratio", "batch_size", "accumulation", "clip", "seed")}
+        | {"total_steps": plan.total_steps, "lm_ratio": plan.lm_ratio},
+        "data": {
+            "train": data_hash(*(plan.mc.ids if plan.mc else ()), *(plan.mc.target if plan.mc else ()),
+                               plan.mc.labels if plan.mc else None, plan.text.ids if plan.text else None),
+            "eval": data_hash(*(plan.mc_eval.ids if plan.mc_eval else ()),
+                              plan.mc_eval.labels if plan.mc_eval else None,
+                              plan.text_eval.ids if plan.text_eval else None),
+        },
+    }
+
+
+def _check_labels(mc, what: str):
+    if mc is not None and mc.labels is None:
+        raise ValueError(f"the {what} multiple-choice set has no labels: training and validation need them")
+
+
+def fit(
+    model: nnx.Module,
+    tokenizer,
+    train=None,
+    eval=None,
+    *,
+    text=None,
+    eval_text=None,
+    lm_ratio: float = 0.0,
+    seq_len: int = 256,
+    settings: TrainConfig | None = None,
+    out=None,
+    checkpoint_every: int = 0,
+    keep_checkpoints: int = 2,
+    resume: bool = True,
+    progress: bool | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Fine-tune a causal LM of :mod:`jaxalign.lm` (see the module docstring for the algorithm).
+
+    model, tokenizer
+        from ``jaxalign.lm.load``; ``model`` is updated in place to the kept
+        parameters and returned in the result.
+    train, eval
+        :class:`jaxalign.io.MultipleChoice` training and validation sets
+        (labels needed), or None.
+    text, eval_text
+        raw text (a string or a list of documents) for the causal-LM loss:
+        alone (``train=None``), or mixed into multiple choice with weight
+        ``lm_ratio`` (0 < lm_ratio < 1); cut into windows of ``seq_len`` tokens.
+    settings
+        a :class:`TrainConfig` (default: the MEG study's protocol).
+    out
+        run folder: ``log.jsonl``, ``curve.png``, ``result.json``, Orbax
+        ``checkpoints/`` (every ``checkpoint_every`` steps, the latest
+        ``keep_checkpoints`` kept, and one at the end) and ``best/``. With
+        ``resume`` (default) a folder holding checkpoints of the same run
+        (same model, settings and data) continues from the latest; another
+        run's checkpoints raise ValueError naming what differs. None: nothing
+        is written and nothing resumes.
+    progress
+        a tqdm bar with loss, accuracy and tokens/s (None: on a terminal).
+    callback
+        called with every log record (steps, evaluations) as it is written.
+
+    Raises ValueError for an empty or unlabelled data set, a ratio that does
+    not fit the data given, options longer than the model's context, or a
+    non-causal model.
+    """
+    t_start = time.perf_counter()
+    settings = TrainConfig() if settings is None else settings
+    check_causal(model)
+    _check_labels(train, "training")
+    _check_labels(eval, "validation")
+    if train is None and text is None:
+        raise ValueError("nothing to train on: give a multiple-choice train set, text, or both")
+    if train is not None and text is not None and not 0 < lm_ratio < 1:
+        raise ValueError(f"mixing text into multiple choice needs 0 < lm_ratio < 1, got {lm_ratio}")
+    if train is not None and text is None and lm_ratio != 0:
+        raise ValueError(f"lm_ratio={lm_ratio} needs text to train the causal-LM loss on")
+    if settings.monitor == "accuracy" and eval is None:
+        raise ValueError("monitor='accuracy' needs a multiple-choice validation set")
+    context = max_length(model)
+    plan = _Plan(
+        mc=None if train is None else encode_choices(tokenizer, train, context),
+        mc_eval=None if eval is None else encode_choices(tokenizer, eval, context),
+        text=None if text is None else encode_text(tokenizer, text, min(seq_len, context)),
+        text_eval=None if eval_text is None else encode_text(tokenizer, eval_text, min(seq_len, context)),
+        lm_ratio=float(lm_ratio) if train is not None else 1.0, settings=settings, context=context,
+    )
+    has_eval = plan.mc_eval is not None or plan.text_eval is not None
+    vocab = int(model.config.vocab_size)
+
+    graphdef, state = nnx.split(model, nnx.Param)
+    params = jax.tree.map(jnp.copy, nnx.to_pure_dict(state))  # the step donates its inputs: keep the model's
+    tx = optimizer(settings, plan.total_steps, params)
+    opt_state = tx.init(params)
+    fingerprint = _fingerprint(model, params, plan)
+
+    folder = None if out is None else writable_dir(out, "fine-tuning output folder")
+    ckpt = None if folder is None else Checkpoints(folder, keep_checkpoints)
+    start, history, best, bad, best_params, resumed_from, finished = 0, [], None, 0, None, None, False
+    if ckpt is not None and resume:
+        meta = ckpt.check(fingerprint)
+        if meta is not None:
+            params, opt_state, meta = ckpt.restore(ckpt.latest_step(), params, opt_state)
+            start, history, best, bad = meta["step"], meta["history"], meta["best"], meta["bad"]
+            finished, resumed_from = meta.get("finished", False), meta["step"]
+            ckpt.forget_after(start)
+            if best is not None:
+                restored, _ = ckpt.restore_best(params, best["step"])
+                if restored is None:
+                    raise ValueError(f"{folder}: the best checkpoint of step {best['step']} is missing from best/")
+                best_params = jax.tree.map(np.array, restored)
+    elif ckpt is not None and ckpt.latest_step() is not None:
+        raise ValueError(f"{folder} already holds checkpoints (step {ckpt.latest_step()}): resume=True "
+                         "continues them; or use another folder")
+
+    log = None
+    if folder is not None:
+        log = RunLog(folder / "log.jsonl", resume_step=resumed_from)
+
+    def emit(record):
+        record = _jsonable(record)
+        if log is not None:
+            log.write(record)
+        if callback is not None:
+            callback(record)
+
+    def meta_now(step, done):
+        return {"step": step, "history": history, "best": best, "bad": bad, "finished": done,
+                "fingerprint": fingerprint, "steps_per_epoch": plan.steps_per_epoch}
+
+    def curve():
+        if folder is not None:
+            task = {"mc": "multiple-choice", "lm": "causal-LM"}[plan.primary]
+            title = f"{type(model).__module__.rsplit('.', 1)[-1]}: {task} fine-tuning"
+            plot_curves(log.records(), folder / "curve.png", title=title)
+
+    emit({"event": "resume" if resumed_from is not None else "start", "step": start,
+          "total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch,
+          "train_items": plan.n_primary, "task": plan.primary, "lm_ratio": plan.lm_ratio,
+          "settings": settings.model_dump()})
+
+    if start == 0 and has_eval and settings.eval_before and not finished:
+        record = {"event": "eval", "step": 0, "epoch": 0.0, **_evaluate(plan, graphdef, params, vocab),
+                  "best": False}
+        history.append(_jsonable(record))
+        emit(record)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=plan.total_steps, initial=start, unit="step", desc="fine-tuning",
+               disable=(None if progress is None else not progress), leave=False)
+    stopped_early = finished and settings.patience > 0 and bad >= settings.patience
+    step, n_tokens, step_seconds = start, 0, 0.0
+    try:
+        while step < plan.total_steps and not finished:
+            t0 = time.perf_counter()
+            arrays, norms, tokens = plan.batch(step)
+            batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+            params, opt_state, stats = _step(graphdef, settings, plan.total_steps, params, opt_state, batch,
+                                             jnp.asarray(norms))
+            stats = {k: float(v) for k, v in stats.items()}
+            step += 1
+            seconds = time.perf_counter() - t0
+            n_tokens, step_seconds = n_tokens + tokens, step_seconds + seconds
+            lr = float(schedule(settings, plan.total_steps)(step - 1))
+            mc = stats.get("mc_sum", 0.0) / stats["mc_n"] if stats.get("mc_n") else None
+            lmv = stats.get("lm_sum", 0.0) / stats["lm_n"] if stats.get("lm_n") else None
+            loss = (1 - plan.lm_ratio) * (mc or 0.0) + plan.lm_ratio * (lmv or 0.0)
+            record = {"event": "step", "step": step, "epoch": step / plan.steps_per_epoch, "loss": loss,
+                      "mc_loss": mc, "lm_loss": lmv,
+                      "accuracy": stats["mc_correct"] / stats["mc_n"] if stats.get("mc_n") else None,
+                      "grad_norm": finite_or_none(stats["grad_norm"]), "lr": lr, "tokens": tokens,
+                      "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}
+            emit(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the training loss is {loss} at step {step}: lower lr, or clip gradients")
+
+            epoch_end = step % plan.steps_per_epoch == 0
+            improved_now = False
+            if has_eval and (epoch_end or step == plan.total_steps
+                             or (settings.eval_every and step % settings.eval_every == 0)):
+                result = _evaluate(plan, graphdef, params, vocab)
+                record = {"event": "eval", "step": step, "epoch": step / plan.steps_per_epoch, **result}
+                improved = _better(record, best, settings.monitor)
+                record["best"] = improved_now = improved
+                if improved:
+                    best, bad = _jsonable(record), 0
+                    best_params = jax.tree.map(np.array, params)  # a host copy (np.array copies)
+                    if ckpt is not None:  # then a periodic checkpoint of this step (see _checkpoint)
+                        ckpt.save_best(step, params, {"record": best})
+                else:
+                    bad += 1
+                history.append(_jsonable(record))
+                emit(record)
+                curve()
+                if settings.patience and bad >= settings.patience:
+                    stopped_early = finished = True
+            done = finished or step == plan.total_steps
+            if ckpt is not None and (done or improved_now or (checkpoint_every and step % checkpoint_every == 0)):
+                ckpt.save(step, params, opt_state, meta_now(step, done))
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.wait()
+
+    if best_params is not None:
+        params = best_params
+    elif has_eval and best is None:
+        warnings.warn("no evaluation was made: the last parameters are kept", stacklevel=2)
+    nnx.update(model, _as_state(state, params))
+    seconds = time.perf_counter() - t_start
+    emit({"event": "end", "step": step, "stopped_early": stopped_early, "best_step": None if best is None
+          else best["step"], "seconds": seconds})
+    result = TrainResult(model, history, best, step, stopped_early, folder, seconds, resumed_from,
+                         n_tokens / step_seconds if step_seconds else 0.0)
+    if folder is not None:
+        curve()
+        summary = {"steps": step, "total_steps": plan.total_steps, "stopped_early": stopped_early,
+                   "best": best, "history": history, "resumed_from": resumed_from, "seconds": seconds,
+                   "settings": settings.model_dump()}
+        atomic_write_text(folder / "result.json", json.dumps(_jsonable(summary), indent=2) + "\n")
+        log.close()
+        ckpt.close()
+    return result
+
+
+def _as_state(template, pure):
+    """``template`` (an nnx.State of parameters) with the values of the pure dict ``pure``, on device."""
+    nnx.replace_by_pure_dict(template, jax.tree.map(jnp.asarray, pure))
+    return template

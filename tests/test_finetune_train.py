@@ -1,0 +1,206 @@
+"""finetune.fit: a tiny model learns a toy task, and a run killed with SIGKILL resumes bit for bit.
+
+The toy task (tests/_tiny_lm.py): two options, the right one a 'good' word,
+the wrong one a 'bad' word; a 2-layer GPT-2 learns it in a few dozen steps.
+The same run is trained three ways: uninterrupted (in this process); in a
+subprocess killed with ``kill -9`` partway; then resumed here from that
+run's latest Orbax checkpoint. The resumed run's parameters, optimizer state,
+per-step losses and evaluations must equal the uninterrupted run's exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("optax")
+pytest.importorskip("orbax.checkpoint")
+pytest.importorskip("torch")
+pytest.importorskip("tokenizers")
+
+from _tiny_lm import saved_tiny, toy_choices  # noqa: E402
+
+from jaxalign import finetune, lm  # noqa: E402
+from jaxalign.finetune._checkpoint import Checkpoints  # noqa: E402
+from jaxalign.finetune._log import read_log  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+SETTINGS = dict(lr=3e-3, epochs=3, batch_size=2, accumulation=2, schedule="cosine", warmup_steps=2,
+                patience=0, weight_decay=0.01, seed=7)
+N_TRAIN, N_EVAL = 24, 8  # 6 steps per epoch, 18 steps
+
+CHILD = """
+import sys, time, warnings
+warnings.simplefilter("ignore")
+from _tiny_lm import toy_choices
+from jaxalign import finetune, lm
+folder, out, settings = sys.argv[1], sys.argv[2], eval(sys.argv[3])
+model, tok = lm.load(folder)
+slow = lambda record: time.sleep(0.2) if record["event"] == "step" else None
+finetune.fit(model, tok, toy_choices(%d, 0), toy_choices(%d, 1), settings=finetune.TrainConfig(**settings),
+             out=out, checkpoint_every=2, progress=False, callback=slow)
+""" % (N_TRAIN, N_EVAL)
+
+
+def _load(folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return lm.load(folder)
+
+
+def _fit(folder, out, **kw):
+    model, tok = _load(folder)
+    return finetune.fit(model, tok, toy_choices(N_TRAIN, 0), toy_choices(N_EVAL, 1),
+                        settings=finetune.TrainConfig(**SETTINGS), out=out, checkpoint_every=2, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return saved_tiny("gpt2")[0]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    return _fit(tiny, out), out
+
+
+def test_loss_falls_and_accuracy_rises(uninterrupted, tiny):
+    result, out = uninterrupted
+    history = result.history
+    assert history[0]["step"] == 0 and not history[0]["best"]  # the base model, logged
+    assert [h["step"] for h in history] == [0, 6, 12, 18]
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert history[-1]["accuracy"] >= history[0]["accuracy"] + 0.25 and history[-1]["accuracy"] >= 0.75
+    # the kept model is the best evaluation's: scoring it again gives that evaluation's numbers
+    scores = finetune.score_choices(result.model, _load(tiny)[1], toy_choices(N_EVAL, 1))
+    assert (scores.argmax(1) == toy_choices(N_EVAL, 1).labels).mean() == pytest.approx(result.best["accuracy"])
+    # outputs: a JSON-lines log, the curve, the summary, checkpoints
+    records = read_log(out / "log.jsonl")
+    steps = [r for r in records if r["event"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, 19))
+    assert all(r["tokens_per_s"] > 0 and r["lr"] >= 0 for r in steps) and steps[0]["lr"] == 0.0  # warmup from 0
+    assert records[0]["event"] == "start" and records[-1]["event"] == "end"
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["steps"] == 18 and summary["best"]["step"] == result.best["step"]
+    assert Checkpoints(out).latest_step() == 18
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(tiny, uninterrupted, tmp_path):
+    reference, ref_out = uninterrupted
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]))
+    with open(tmp_path / "child.log", "w") as log:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(tiny), str(out), repr(SETTINGS)],
+                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        try:
+            while True:  # kill -9 once step 7 is logged: mid-epoch, with checkpoints behind it
+                steps = [r["step"] for r in read_log(out / "log.jsonl") if r.get("event") == "step"]
+                if steps and steps[-1] >= 7:
+                    break
+                assert child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the training subprocess did not reach step 7"
+                time.sleep(0.02)
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    killed_log = read_log(out / "log.jsonl")
+    assert not any(r["event"] == "end" for r in killed_log) and max(r["step"] for r in killed_log) < 18
+
+    resumed = _fit(tiny, out)
+    assert resumed.resumed_from is not None and 4 <= resumed.resumed_from < 18
+    # same trajectory: every step's loss, every evaluation, the kept model, the final state
+    steps = lambda folder: [(r["step"], r["loss"], r["grad_norm"]) for r in read_log(folder / "log.jsonl")
+                            if r["event"] == "step"]
+    assert steps(out) == steps(ref_out)
+    assert resumed.history == reference.history
+    for a, b in zip(jax.tree.leaves(jax.tree.map(np.asarray, _params(resumed.model))),
+                    jax.tree.leaves(jax.tree.map(np.asarray, _params(reference.model)))):
+        assert np.array_equal(a, b)
+    import orbax.checkpoint as ocp
+
+    a, b = (Checkpoints(folder).latest.restore(18, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+            for folder in (out, ref_out))  # params and optimizer state of the last step, bit for bit
+    assert len(jax.tree.leaves(a)) == len(jax.tree.leaves(b)) > 0
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def _params(model):
+    from flax import nnx
+
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def test_text_alone_and_mixed_into_multiple_choice(tiny):
+    from _tiny_lm import CORPUS
+
+    text = "\n".join(CORPUS * 2)
+    model, tok = _load(tiny)
+    settings = finetune.TrainConfig(lr=3e-3, epochs=2, batch_size=4, patience=0, seed=1, eval_before=True)
+    result = finetune.fit(model, tok, text=text, eval_text=CORPUS[0], seq_len=32, settings=settings, progress=False)
+    first, last = result.history[0], result.history[-1]
+    assert first["perplexity"] == pytest.approx(np.exp(first["lm_loss"])) and "accuracy" not in first
+    assert last["lm_loss"] < first["lm_loss"] - 0.5
+
+    records = []
+    model, tok = _load(tiny)  # the same validation sets as above and as the uninterrupted run: compiled once
+    mixed = finetune.fit(model, tok, toy_choices(8, 0), toy_choices(N_EVAL, 1), text=text, eval_text=CORPUS[0],
+                         lm_ratio=0.25, seq_len=32, callback=records.append, progress=False,
+                         settings=finetune.TrainConfig(lr=1e-3, epochs=1, batch_size=4, patience=0,
+                                                       eval_before=False))
+    step = next(r for r in records if r["event"] == "step")
+    assert step["loss"] == pytest.approx(0.75 * step["mc_loss"] + 0.25 * step["lm_loss"])
+    ev = mixed.history[-1]
+    assert ev["loss"] == pytest.approx(0.75 * ev["mc_loss"] + 0.25 * ev["lm_loss"]) and ev["accuracy"] is not None
+
+
+def test_bad_input_and_another_runs_checkpoints_are_named(tiny, uninterrupted, tmp_path):
+    from flax import nnx
+
+    from jaxalign import io
+    from jaxalign.lm import gpt2
+
+    _, out = uninterrupted
+    model, tok = _load(tiny)
+    other = dict(SETTINGS, lr=1e-3)
+    with pytest.raises(ValueError, match=r"holds checkpoints of another run \(step 18\), which differs in: "
+                                         r"settings \(lr: 0.003 there, 0.001 here\)"):
+        finetune.fit(model, tok, toy_choices(N_TRAIN, 0), toy_choices(N_EVAL, 1),
+                     settings=finetune.TrainConfig(**other), out=out)
+    wider = gpt2.Model(gpt2.Config(vocab_size=320, n_positions=64, n_embd=48, n_layer=2, n_head=2), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"another run .* model \(n_embd: 32 there, 48 here\); parameters \(h.attn.c_attn.bias: \[2, 96\] there, \[2, 144\] here"):
+        finetune.fit(wider, tok, toy_choices(N_TRAIN, 0), toy_choices(N_EVAL, 1),
+                     settings=finetune.TrainConfig(**SETTINGS), out=out)
+    with pytest.raises(ValueError, match=r"already holds checkpoints \(step 18\)"):
+        finetune.fit(model, tok, toy_choices(N_TRAIN, 0), settings=finetune.TrainConfig(**SETTINGS), out=out,
+                     resume=False)
+    unlabelled = io.MultipleChoice(prompts=["a b"], choices=[("x", "y")])
+    with pytest.raises(ValueError, match="training multiple-choice set has no labels"):
+        finetune.fit(model, tok, unlabelled)
+    with pytest.raises(ValueError, match="lm_ratio=0.5 needs text"):
+        finetune.fit(model, tok, toy_choices(4, 0), lm_ratio=0.5)
+    with pytest.raises(ValueError, match="needs 0 < lm_ratio < 1"):
+        finetune.fit(model, tok, toy_choices(4, 0), text="the cat sat on the mat")
+    with pytest.raises(ValueError, match="has no items"):
+        finetune.fit(model, tok, io.MultipleChoice(prompts=[], choices=[], labels=np.zeros(0, int)))
+    with pytest.raises(ValueError, match="no text to train on"):
+        finetune.fit(model, tok, text="   ")
+    long = io.MultipleChoice(prompts=["q"], choices=[("a", " ".join(["the cat sat on the mat"] * 30))], labels=[0])
+    with pytest.raises(ValueError, match="longer than the model's context of 64 tokens"):
+        finetune.fit(model, tok, long)
