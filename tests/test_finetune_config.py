@@ -113,7 +113,7 @@ def test_jaxalign_finetune_end_to_end_on_a_tiny_model(tmp_path, capsys):
     from _tiny_lm import saved_tiny, toy_choices
 
     (tmp_path / "tiny").symlink_to(saved_tiny("gpt2")[0], target_is_directory=True)
-    mc = toy_choices(30, 0)
+    mc = toy_choices(32, 0)
     with open(tmp_path / "toy.jsonl", "w") as f:
         for p, (a, b) in zip(mc.prompts, mc.choices):
             f.write(json.dumps({"q": p, "a": a, "b": b}) + "\n")
@@ -127,7 +127,7 @@ path = "toy.jsonl"
 labels = "toy-labels.lst"
 prompt_keys = ["q"]
 choice_keys = ["a", "b"]
-eval_fraction = 0.2
+eval_fraction = 0.25
 [train]  # the settings of test_finetune_train (a pytest session compiles the step once)
 lr = 3e-3
 epochs = 3
@@ -146,7 +146,7 @@ checkpoint_every = 3
         warnings.simplefilter("ignore")
         assert cli.main(["finetune", str(config), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "fine-tuned tiny on jsonl (24 training / 6 validation items): 18 optimizer steps" in out
+    assert "fine-tuned tiny on jsonl (24 training / 8 validation items): 18 optimizer steps" in out
     assert "before (step 0)" in out and "best (step" in out and "accuracy" in out
     run = tmp_path / "run"
     assert {"log.jsonl", "curve.png", "result.json", "checkpoints", "best", "model"} <= {p.name for p in run.iterdir()}
@@ -160,9 +160,8 @@ checkpoint_every = 3
         model, tok = lm.load(run / "model")
     held = io.read_multiple_choice(tmp_path / "toy.jsonl", tmp_path / "toy-labels.lst", prompt_keys=["q"],
                                    choice_keys=["a", "b"])
-    _, eval_items = finetune.split_items(30, 0.2, 7)
-    sub = io.MultipleChoice(prompts=[held.prompts[i] for i in eval_items],
-                            choices=[held.choices[i] for i in eval_items], labels=held.labels[eval_items])
+    _, eval_items = finetune.split_items(32, 0.25, 7)
+    sub = held.subset(eval_items)
     acc = (finetune.score_choices(model, tok, sub).argmax(1) == sub.labels).mean()
     assert acc == pytest.approx(result["best"]["accuracy"])
     # run again: the finished run is found and nothing is trained twice

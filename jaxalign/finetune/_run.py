@@ -34,18 +34,6 @@ class RunSummary:
     exported: Path | None
 
 
-def _subset(mc, items):
-    from jaxalign.io import MultipleChoice
-
-    items = np.asarray(items, dtype=np.int64)
-    return MultipleChoice(
-        prompts=[mc.prompts[i] for i in items], choices=[mc.choices[i] for i in items],
-        labels=None if mc.labels is None else mc.labels[items],
-        ids=None if mc.ids is None else [mc.ids[i] for i in items],
-        records=[mc.records[i] for i in items] if mc.records else [], name=mc.name,
-    )
-
-
 def _read_choices(cfg: FinetuneConfig, path):
     from jaxalign import io
 
@@ -105,12 +93,12 @@ def load_data(cfg: FinetuneConfig) -> dict:
     if full.labels is None:
         raise ValueError(f"{cfg.resolve_path(d.path)}: no labels found (give the label file)")
     if d.limit:
-        full = _subset(full, np.arange(min(d.limit, len(full))))
+        full = full.subset(np.arange(min(d.limit, len(full))))
     if d.eval_path is not None:
         train, eval_ = full, _read_choices(cfg, d.eval_path)
     elif d.eval_fraction > 0:
         keep, held = split_items(len(full), d.eval_fraction, cfg.train.seed)
-        train, eval_ = _subset(full, keep), _subset(full, held)
+        train, eval_ = full.subset(keep), full.subset(held)
     else:
         train, eval_ = full, None
     text = eval_text = None
@@ -210,6 +198,7 @@ def format_summary(summary: RunSummary) -> str:
             lines.append(line)
     else:
         lines.append("no validation data: the last parameters are kept")
-    lines.append(f"{r.seconds:.0f} s, {r.tokens_per_s:,.0f} tokens/s in training steps; wrote {summary.out} (log.jsonl, curve.png, result.json, checkpoints/"
+    speed = f", {r.tokens_per_s:,.0f} tokens/s in training steps" if r.tokens_per_s else ""
+    lines.append(f"{r.seconds:.0f} s{speed}; wrote {summary.out} (log.jsonl, curve.png, result.json, checkpoints/"
                  + (", model/: Hugging Face folder" if summary.exported else "") + ")")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """The training loop: Optax AdamW over a causal LM, resumable from Orbax checkpoints.
 
-What one optimizer step does (``_step``, one jit-compiled function per padded
-shape):
+What one optimizer step does (``_step``: ``_gradients`` then ``_apply``, each
+compiled once per padded shape and shared by every run of the same model):
 
 1. ``accumulation`` micro-batches, stacked on a leading axis, run through
    ``lax.scan``; each adds the gradient of its share of the step's loss::
@@ -99,7 +99,8 @@ class TrainResult:
         the run folder (None when nothing was written).
     seconds, tokens_per_s
         wall time of the call; real tokens per second of the training steps
-        run by this call (compilation included, evaluations not).
+        run by this call, leaving out the first step of each padded shape
+        (which compiles it) and the evaluations (0 when no other step ran).
     resumed_from
         the checkpoint step this call resumed from (None: started afresh).
     """
@@ -307,13 +308,11 @@ def _terms(graphdef, params, mb, norms):
     return total, stats
 
 
-@functools.partial(_jit, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
-def _step(graphdef, settings: TrainConfig, total_steps: int, params, opt_state, batch, norms):
-    """One optimizer step (see the module docstring). Static: the model's structure and the settings, so runs
-    of the same model with the same settings share the compiled step (one per padded length)."""
-    optax = _optax()
-    tx = optimizer(settings, total_steps, params)
-
+@functools.partial(_jit, static_argnums=0)
+def _gradients(graphdef, params, batch, norms):
+    """The gradient of a step's loss and its sums for the log: the micro-batches (leading axis of ``batch``)
+    run through ``lax.scan``, each adding the gradient of its share (``_terms``). Static: the model's
+    structure, so every run of a model shares the compiled function (one per padded shape)."""
     def micro(carry, mb):
         grads, stats = carry
         (_, s), g = jax.value_and_grad(_terms, argnums=1, has_aux=True)(graphdef, params, mb, norms)
@@ -322,9 +321,23 @@ def _step(graphdef, settings: TrainConfig, total_steps: int, params, opt_state, 
     stats_shape = jax.eval_shape(lambda: _terms(graphdef, params, jax.tree.map(lambda x: x[0], batch), norms)[1])
     init = (jax.tree.map(jnp.zeros_like, params), jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), stats_shape))
     (grads, stats), _ = jax.lax.scan(micro, init, batch)
-    stats["grad_norm"] = optax.tree.norm(grads) if hasattr(optax, "tree") else optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, stats
+    return grads, stats
+
+
+@functools.partial(_jit, static_argnums=(0, 1), donate_argnums=(2, 3))
+def _apply(settings: TrainConfig, total_steps: int, params, opt_state, grads):
+    """The optimizer's update (clipping, AdamW, schedule) and the gradient's global norm."""
+    optax = _optax()
+    norm = optax.tree.norm(grads) if hasattr(optax, "tree") else optax.global_norm(grads)
+    updates, opt_state = optimizer(settings, total_steps, params).update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, norm
+
+
+def _step(graphdef, settings: TrainConfig, total_steps: int, params, opt_state, batch, norms):
+    """One optimizer step (see the module docstring): the parameters and optimizer state after it, its sums."""
+    grads, stats = _gradients(graphdef, params, batch, norms)
+    params, opt_state, stats["grad_norm"] = _apply(settings, total_steps, params, opt_state, grads)
+    return params, opt_state, stats
 
 
 @functools.partial(_jit, static_argnums=0)
@@ -539,7 +552,7 @@ def fit(
     bar = tqdm(total=plan.total_steps, initial=start, unit="step", desc="fine-tuning",
                disable=(None if progress is None else not progress), leave=False)
     stopped_early = finished and settings.patience > 0 and bad >= settings.patience
-    step, n_tokens, step_seconds = start, 0, 0.0
+    step, n_tokens, step_seconds, shapes = start, 0, 0.0, set()
     try:
         while step < plan.total_steps and not finished:
             t0 = time.perf_counter()
@@ -550,7 +563,11 @@ def fit(
             stats = {k: float(v) for k, v in stats.items()}
             step += 1
             seconds = time.perf_counter() - t0
-            n_tokens, step_seconds = n_tokens + tokens, step_seconds + seconds
+            shape = tuple(v.shape for v in arrays.values())
+            compiled = shape not in shapes  # the first step of each padded shape compiles it
+            shapes.add(shape)
+            if not compiled:
+                n_tokens, step_seconds = n_tokens + tokens, step_seconds + seconds
             lr = float(schedule(settings, plan.total_steps)(step - 1))
             mc = stats.get("mc_sum", 0.0) / stats["mc_n"] if stats.get("mc_n") else None
             lmv = stats.get("lm_sum", 0.0) / stats["lm_n"] if stats.get("lm_n") else None
@@ -559,7 +576,7 @@ def fit(
                       "mc_loss": mc, "lm_loss": lmv,
                       "accuracy": stats["mc_correct"] / stats["mc_n"] if stats.get("mc_n") else None,
                       "grad_norm": finite_or_none(stats["grad_norm"]), "lr": lr, "tokens": tokens,
-                      "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}
+                      "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9), "new_shape": compiled}
             emit(record)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)

@@ -396,6 +396,25 @@ class MultipleChoice:
     def n_choices(self) -> int:
         return len(self.choices[0]) if self.choices else 0
 
+    def subset(self, items) -> MultipleChoice:
+        """The items at the indices ``items`` (in that order), with their labels, ids and records.
+
+        >>> mc = MultipleChoice(prompts=["a", "b", "c"], choices=[("x", "y")] * 3, labels=[0, 1, 1])
+        >>> mc.subset([2, 0]).labels.tolist()
+        [1, 0]
+        """
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        if items.size and (items.min() < -len(self) or items.max() >= len(self)):
+            raise IndexError(f"item indices must lie in [0, {len(self)}), got {items.min()}..{items.max()}")
+        return MultipleChoice(
+            prompts=[self.prompts[i] for i in items],
+            choices=[self.choices[i] for i in items],
+            labels=None if self.labels is None else self.labels[items],
+            ids=None if self.ids is None else [self.ids[i] for i in items],
+            records=[self.records[i] for i in items] if self.records else [],
+            name=self.name,
+        )
+
     def __repr__(self) -> str:
         return (
             f"MultipleChoice(name={self.name!r}, n_items={len(self)}, n_choices={self.n_choices}, "

@@ -11,9 +11,9 @@ shape (n_layers + 1, batch, seq, dim), in transformers' ``output_hidden_states``
 convention (GPT-2 XL: 49 states, the last after the final LayerNorm).
 
 One module per architecture (``gpt2``, ``gpt_neox``, ``llama``, ``bert``),
-each with a ``Config`` dataclass (``Config.from_hf`` and its inverse ``Config.to_hf``
-(causal models, for export); ``Config.max_length`` is
-the model's maximum sequence length), a ``Model`` whose call returns
+each with a ``Config`` dataclass (``Config.from_hf``; its inverse ``Config.to_hf``
+in the causal ones, for ``jaxalign.finetune.save_pretrained``; ``Config.max_length``
+is the model's maximum sequence length), a ``Model`` whose call returns
 ``LMOutput(hidden_states, logits)``, ``load_state``, an explicit
 checkpoint-name table, ``Config.causal`` (the attention mask kind), and ``SHARDING``, the axis each weight matrix is split
 along over devices; ``MODEL_TYPES`` maps Hugging Face ``model_type`` to them.
