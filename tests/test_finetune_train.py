@@ -44,11 +44,11 @@ N_TRAIN, N_EVAL = 24, 8  # 6 steps per epoch, 18 steps
 # The run to be killed. It pauses after logging step 7 until the file GO exists (so the parent can start it
 # first and train its own uninterrupted run meanwhile), then goes on at 0.1 s per step until the kill.
 CHILD = """
-import os, sys, time, warnings
+import json, os, sys, time, warnings
 warnings.simplefilter("ignore")
 from _tiny_lm import toy_choices
 from jaxalign import finetune, lm
-folder, out, go, settings = sys.argv[1], sys.argv[2], sys.argv[3], eval(sys.argv[4])
+folder, out, go, settings = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 model, tok = lm.load(folder)
 def pace(record):
     if record["event"] != "step":
@@ -87,7 +87,7 @@ def runs(tiny, tmp_path_factory):
     out, go, child_log = killed / "run", killed / "go", killed / "child.log"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]))
     with open(child_log, "w") as log:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(tiny), str(out), str(go), repr(SETTINGS)],
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(tiny), str(out), str(go), json.dumps(SETTINGS)],
                                  env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             ref_out = tmp_path_factory.mktemp("uninterrupted")

@@ -2,8 +2,10 @@
 
 One module per job: argument validation (``validation``), memory budget and
 target batch sizing (``memory``), atomic files and writable folders
-(``files``), the float64 column z-score (``zscore``) and run bookkeeping
-(``runs``: run segments, trimming, the word -> scan rule).
+(``files``), the float64 column z-score (``zscore``), run bookkeeping
+(``runs``: run segments, trimming, the word -> scan rule), named random
+streams (``seeds``), the CLI command registry (``commands``) and the rules of
+config files (``config``: the study and fine-tuning configs).
 
 This package imports nothing from the rest of jaxalign (an import-linter
 contract in pyproject.toml checks it), so ``ridge``, ``stats``, ``io``,

@@ -85,7 +85,8 @@ class _Data(_Section):
     eval_fraction: Float = Field(0.1, ge=0, lt=1, description=(
         "Share of the training file held out for validation when there is no eval_path (seeded; "
         "0: no validation, no early stopping)."))
-    limit: Int = Field(0, ge=0, description="Use only the first N items / windows of the training file (0: all).")
+    limit: Int = Field(0, ge=0, description=(
+        "Use only the first N items (multiple choice) or characters (text) of the training file (0: all)."))
 
 
 class _ChoiceData(_Data):
