@@ -335,6 +335,11 @@ def main(argv=None) -> int:
     # for this call only: the caller's warning format is restored after
     previous_format = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *a, **k: f"{category.__name__}: {message}\n"
+    # commands set up jaxalign's logger for the terminal; the caller's logging is restored after
+    import logging
+
+    jaxalign_logger = logging.getLogger("jaxalign")
+    previous_logging = (jaxalign_logger.level, list(jaxalign_logger.handlers))
     try:
         from jaxalign._compile_cache import enable_compilation_cache
 
@@ -348,6 +353,8 @@ def main(argv=None) -> int:
             return 2
     finally:
         warnings.formatwarning = previous_format
+        jaxalign_logger.setLevel(previous_logging[0])
+        jaxalign_logger.handlers[:] = previous_logging[1]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,9 +2,10 @@
 
 Runs import-linter on the working tree, so the README's test command
 (``pytest``) enforces the arrows in CI: ridge and stats import no models,
-files or CLI; lm no io/timing/features; io no lm/features/timing; _core
-nothing of jaxalign; and the layers cli > studies > (stats | features |
-timing) > (ridge | lm | io) > _core.
+files or CLI; lm no io/timing/features; io no lm/features/timing; analysis
+only the engine (ridge, stats) and _core; _core nothing of jaxalign; and the
+layers cli > studies > analysis > (stats | features | timing) > (ridge | lm |
+io) > _core.
 """
 
 from __future__ import annotations

@@ -165,3 +165,12 @@ def test_bench_lists_and_runs_a_benchmark(capfd):
     assert main(["bench", "nope"]) == 2
     assert "unknown benchmark" in capfd.readouterr().err
     assert main(["bench", "permutation", "--args=--no-such-flag"]) == 1
+
+
+def test_cli_leaves_the_logging_setup_alone(tmp_path):
+    import logging
+
+    logger = logging.getLogger("jaxalign")
+    before = (logger.level, list(logger.handlers), logger.propagate)
+    assert main(["score", "SmolLM2-135M-Instruct", "--benchmark", "Wehbe2014-fMRI", "--out", str(tmp_path)]) == 2
+    assert (logger.level, list(logger.handlers), logger.propagate) == before

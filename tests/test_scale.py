@@ -18,6 +18,7 @@ import pytest
 from scipy import stats as sps
 
 from jaxalign import stats
+from jaxalign.analysis.probing import LogisticRegression, remove_property
 from jaxalign.ridge import (
     ContiguousKFold,
     RidgeCV,
@@ -172,6 +173,65 @@ def _ceiling():
     return run, ref, {"ceiling": 0}
 
 
+def _removal():
+    """Property removal (ridge residuals on one-hot labels, with an intercept):
+    residuals move with the features."""
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, 3, 120)
+    F = rng.standard_normal((120, 6)) + np.eye(3)[labels] @ rng.standard_normal((3, 6))
+    alphas = np.logspace(-3, 5, 9)
+
+    def run(s):
+        return {"resid": remove_property(F * s, labels, alphas, 5)}
+
+    def ref():
+        T = np.eye(3)[labels]
+        scores = np.zeros((len(alphas), F.shape[1]))
+        for tr, va in check_cv(5, len(F)):  # centred on each training fold
+            tm, fm = T[tr].mean(0), F[tr].mean(0)
+            G, B = (T[tr] - tm).T @ (T[tr] - tm), (T[tr] - tm).T @ (F[tr] - fm)
+            for i, a in enumerate(alphas):
+                pred = (T[va] - tm) @ np.linalg.solve(G + a * np.eye(3), B) + fm
+                scores[i] += _score64("r2", F[va], pred) / 5
+        top = scores.max(0)  # the engine's tie rule (_reference.ridge_cv64)
+        tied = scores >= top - 1e-6 * np.maximum(np.abs(top), 1)
+        best = len(alphas) - 1 - np.argmax(tied[::-1], axis=0)
+        Tc, Fc = T - T.mean(0), F - F.mean(0)
+        W = np.stack([np.linalg.solve(Tc.T @ Tc + alphas[b] * np.eye(3), Tc.T @ Fc[:, t])
+                      for t, b in enumerate(best)], axis=1)
+        return {"resid": Fc - Tc @ W}
+
+    return run, ref, {"resid": 1}
+
+
+def _logistic():
+    """The logistic probe on features at any scale: C / s^2 is the same
+    problem (coefficients / s), against scipy's BFGS on the unit-scale objective."""
+    X, _ = _problem(13)
+    y = (X @ np.random.default_rng(13).standard_normal(X.shape[1])
+         + np.random.default_rng(14).logistic(size=len(X)) > 0).astype(int)
+    C = 0.5
+
+    def run(s):
+        m = LogisticRegression(C=C / s**2).fit(X * s, y)
+        return {"coef": m.coef_ * s, "proba": m.predict_proba(X * s)[:, 1]}
+
+    def ref():
+        from scipy.optimize import minimize
+
+        def f(theta):  # scikit-learn's objective: C * sum log-loss + ||w||^2 / 2
+            z = X @ theta[:-1] + theta[-1]
+            q = 1 / (1 + np.exp(-z))
+            val = C * np.sum(np.logaddexp(0, z) - y * z) + 0.5 * theta[:-1] @ theta[:-1]
+            return val, np.r_[C * X.T @ (q - y) + theta[:-1], C * np.sum(q - y)]
+
+        th = minimize(f, np.zeros(X.shape[1] + 1), jac=True, method="BFGS",
+                      options={"gtol": 1e-11, "maxiter": 10000}).x
+        return {"coef": th[None, :-1], "proba": 1 / (1 + np.exp(-(X @ th[:-1] + th[-1])))}
+
+    return run, ref, {"coef": 0, "proba": 0}
+
+
 CASES = {
     "ridge_cv pearson": _ridge("pearson"),
     "ridge_cv r2": _ridge("r2"),
@@ -183,11 +243,14 @@ CASES = {
     "pearson_r r2_score neg_mse": _explicit_scores(),
     "permutation tests": _permutation(),
     "split_half_ceiling": _ceiling(),
+    "remove_property": _removal(),
+    "LogisticRegression X scale": _logistic(),
 }
 
 # relative tolerance per output: float32 engine against the float64 closed form
 TOL = {"coef": 2e-4, "pred": 2e-4, "cv": 1e-5, "fold": 1e-5, "score": 1e-5, "r": 1e-6,
-       "r2": 1e-5, "mse": 1e-5, "ceiling": 1e-5, "diff": 1e-6, "mean": 1e-6}
+       "r2": 1e-5, "mse": 1e-5, "ceiling": 1e-5, "diff": 1e-6, "mean": 1e-6,
+       "resid": 2e-5, "proba": 1e-6}
 
 
 @pytest.fixture(scope="module")

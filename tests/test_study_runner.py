@@ -361,10 +361,14 @@ formats = ["csv"]
     others = np.delete(r[1], [2, 3, 4], axis=0)
     assert np.abs(others).max() < 0.25 and np.abs(r[1, :, 4:]).max() < 0.25
     assert set(res.table.window.dropna()) == {round(0.05 * k, 6) for k in range(10)}
+    from jaxalign.studies.runner import format_summary
+
+    table = format_summary(s)  # 60 window x channel targets: one summary line per layer
+    assert "mean r" in table and "tiny0 main layer 2 meg" in table and "window" in table
     # the same numbers by hand: window means, flattened window-major, one nested CV over the layers
     Y = timing.windows_to_targets(timing.word_locked_windows(meg, sfreq, n_windows=10, width=0.05))
     X = timing.zscore_per_run(per_word, np.zeros(len(text), int), axis=-2)
-    hand = ridge.nested_cv(X.astype(np.float32), Y, np.logspace(-1, 6, 8), ridge.ContiguousKFold(4), 
+    hand = ridge.nested_cv(X.astype(np.float32), Y, np.logspace(-1, 6, 8), ridge.ContiguousKFold(4),
                            ridge.ContiguousKFold(5), standardize="separate")
     ref = timing.targets_to_windows(np.asarray(hand.fold_scores, np.float64).mean(-2), 10)
     np.testing.assert_allclose(r, ref, atol=1e-6)

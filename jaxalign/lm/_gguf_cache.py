@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "gguf_cache_dir", "load_gguf_cached"]
+__all__ = ["FORMAT", "gguf_cache_dir", "load_gguf_cached", "read_cached", "write_cached"]
 
 #: Part of every key: bumped when what is cached changes.
 FORMAT = 1
@@ -59,37 +59,60 @@ def _safe(name: str) -> str:
     return name.replace("/", "__")
 
 
-def load_gguf_cached(path: str | os.PathLike[str], cache_dir: Path | None | str = "default"
-                     ) -> tuple[dict, dict[str, np.ndarray], Any]:
-    """``(hf_config, tensors, tokenizer)`` of a GGUF file, from the cache when it holds it.
+def _folder(cache_dir):
+    return gguf_cache_dir() if isinstance(cache_dir, str) and cache_dir == "default" else cache_dir
 
-    ``cache_dir``: a folder, None (no cache: read the file), or "default"
-    (:func:`gguf_cache_dir`). Tensors read from the cache are read-only
-    memory maps.
-    """
-    from jaxalign.lm import _gguf
 
+def read_cached(path: str | os.PathLike[str], cache_dir: Path | None | str = "default"):
+    """``(hf_config, tensors, tokenizer)`` from the cache, or None when it does not hold this file."""
     path = Path(path)
-    folder = gguf_cache_dir() if isinstance(cache_dir, str) and cache_dir == "default" else cache_dir
+    folder = _folder(cache_dir)
     if folder is None:
-        config, tensors, _ = _gguf.read_gguf(path, with_tokenizer=False)
-        return config, tensors, _gguf.gguf_tokenizer(path)
-    folder = Path(folder)
-    entry = folder / _key(path)
+        return None
+    entry = Path(folder) / _key(path)
+    if not (entry / "DONE").is_file():
+        return None
+    try:
+        return _read(entry)
+    except (OSError, ValueError) as error:  # unreadable entry: read the file again
+        warnings.warn(f"GGUF cache entry {entry} unreadable ({error}): reading {path}", RuntimeWarning,
+                      stacklevel=3)
+        return None
+
+
+def write_cached(path: str | os.PathLike[str], config, tensors, tokenizer,
+                 cache_dir: Path | None | str = "default") -> None:
+    """Keep a GGUF's dequantized tensors and tokenizer (call it once the model was built from them:
+    weights that fail the checks are never cached). A folder that cannot be written warns."""
+    path = Path(path)
+    folder = _folder(cache_dir)
+    if folder is None or not hasattr(tokenizer, "save_pretrained"):
+        return
+    entry = Path(folder) / _key(path)
     if (entry / "DONE").is_file():
-        try:
-            return _read(entry)
-        except (OSError, ValueError) as error:  # unreadable entry: read the file again
-            warnings.warn(f"GGUF cache entry {entry} unreadable ({error}): reading {path}", RuntimeWarning,
-                          stacklevel=3)
-    config, tensors, _ = _gguf.read_gguf(path, with_tokenizer=False)
-    tokenizer = _gguf.gguf_tokenizer(path)
+        return
     try:
         _write(entry, path, config, tensors, tokenizer)
     except OSError as error:
         warnings.warn(f"could not cache the dequantized {path.name} in {folder} ({error}); it will be "
                       f"dequantized again next time (set ${_ENV} to a writable folder, or 'off')",
                       RuntimeWarning, stacklevel=3)
+
+
+def load_gguf_cached(path: str | os.PathLike[str], cache_dir: Path | None | str = "default"
+                     ) -> tuple[dict, dict[str, np.ndarray], Any]:
+    """``(hf_config, tensors, tokenizer)`` of a GGUF file, from the cache when it holds it (else read
+    from the file and cached). ``cache_dir``: a folder, None (no cache: read the file), or "default"
+    (:func:`gguf_cache_dir`). Tensors read from the cache are read-only memory maps. ``lm.load`` uses
+    :func:`read_cached` / :func:`write_cached` itself, so that the weights are checked first."""
+    from jaxalign.lm import _gguf
+
+    hit = read_cached(path, cache_dir)
+    if hit is not None:
+        return hit
+    config, tensors, _ = _gguf.read_gguf(Path(path), with_tokenizer=False)
+    tokenizer = _gguf.gguf_tokenizer(Path(path))
+    write_cached(path, config, tensors, tokenizer, cache_dir)
     return config, tensors, tokenizer
 
 

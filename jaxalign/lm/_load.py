@@ -456,11 +456,19 @@ def load(
             warnings.warn(f"revision={revision!r} ignored for the GGUF file {path}", stacklevel=2)
         gguf = importlib.import_module("jaxalign.lm._gguf")
         # dequantized tensors and tokenizer kept on disk after the first load (lm._gguf_cache)
-        from jaxalign.lm._gguf_cache import load_gguf_cached
+        from jaxalign.lm._gguf_cache import read_cached, write_cached
 
-        hf_config, tensors, tokenizer = load_gguf_cached(path)
+        hit = read_cached(path)
+        if hit is not None:
+            hf_config, tensors, tokenizer = hit
+        else:
+            hf_config, tensors, _ = gguf.read_gguf(path, with_tokenizer=False)
+            tokenizer = None
         source = lambda name: f"{path} (GGUF tensor {gguf.gguf_name(name)})"  # noqa: E731
         model = _build(hf_config, tensors, dtype, devices, stacklevel=3, source=source)
+        if hit is None:  # after the weights: a corrupt file fails first, and is never cached
+            tokenizer = gguf.gguf_tokenizer(path)
+            write_cached(path, hf_config, tensors, tokenizer)
         return model, tokenizer
     directory = resolve(name, revision)
     hf_config, tensors = read_checkpoint(directory)

@@ -1144,7 +1144,8 @@ def format_summary(summary: RunSummary, max_targets: int = 8) -> str:
         n = int(group["n_subjects"].max())
         lines.append(f"held-out r, mean over {n} subjects (* FDR < {summary.fdr_alpha})"
                      + ("; '>base': targets where the layer beats the baseline after FDR" if has_base else ""))
-    if len(targets) <= max_targets:
+    windowed = "window" in rows.columns and rows["window"].notna().any()
+    if len(targets) <= max_targets and not windowed:
         names = []
         for _, row in rows.iterrows():
             name = _row_name(row) + ("" if len(group) else f" {row['subject']}")
@@ -1167,11 +1168,18 @@ def format_summary(summary: RunSummary, max_targets: int = 8) -> str:
             lines.append(f"{name:<{width}}" + "".join(c.get(t, f"{'':>10}") for t in targets) + tail)
     else:
         per = rows.groupby(["model", "revision", "layer", "subject"], sort=False)
-        lines.append(f"{'':<40}{'mean r':>9}{'max r':>9}" + (f"{'FDR<a':>8}" if has_p else ""))
+        what = "windows x targets" if windowed else "targets"
+        lines.append(f"one line per layer and subject, over {what}: mean and max held-out r"
+                     + (", the max's window (s after onset)" if windowed else "")
+                     + (f", how many have FDR p < {summary.fdr_alpha}" if has_p else ""))
+        lines.append(f"{'':<40}{'mean r':>9}{'max r':>9}" + (f"{'window':>8}" if windowed else "")
+                     + (f"{'FDR<a':>8}" if has_p else ""))
         for (model, revision, layer, subject), g in per:
             sig = f"{int((g['p_fdr'] < summary.fdr_alpha).sum()):>8}" if has_p else ""
+            peak = g.loc[g["score"].idxmax()]
+            win = f"{peak['window']:>8.3f}" if windowed else ""
             lines.append(f"{f'{model} {revision} layer {layer} {subject}':<40}{g['score'].mean():>9.3f}"
-                         f"{g['score'].max():>9.3f}{sig}")
+                         f"{g['score'].max():>9.3f}{win}{sig}")
     return "\n".join(lines)
 
 

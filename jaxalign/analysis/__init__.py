@@ -1,0 +1,31 @@
+"""Analyses built on the engine: arrays (and labels) in, results out.
+
+The layer between the engine (``jaxalign.ridge``, ``jaxalign.stats``) and
+the studies (``jaxalign.studies``): each analysis is functions a study kind
+calls, usable on their own. It imports the engine and ``_core`` only (no
+models, recordings or files of a study; import contracts in pyproject.toml).
+
+Modules
+-------
+probing
+    Linguistic properties of words from gold parses, their removal from word
+    features (ridge residuals on one-hot labels), logistic-regression probes
+    with nested CV, and the Pythia study's criterion of a successful removal.
+reading
+    Reading times (instruction-tuning study): held-out regression of reading
+    time on control predictors (word length, log frequency) and surprisal
+    with spillover, folds over stories, the gain over the controls and its
+    tests; word controls (``wordfreq``, extra ``jaxalign[reading]``); the
+    split-half ceiling from per-reader data.
+models
+    Model-level correlations: alignment scores across models vs model
+    properties (log parameters, benchmark scores), Pearson r, p and FDR over
+    all pairs, and a labelled scatter figure.
+
+Planned here (ARCHITECTURE.md): divergence analysis, base-vs-fine-tuned
+comparisons.
+"""
+
+from jaxalign.analysis import models, probing, reading
+
+__all__ = ["models", "probing", "reading"]
