@@ -4,7 +4,7 @@ Loading a quantized GGUF costs a dequantization of every tensor (3.7 s for
 SmolLM2-135M Q4_1 on 2 CPU cores) and building the tokenizer from the file's
 vocabulary (4.9 s). :func:`load_gguf_cached` does both once per file and
 keeps the result in ``<cache>/<key>/``: ``config.json``, one ``.npy`` per
-tensor (memory-mapped when read back) and the tokenizer saved by
+tensor (read back into memory, never memory-mapped) and the tokenizer saved by
 transformers (``save_pretrained``), read back in well under a second.
 
 The key is the sha256 of the file's resolved path, size and modification
@@ -103,7 +103,7 @@ def load_gguf_cached(path: str | os.PathLike[str], cache_dir: Path | None | str 
                      ) -> tuple[dict, dict[str, np.ndarray], Any]:
     """``(hf_config, tensors, tokenizer)`` of a GGUF file, from the cache when it holds it (else read
     from the file and cached). ``cache_dir``: a folder, None (no cache: read the file), or "default"
-    (:func:`gguf_cache_dir`). Tensors read from the cache are read-only memory maps. ``lm.load`` uses
+    (:func:`gguf_cache_dir`). ``lm.load`` uses
     :func:`read_cached` / :func:`write_cached` itself, so that the weights are checked first."""
     from jaxalign.lm import _gguf
 
@@ -120,7 +120,9 @@ def _read(entry: Path):
     from transformers import AutoTokenizer
 
     doc = json.loads((entry / "entry.json").read_text())
-    tensors = {name: np.load(entry / "tensors" / f"{_safe(name)}.npy", mmap_mode="r", allow_pickle=False)
+    # read into memory, not memory-mapped: on CPU jax may alias a host buffer, and a read-only
+    # file mapping must never end up inside a device array
+    tensors = {name: np.load(entry / "tensors" / f"{_safe(name)}.npy", allow_pickle=False)
                for name in doc["tensors"]}
     tokenizer = AutoTokenizer.from_pretrained(str(entry / "tokenizer"))
     return doc["config"], tensors, tokenizer
