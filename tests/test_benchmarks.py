@@ -66,3 +66,23 @@ def test_features_benchmark_small(tmp_path, dtype):
     assert rows["jaxalign"]["words"] == 12 and rows["jaxalign"]["tokens"] >= 12
     # the same features as transformers: float32 to rounding, bfloat16 to its 8-bit mantissa
     assert rows["jaxalign"]["rel_diff"] < (1e-4 if dtype == "float32" else 5e-2)
+
+
+def test_sweep_benchmark_small(tmp_path):
+    """The study runner vs the himalaya loop on a tiny Harry Potter folder: same r, no model loaded."""
+    pytest.importorskip("himalaya")
+    out = tmp_path / "sweep.json"
+    proc = _run("sweep.py", "--preset", "smoke", "--revisions", 1, "--layers", 2, "--subjects", 2,
+                "--voxels", 50, "--trs", 200, "--dim", 16, "--workdir", tmp_path / "work", "--output-json", out)
+    assert "| jaxalign run_study " in proc.stdout and "| himalaya-numpy loop " in proc.stdout
+    res = json.loads(out.read_text())
+    assert res["models_loaded"] == 0
+    rows = {r["method"]: r for r in res["rows"]}
+    peer = rows["himalaya-numpy loop"]
+    assert peer["within_1e3"] == 1.0 and peer["max_dr"] < 1e-3  # the same held-out r per voxel
+    assert peer["same_alpha"] > 0.5  # Pearson ties at large penalties aside, the same choices
+    # where the penalties differ, jaxalign's is the float64 best (ties within 1e-6 go to the larger one)
+    assert peer["referee_pairs"] == 0 or peer["referee_jaxalign_best"] >= 0.99
+    assert rows["jaxalign run_study"]["units"] == 1
+    assert res["resume"]["units"] == 1 and res["resume"]["seconds"] > 0
+    assert (tmp_path / "work" / "study" / "results.csv").is_file()
