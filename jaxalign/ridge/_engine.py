@@ -8,6 +8,7 @@ splits, a memory cap).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -172,6 +173,30 @@ def _resolve_devices(devices):
             raise ValueError(f"devices={devices} but {len(devs)} available")
         return devs[:devices]
     return list(devices)
+
+
+def _multiprocess(devs) -> bool:
+    """Whether ``devs`` span several processes (``jax.distributed``)."""
+    return len({d.process_index for d in devs}) > 1
+
+
+def _agree_across_processes(batch_size: int, decisions) -> int:
+    """The batch size every process can hold (the smallest), after checking
+    that every process took the same host-side decisions (precision, sweep,
+    shared projections): one SPMD program must run everywhere.
+    """
+    from jax.experimental import multihost_utils
+
+    digest = hashlib.sha256(repr(decisions).encode()).digest()[:8]
+    mine = np.concatenate([[batch_size], np.frombuffer(digest, np.uint8)]).astype(np.int64)
+    every = np.asarray(multihost_utils.process_allgather(mine.astype(np.int32)))
+    if not (every[:, 1:] == every[0, 1:]).all():
+        raise RuntimeError(
+            "ridge_cv: the processes of this jax.distributed run decided differently how to fit "
+            "(precision, penalty sweep or shared projections, which depend on the design's "
+            "eigenvalues): pass the same X, Y, alphas and cv in every process, on the same kind "
+            "of hardware, or fix precision= and penalty_sweep= explicitly")
+    return int(every[:, 0].min())
 
 
 def _decompose(X, x_offset, splits, alphas, method, fit_intercept, precision, n_targets=None,
@@ -417,6 +442,7 @@ def ridge_cv(
 
     devs = _resolve_devices(devices)
     n_dev = len(devs)
+    multi = _multiprocess(devs)
     L = n_layers or 1
     if batch_size is not None:
         batch_size = int(batch_size)
@@ -425,7 +451,9 @@ def ridge_cv(
         batch_size = math.ceil(batch_size / n_dev) * n_dev
     budget = None
     if batch_size is None:  # parse the budget before the decompositions' work
-        budget = parse_bytes(memory_budget) if memory_budget is not None else default_memory_budget(devs)
+        # per device: this process's own devices set the budget
+        local = [d for d in devs if d.process_index == jax.process_index()] or devs
+        budget = parse_bytes(memory_budget) if memory_budget is not None else default_memory_budget(local)
 
     x_offset = X.mean(axis=-2, dtype=np.float64) if fit_intercept else None
     # Scale-free: X in units of its root mean square (penalties with it), each
@@ -443,12 +471,19 @@ def ridge_cv(
     if batch_size is None:
         bpt = _bytes_per_target(n, p, len(alphas), splits, L, method, float64_sweep=use_x64)
         batch_size = target_batch_size(n_targets, bpt, budget, n_dev)
+    if multi:  # one program in every process: the same batches and the same plan
+        batch_size = _agree_across_processes(
+            batch_size, (precision, sweep_kind, direct, shared_folds,
+                         tuple(plan.K is not None for plan in plans)))
     alphas_j = jnp.asarray(alphas_s, jnp.float32)
     if n_dev > 1:
         mesh = Mesh(np.asarray(devs), ("targets",))
         rep = NamedSharding(mesh, PartitionSpec())
         y_sharding = NamedSharding(mesh, PartitionSpec(None, "targets"))
-        plans, full, XT, idx, alphas_j = jax.device_put((plans, full, XT, idx, alphas_j), rep)
+        arrays = (plans, full, XT, idx, alphas_j)
+        if multi:  # host copies, replicated onto every process's devices
+            arrays = jax.tree.map(np.asarray, arrays)
+        plans, full, XT, idx, alphas_j = jax.device_put(arrays, rep)
     else:
         y_sharding = devs[0]
         plans, full, XT, idx, alphas_j = jax.device_put((plans, full, XT, idx, alphas_j), devs[0])
@@ -468,6 +503,7 @@ def ridge_cv(
 
     starts = list(range(0, n_targets, batch_size))
     show = progress if progress is not None else len(starts) > 1
+    show = show and jax.process_index() == 0  # one bar for a multi-process fit
     bar = None
     if show:
         from tqdm.auto import tqdm
@@ -477,6 +513,10 @@ def ridge_cv(
     def collect(pending):
         nonlocal coef
         sl, width, out = pending
+        if multi:  # every process gets every target's results
+            from jax.experimental import multihost_utils
+
+            out = multihost_utils.process_allgather(out, tiled=True)
         s, b, c, i, nd = (np.asarray(o) for o in out)
         scale = y_scale[sl]
         s = s[..., :width]

@@ -1,0 +1,40 @@
+"""A process of a jax.distributed ridge fit, started by tests/test_distributed.py.
+
+argv: MODE PROCESS_ID NUM_PROCESSES PORT DATA.npz OUT.npz
+MODE: "fit" (RidgeCV on DATA's X, Y), "fit+nested" (and nested_cv on its layers), "die" (process 1 exits right after
+joining), "versions" (process 1 pretends to run another jaxalign),
+"unreachable" (no coordinator listens on PORT).
+"""
+
+import os
+import sys
+
+mode, pid, n, port, data, out = sys.argv[1:7]
+pid, n = int(pid), int(n)
+
+import jaxalign  # noqa: E402
+import jaxalign.distributed as dist  # noqa: E402
+
+if mode == "versions" and pid == 1:
+    jaxalign.__version__ = "0.0.0+other"
+timeout = 4 if mode == "unreachable" else 60
+dist.initialize(f"127.0.0.1:{port}", n, pid, timeout=timeout, heartbeat_timeout=5)
+if mode == "die" and pid == 1:
+    os._exit(3)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxalign.ridge import RidgeCV, nested_cv  # noqa: E402
+
+d = np.load(data)
+model = RidgeCV(alphas=d["alphas"], cv=5, fit_intercept=True, batch_size=int(d["batch"]))
+model.fit(d["X"], d["Y"])
+extra = {}
+if mode == "fit+nested":  # several feature sets (layers) and outer folds
+    res = nested_cv(d["XL"], d["Y"], d["alphas"], outer_cv=3, inner_cv=3)
+    extra = {"nested_scores": res.scores, "nested_pred": res.predictions}
+np.savez(out, best_alphas=model.best_alphas_, coef=model.coef_, intercept=model.intercept_,
+         cv_scores=model.cv_scores_, n_devices=len(jax.devices()),
+         n_local=len(jax.local_devices()), **extra)
+dist.shutdown()
