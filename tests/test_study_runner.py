@@ -561,3 +561,69 @@ formats = ["csv"]
     assert g["LPTL"]["score"] > 0.3 and g["LPTL"]["p_fdr"] < 0.05
     assert abs(g["RATL"]["score"]) < 0.15 and gains["RATL"] == 0
     assert g["LPTL"]["score"] > summary["group"]["word rate"]["LPTL"]["score"]
+
+
+# --------------------------------------------------------- jax.distributed
+
+
+@needs_alice
+def test_distributed_run_over_two_processes_equals_one_process(tiny_models, tmp_path):
+    """``jaxalign run --coordinator ... --num-processes 2``: two real processes, one computation
+    (each ridge fit's targets sharded over both), process 0 writes; same table as one process."""
+    import socket
+
+    from jaxalign.studies.runner import run_study
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    single = tmp_path / "lean.toml"  # one fit unit and its group unit: the collective path, cheaply
+    single.write_text(f"""layers = [2]
+
+[dataset]
+kind = "alice"
+root = "{ALICE}"
+n_subjects = 2
+
+[[models]]
+path = "{tiny_models[0]}"
+name = "tiny0"
+
+[encoding]
+alphas = {{ logspace = [-1, 6, 8] }}
+
+[stats]
+n_permutations = 50
+
+[output]
+formats = ["csv"]
+""")
+    run_study(single, out=tmp_path / "single", progress=False)
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    procs = [_cli("run", single, "--out", tmp_path / "multi", "--quiet", "--coordinator",
+                  f"127.0.0.1:{port}", "--num-processes", 2, "--process-id", i, env=env)
+             for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "results:" in outs[0][0] and "results:" not in outs[1][0]  # process 0 reports
+    units = _units(tmp_path / "multi")
+    assert {prov["pid"] for prov in units.values()} == {procs[0].pid}  # process 0 alone wrote
+    a, b = _scores(tmp_path / "single"), _scores(tmp_path / "multi")
+    np.testing.assert_array_equal(a[["model", "layer", "subject", "target"]].to_numpy(),
+                                  b[["model", "layer", "subject", "target"]].to_numpy())
+    np.testing.assert_allclose(b["score"], a["score"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b["p"], a["p"], rtol=1e-6, atol=1e-6)
+    assert (tmp_path / "multi" / "results.csv").is_file()
+
+
+def test_distributed_flags_are_checked_before_any_work(tmp_path, capsys):
+    from jaxalign import cli
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[dataset]\nkind = "alice"\nsource = "synthetic"\n\n[[models]]\nname = "x"\npath = "."\n')
+    for flags, msg in ((["--num-processes", "0"], "--num-processes must be >= 1"),
+                       (["--num-processes", "2", "--process-id", "2"], "--process-id must be in 0..1"),
+                       (["--coordinator", "nohost"], "--coordinator must be HOST:PORT")):
+        assert cli.main(["run", str(cfg), "--out", str(tmp_path / "o"), *flags]) == 2
+        assert msg in capsys.readouterr().err

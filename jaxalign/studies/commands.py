@@ -40,10 +40,48 @@ def _run_arguments(p):
     p.add_argument("config", help="the study file (TOML; see examples/alice.toml)")
     p.add_argument("--out", default=None, help="results folder (overrides the config's output.dir)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    g = p.add_argument_group(
+        "one computation over several processes / hosts (jax.distributed)",
+        "start the same command in every process; each ridge fit's targets are sharded over every "
+        "process's devices and process 0 writes the results (OUT must be on a shared filesystem)")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a jax.distributed job (coordinator, process count and id detected on "
+                        "SLURM, TPU pods and Open MPI, or given below / by $JAXALIGN_COORDINATOR, "
+                        "$JAXALIGN_NUM_PROCESSES, $JAXALIGN_PROCESS_ID)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="process 0's address (implies --distributed)")
+    g.add_argument("--num-processes", type=int, default=None, metavar="N",
+                   help="processes in the job (implies --distributed)")
+    g.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="this process's index, 0..N-1 (implies --distributed)")
+    g.add_argument("--join-timeout", type=int, default=120, metavar="S",
+                   help="seconds to wait for every process to join before failing")
+
+
+def _distributed(args) -> bool:
+    """Start jax.distributed when asked (before any JAX work); whether it runs."""
+    wanted = bool(getattr(args, "distributed", False)) or any(
+        getattr(args, k, None) is not None for k in ("coordinator", "num_processes", "process_id"))
+    if wanted:
+        import jaxalign.distributed
+
+        jaxalign.distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                        timeout=args.join_timeout)
+    return wanted
 
 
 def _run_check(args):
     from jaxalign._core.files import writable_dir
+
+    n, i = getattr(args, "num_processes", None), getattr(args, "process_id", None)
+    if n is not None and n < 1:
+        raise ValueError(f"--num-processes must be >= 1, got {n}")
+    if i is not None and (i < 0 or (n is not None and i >= n)):
+        raise ValueError(f"--process-id must be in 0..{'N-1' if n is None else n - 1}, got {i}")
+    if getattr(args, "coordinator", None) is not None:
+        host, sep, port = args.coordinator.rpartition(":")
+        if not (sep and host and port.isdigit()):
+            raise ValueError(f"--coordinator must be HOST:PORT, got {args.coordinator!r}")
 
     cfg = _load_config(args)  # ConfigError (a ValueError) lists every problem of the file
     writable_dir(cfg.resolve_path(cfg.output.dir) if args.out is None else args.out, "--out / output.dir")
@@ -54,7 +92,14 @@ def _run(args):
     from jaxalign.studies.runner import format_summary, run_study
 
     _configure_logging(args.quiet)
-    summary = run_study(args._cfg, out=args.out, progress=False if args.quiet else None)
+    distributed = _distributed(args)
+    summary = run_study(args._cfg, out=args.out, progress=False if args.quiet else None,
+                        distributed=distributed)
+    if distributed:
+        import jax
+
+        if jax.process_index() != 0:  # process 0 reports for the job
+            return 0
     print(format_summary(summary))
     planted = json.loads((summary.out / "results.json").read_text())["dataset"].get("planted")
     if planted:
@@ -74,7 +119,8 @@ register_command(Command(
     "can share one folder. Writes OUT/results.csv, OUT/results.json, OUT/study.toml and figures.",
     _run_arguments, _run, _run_check,
     epilog="examples:\n  jaxalign run examples/alice.toml --out out/alice_study\n"
-           "  jaxalign run study.toml --quiet      # output.dir from the file, no progress bars"))
+           "  jaxalign run study.toml --quiet      # output.dir from the file, no progress bars\n"
+           "  srun jaxalign run study.toml --distributed   # one job over every SLURM task's devices"))
 
 
 # ------------------------------------------------------------- fit, stats
@@ -85,7 +131,14 @@ def _stage(stages):
         from jaxalign.studies.runner import format_summary, run_study
 
         _configure_logging(args.quiet)
-        summary = run_study(args._cfg, out=args.out, progress=False if args.quiet else None, stages=stages)
+        distributed = _distributed(args)
+        summary = run_study(args._cfg, out=args.out, progress=False if args.quiet else None, stages=stages,
+                            distributed=distributed)
+        if distributed:
+            import jax
+
+            if jax.process_index() != 0:
+                return 0
         print(format_summary(summary))
         return 0
 

@@ -81,6 +81,7 @@ import numpy as np
 
 from jaxalign._core import seeds
 from jaxalign._core.files import atomic_write, atomic_write_text, writable_dir
+from jaxalign.studies import _collective
 from jaxalign.studies.config import ConfigError, StudyConfig, settings_hash
 from jaxalign.studies.datasets import GROUP, LoadedDataset, load_dataset
 from jaxalign.studies.encode import word_design
@@ -919,7 +920,7 @@ STAGES = ("fit", "stats")
 
 
 def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: float = 3600.0,
-              stages=STAGES) -> RunSummary:
+              stages=STAGES, distributed: bool = False) -> RunSummary:
     """Run a study config end to end (see the module docstring); resumable and shareable between processes.
 
     Parameters
@@ -932,6 +933,13 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
         fit``) and / or "stats" (the group units; ``jaxalign stats``, which
         needs every fit unit done and raises ValueError naming how many are
         missing otherwise). Tables and figures are written either way.
+    distributed : run as one computation over every process of a
+        ``jax.distributed`` job (started here with
+        :func:`jaxalign.distributed.initialize`'s detection unless it runs
+        already): each ridge fit's targets are sharded over every process's
+        devices; process 0 claims and writes the units, tables and figures,
+        the others follow (``jaxalign.studies._collective``). ``out`` must
+        be one folder on a filesystem every process sees (checked).
 
     Returns
     -------
@@ -948,13 +956,21 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
         raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {stages}")
     if not isinstance(cfg, StudyConfig):
         cfg = StudyConfig.from_toml(cfg)
+    if distributed:
+        import jaxalign.distributed
+
+        if not jaxalign.distributed.is_initialized():
+            jaxalign.distributed.initialize()
     plan = plan_study(cfg, out)
     cfg = plan.cfg  # as run (the synthetic Alice study drops confounds it does not have)
+    writer = _collective.is_writer()  # process 0 writes files (always true alone)
+    _collective.check_shared_folder(plan.out)
     show = progress if progress is not None else None
-    bars = _Bars(bool(show) if show is not None else _isatty())
-    store = ResultsStore(plan.out / "store")
-    cfg.to_toml(plan.out / "study.toml")
-    _write_geometry(plan)
+    bars = _Bars(writer and (bool(show) if show is not None else _isatty()))
+    store = _collective.CollectiveStore(ResultsStore(plan.out / "store"))
+    if writer:
+        cfg.to_toml(plan.out / "study.toml")
+        _write_geometry(plan)
     feats = _Features(plan, bars.enabled)
     computed, reused = [], []
     all_units = [(u.key, u) for u in plan.fits]
@@ -1014,13 +1030,15 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
     keys = [u.key for u in plan.fits] + group_keys
     results = load_results(store.root, keys=keys)
     table = results.table
-    files = _write_outputs(plan, table)
+    files = _write_outputs(plan, table) if writer else []
     if group_keys:
         group = _group_table(table)
     summary = RunSummary(plan.out, computed, reused, feats.loaded_models, table, files,
                          time.perf_counter() - t0, group, cfg.stats.fdr_alpha)
-    atomic_write_text(plan.out / "results.json", json.dumps(_json_summary(plan, summary), indent=1))
-    summary.files.append(plan.out / "results.json")
+    if writer:
+        atomic_write_text(plan.out / "results.json", json.dumps(_json_summary(plan, summary), indent=1))
+        summary.files.append(plan.out / "results.json")
+    _collective.barrier("jaxalign-run-study-end")  # nobody leaves before the outputs are written
     return summary
 
 
