@@ -47,7 +47,7 @@ def _launch_arguments(p):
     g = p.add_argument_group("workers: a SLURM job array or local processes sharing the results store "
                              "(jaxalign.studies.launch)")
     g.add_argument("--launcher", choices=("none", "local", "slurm"), default="none",
-                   help="none: this process (default); local: --jobs processes on this machine; slurm: one job "
+                   help="none: this process; local: --jobs processes on this machine; slurm: one job "
                         "array of --jobs tasks (needs sbatch)")
     g.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="number of workers (default 2; never more than the fit units left)")
