@@ -566,7 +566,6 @@ formats = ["csv"]
 # --------------------------------------------------------- jax.distributed
 
 
-@needs_alice
 def test_distributed_run_over_two_processes_equals_one_process(tiny_models, tmp_path):
     """``jaxalign run --coordinator ... --num-processes 2``: two real processes, one computation
     (each ridge fit's targets sharded over both), process 0 writes; same table as one process."""
@@ -578,23 +577,22 @@ def test_distributed_run_over_two_processes_equals_one_process(tiny_models, tmp_
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     single = tmp_path / "lean.toml"  # one fit unit and its group unit: the collective path, cheaply
-    single.write_text(f"""layers = [2]
-
+    single.write_text(f"""layers = [1]
 [dataset]
 kind = "alice"
-root = "{ALICE}"
-n_subjects = 2
-
+source = "synthetic"
+n_subjects = 3
 [[models]]
 path = "{tiny_models[0]}"
 name = "tiny0"
-
 [encoding]
-alphas = {{ logspace = [-1, 6, 8] }}
-
+alphas = {{ logspace = [0, 3, 3] }}
+[encoding.outer]
+n_splits = 2
+[encoding.inner]
+n_splits = 2
 [stats]
 n_permutations = 50
-
 [output]
 formats = ["csv"]
 """)

@@ -26,6 +26,11 @@ report
 alice
     Alice in Wonderland fMRI (Brennan et al. 2016): LM layers vs 6 language
     ROIs, nested ridge CV, group sign-flip tests (``jaxalign alice``).
+launcher
+    ``launch(cfg, out, launcher="slurm", jobs=N)``: the study's units
+    computed by N workers sharing the store, as one SLURM job array or N
+    local processes (submitit), resumable by resubmitting
+    (``jaxalign run ... --launcher slurm --jobs N``).
 natural_stories
     Natural Stories self-paced reading (Futrell et al. 2018): LM surprisal
     vs mean reading time, Pearson r per story and pooled with bootstrap CIs;
@@ -37,7 +42,8 @@ natural_stories
 from jaxalign.studies.config import ConfigError, StudyConfig
 from jaxalign.studies.datasets import DATASETS, LoadedDataset, load_dataset
 from jaxalign.studies.encode import EncodeResult, encode
+from jaxalign.studies.launcher import launch
 from jaxalign.studies.store import ResultsStore, load_results
 
 __all__ = ["ConfigError", "DATASETS", "EncodeResult", "LoadedDataset", "ResultsStore", "StudyConfig", "encode",
-           "load_dataset", "load_results"]
+           "launch", "load_dataset", "load_results"]

@@ -58,16 +58,64 @@ def _run_arguments(p):
                    help="seconds to wait for every process to join before failing")
 
 
+def _wants_distributed(args) -> bool:
+    return bool(getattr(args, "distributed", False)) or any(
+        getattr(args, k, None) is not None for k in ("coordinator", "num_processes", "process_id"))
+
+
 def _distributed(args) -> bool:
     """Start jax.distributed when asked (before any JAX work); whether it runs."""
-    wanted = bool(getattr(args, "distributed", False)) or any(
-        getattr(args, k, None) is not None for k in ("coordinator", "num_processes", "process_id"))
+    wanted = _wants_distributed(args)
     if wanted:
         import jaxalign.distributed
 
         jaxalign.distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                                         timeout=args.join_timeout)
     return wanted
+
+
+def _launch_arguments(p):
+    _run_arguments(p)
+    g = p.add_argument_group("workers: a SLURM job array or local processes sharing the results store "
+                             "(jaxalign.studies.launch)")
+    g.add_argument("--launcher", choices=("none", "local", "slurm"), default="none",
+                   help="none: this process; local: --jobs processes on this machine; slurm: one job "
+                        "array of --jobs tasks (needs sbatch)")
+    g.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="number of workers (default 2; never more than the fit units left)")
+    g.add_argument("--lease", type=float, default=None, metavar="MINUTES",
+                   help="claim lease of a worker: a dead task's unit is taken over after this long (default 5)")
+    g.add_argument("--partition", default=None, help="SLURM partition")
+    g.add_argument("--gpus-per-job", type=int, default=None, metavar="G",
+                   help="GPUs per task (SLURM --gpus-per-node; local: task i sees GPUs i*G .. i*G+G-1)")
+    g.add_argument("--cpus-per-job", type=int, default=None, metavar="C", help="SLURM --cpus-per-task")
+    g.add_argument("--mem", type=float, default=None, metavar="GB", help="SLURM memory per task, in GB")
+    g.add_argument("--time", type=float, default=None, metavar="MINUTES",
+                   help="time limit per task (default 120 on SLURM); a task near it is requeued and resumes")
+    g.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="another SLURM parameter by submitit's name (account, qos, constraint, exclude, ...); "
+                        "repeatable")
+    g.add_argument("--logs", default=None, metavar="DIR", help="the tasks' log files (default OUT/logs)")
+
+
+def _slurm_options(values) -> dict:
+    options = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--slurm-option {item!r}: expected KEY=VALUE (e.g. --slurm-option account=lab)")
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+def _launch_options(args) -> dict:
+    from jaxalign.studies.launcher import DEFAULT_LEASE_SECONDS
+
+    return {"launcher": args.launcher, "jobs": args.jobs, "partition": args.partition,
+            "lease_seconds": DEFAULT_LEASE_SECONDS if args.lease is None else args.lease * 60.0,
+            "gpus_per_job": args.gpus_per_job, "cpus_per_job": args.cpus_per_job, "mem_gb": args.mem,
+            "time_minutes": args.time, "slurm_options": _slurm_options(args.slurm_option) or None,
+            "logs": args.logs}
 
 
 def _run_check(args):
@@ -82,25 +130,51 @@ def _run_check(args):
         host, sep, port = args.coordinator.rpartition(":")
         if not (sep and host and port.isdigit()):
             raise ValueError(f"--coordinator must be HOST:PORT, got {args.coordinator!r}")
+    if _wants_distributed(args) and getattr(args, "launcher", "none") != "none":
+        raise ValueError(f"--distributed runs one computation over the processes you start (e.g. with srun); "
+                         f"it does not combine with --launcher {args.launcher} (independent workers)")
+    if hasattr(args, "launcher"):  # 'run': the launcher's options, before the config is even read
+        from jaxalign.studies import launcher
 
+        opts = _launch_options(args)
+        if args.lease is not None and not args.lease > 0:
+            raise ValueError(f"--lease must be a positive number of minutes, got {args.lease:g}")
+        launcher._check_options(*(opts[k] for k in ("launcher", "jobs", "lease_seconds", "partition", "gpus_per_job",
+                                                    "cpus_per_job", "time_minutes", "mem_gb", "slurm_options")))
+        if args.launcher == "slurm":
+            launcher._check_slurm_tools()
+        args._launch = opts
     cfg = _load_config(args)  # ConfigError (a ValueError) lists every problem of the file
     writable_dir(cfg.resolve_path(cfg.output.dir) if args.out is None else args.out, "--out / output.dir")
     args._cfg = cfg
 
 
 def _run(args):
-    from jaxalign.studies.runner import format_summary, run_study
+    from jaxalign.studies.launcher import LaunchError, launch
+    from jaxalign.studies.runner import format_summary
 
     _configure_logging(args.quiet)
-    distributed = _distributed(args)
-    summary = run_study(args._cfg, out=args.out, progress=False if args.quiet else None,
-                        distributed=distributed)
-    if distributed:
+    if _distributed(args):
         import jax
 
+        from jaxalign.studies.runner import run_study
+
+        summary = run_study(args._cfg, out=args.out, progress=False if args.quiet else None, distributed=True)
         if jax.process_index() != 0:  # process 0 reports for the job
             return 0
+    else:
+        try:
+            summary = launch(args._cfg, out=args.out, progress=False if args.quiet else None, **args._launch)
+        except LaunchError as error:  # tasks failed: one clear line (their logs hold the tracebacks)
+            print(f"jaxalign run: failed: {error}", file=sys.stderr)
+            return 1
     print(format_summary(summary))
+    for t in summary.tasks:
+        if t["state"] == "done":
+            print(f"task {t['task']} (job {t['job_id']}, {t['host']} pid {t['pid']}): {len(t['computed'])} unit(s) "
+                  f"computed in {t['seconds']:.0f} s")
+        else:
+            print(f"task {t['task']} (job {t['job_id']}): failed, {t['error']} (log: {t['log']})")
     planted = json.loads((summary.out / "results.json").read_text())["dataset"].get("planted")
     if planted:
         print(f"synthetic study, planted from {planted['model']} layer {planted['layer']}: oracle r per ROI "
@@ -117,10 +191,13 @@ register_command(Command(
     "(features per model revision, ridge fits per recording group, group statistics) is computed once "
     "and written atomically into OUT/store; a killed run resumes where it stopped, and several processes "
     "can share one folder. Writes OUT/results.csv, OUT/results.json, OUT/study.toml and figures.",
-    _run_arguments, _run, _run_check,
+    _launch_arguments, _run, _run_check,
     epilog="examples:\n  jaxalign run examples/alice.toml --out out/alice_study\n"
            "  jaxalign run study.toml --quiet      # output.dir from the file, no progress bars\n"
-           "  srun jaxalign run study.toml --distributed   # one job over every SLURM task's devices"))
+           "  jaxalign run study.toml --out /shared/study --launcher slurm --jobs 16 --partition gpu "
+           "--gpus-per-job 1 --time 240\n"
+           "  jaxalign run study.toml --out out/study --launcher local --jobs 4\n"
+           "  srun jaxalign run study.toml --out /shared/study --distributed   # one computation over every task"))
 
 
 # ------------------------------------------------------------- fit, stats

@@ -33,8 +33,14 @@
 3. **Execute** units not yet in the store (``ResultsStore``): each is claimed
    (a lease file; processes sharing the store split the work and take over a
    dead process's units), computed and written atomically as soon as it
-   finishes. A run killed with ``kill -9`` resumes where it stopped;
-   changing a setting recomputes only the units whose key it enters.
+   finishes; a heartbeat renews the claim while a unit runs, so a short
+   lease (a job array's workers, :func:`jaxalign.studies.launch`) never
+   lapses under a live process. A process that finds the remaining units
+   claimed by others waits, and takes over a unit whose holder died or let
+   its lease lapse. The group units are computed together by one process
+   under one claim (they depend on every fit and share one FDR family);
+   the others wait for them. A run killed with ``kill -9`` resumes where it
+   stopped; changing a setting recomputes only the units whose key it enters.
 4. **Report**: ``results.csv`` (and ``.parquet``), ``results.json`` (the
    group table, settings, versions), the config as run (``study.toml``) and
    the figures of :mod:`jaxalign.studies.report` when it is installed.
@@ -85,7 +91,7 @@ from jaxalign.studies import _collective
 from jaxalign.studies.config import ConfigError, StudyConfig, settings_hash
 from jaxalign.studies.datasets import GROUP, LoadedDataset, load_dataset
 from jaxalign.studies.encode import word_design
-from jaxalign.studies.store import ResultsStore, load_results
+from jaxalign.studies.store import ClaimLost, ResultsStore, load_results
 
 __all__ = ["RunSummary", "extract_features", "format_summary", "plan_study", "run_study"]
 
@@ -903,6 +909,8 @@ class RunSummary:
     table : the tidy results table (pandas), as ``load_results(out).table``
     files : the tables and figures written
     seconds : wall time
+    tasks : with a job array (:func:`jaxalign.studies.launch`), what each task
+        did: task, job_id, host, pid, computed, reused, state, log (a file)
     """
 
     out: Path
@@ -914,13 +922,14 @@ class RunSummary:
     seconds: float
     group: dict | None = None
     fdr_alpha: float = 0.05
+    tasks: list = field(default_factory=list)
 
 
 STAGES = ("fit", "stats")
 
 
 def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: float = 3600.0,
-              stages=STAGES, distributed: bool = False) -> RunSummary:
+              stages=STAGES, outputs: bool = True, distributed: bool = False) -> RunSummary:
     """Run a study config end to end (see the module docstring); resumable and shareable between processes.
 
     Parameters
@@ -933,6 +942,10 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
         fit``) and / or "stats" (the group units; ``jaxalign stats``, which
         needs every fit unit done and raises ValueError naming how many are
         missing otherwise). Tables and figures are written either way.
+    outputs : False: compute and store units only, write no tables or
+        figures, and return a summary whose ``table`` is None (a worker of
+        a job array, :func:`jaxalign.studies.launch`, whose launching
+        process writes them once the workers are done)
     distributed : run as one computation over every process of a
         ``jax.distributed`` job (started here with
         :func:`jaxalign.distributed.initialize`'s detection unless it runs
@@ -985,6 +998,7 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
         raise ValueError(f"{len(pending)} of {len(all_units)} fit unit(s) of this study are not in {store.root} yet: "
                          "run 'jaxalign fit' (or 'jaxalign run') on the same config and folder first")
     by_key = dict(all_units)
+    told = None
     while pending:
         waiting = []
         for key in pending:
@@ -1001,32 +1015,50 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
                     overall.update(1)
                 continue
             unit = by_key[key]
-            with claim:
+            with claim, claim.kept_alive():  # renewed while the unit runs, however long it takes
                 overall.set_postfix_str(f"{unit.model} {unit.revision} ({len(unit.subjects)} subj.)")
+                log.info("unit %s (%s %s): computing", key[:12], unit.model, unit.revision)
                 arrays, dims, meta, names = _fit(plan, unit, feats, bars)
-                claim.renew()
-                store.write_unit(key, arrays, _labels(plan, unit, names), meta, dims=dims)
-            computed.append(key)
+                try:
+                    claim.renew()
+                except ClaimLost:  # this process was stalled past its lease: write anyway, first writer wins
+                    log.warning("unit %s: the claim lapsed while computing (another process may compute it "
+                                "too); the first finished copy is kept", key[:12])
+                written = store.write_unit(key, arrays, _labels(plan, unit, names), meta, dims=dims)
+            (computed if written else reused).append(key)
             overall.update(1)
             log.info("unit %s (%s %s) done in %.1f s", key[:12], unit.model, unit.revision, meta["seconds"])
+        if waiting and len(waiting) != told:  # once per change, not every poll
+            log.info("%d unit(s) held by other processes: waiting", len(waiting))
+            told = len(waiting)
         pending = waiting
         if pending:
-            log.info("%d unit(s) held by other processes: waiting", len(pending))
             time.sleep(_WAIT_S)
     group = None
     group_keys = sorted(set(plan.group_keys.values())) if "stats" in stages else []
     if group_keys:
-        todo = [k for k in group_keys if not store.is_done(k)]
-        if todo:
-            for key, arrays, labels, meta, dims in _group_units(plan, store):
-                if store.write_unit(key, arrays, labels, meta, dims=dims):
-                    computed.append(key)
-                else:
-                    reused.append(key)
-        else:
-            reused += group_keys
+        # the group units depend on every fit and share one FDR family: one process computes them all,
+        # under one claim; the others wait (taking the claim over if its holder dies)
+        stats_claim = "stats-" + settings_hash({"group_units": group_keys})
+        told = False
+        while any(not store.is_done(k) for k in group_keys):
+            claim = store.claim(stats_claim, lease_seconds)
+            if claim is None:
+                if not told:
+                    log.info("the group units are being computed by another process: waiting")
+                    told = True
+                time.sleep(_WAIT_S)
+                continue
+            with claim, claim.kept_alive():
+                for key, arrays, labels, meta, dims in _group_units(plan, store):
+                    if store.write_unit(key, arrays, labels, meta, dims=dims):
+                        computed.append(key)
+        reused += [k for k in group_keys if k not in computed]
         overall.update(len(group_keys))
     overall.close()
+    if not outputs:  # a worker of a job array: the launching process writes the tables and figures
+        return RunSummary(plan.out, computed, reused, feats.loaded_models, None, [], time.perf_counter() - t0,
+                          None, cfg.stats.fdr_alpha)
     keys = [u.key for u in plan.fits] + group_keys
     results = load_results(store.root, keys=keys)
     table = results.table

@@ -91,9 +91,11 @@ import platform
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
@@ -547,6 +549,41 @@ class Claim:
                 raise ClaimLost(f"the claim on unit {self.key!r} is no longer this process's")
             self._write()
         return self.expires
+
+    @contextmanager
+    def kept_alive(self, every: float | None = None):
+        """Renew the lease from a background thread every ``every`` seconds (default: a third of it).
+
+        For a unit that may outlast its lease (a short lease, so that a
+        worker killed on another machine loses its unit soon): while the
+        block runs the claim stays live however long the work takes, and it
+        lapses within one lease once the process dies or hangs up. A renewal
+        that finds the claim lost stops the heartbeat (logged; the next
+        :meth:`renew` raises ClaimLost); one that fails otherwise (a slow
+        shared file system) is logged and retried at the next beat.
+        """
+        every = self.lease_seconds / 3 if every is None else float(every)
+        if not math.isfinite(every) or every <= 0:
+            raise ValueError(f"every must be a positive number of seconds, got {every!r}")
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(every):
+                try:
+                    self.renew()
+                except ClaimLost:
+                    log.warning("the claim on unit %s was taken over by another process", self.key)
+                    return
+                except Exception as error:  # noqa: BLE001 - a failed beat must not end the work
+                    log.warning("could not renew the claim on unit %s (retrying): %s", self.key, error)
+
+        thread = threading.Thread(target=beat, name=f"claim-{self.key[:16]}", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
 
     def release(self) -> None:
         """Remove the claim file if it is still this claim's (idempotent)."""
