@@ -91,6 +91,8 @@ Examples
     .venv/bin/python benchmarks/sweep.py --preset reduced --peers himalaya-numpy,himalaya-torch
     .venv/bin/python benchmarks/sweep.py --revisions 1 --voxels 5000 --output-json out/sweep.json
     .venv/bin/python benchmarks/sweep.py --preset reduced --probe-only   # per-fit vs per-target cost
+    .venv/bin/python benchmarks/sweep.py --preset reduced --revisions 4 --peers none --processes 1,2
+        # the same study by 1 and 2 local worker processes (jaxalign run --launcher local): efficiency
     .venv/bin/python benchmarks/sweep.py                     # the full size (hours on 2 cores)
 """
 
@@ -327,6 +329,34 @@ def runner_answers(plan, args):
         out[u.model] = tuple(np.asarray(unit.arrays[k], np.float64) for k in ("score", "alpha", "fold_score"))
         seconds.append(float(unit.meta["seconds"]))
     return out, seconds
+
+
+def run_workers(cfg, out, work, args, log):
+    """The study as a job array of N local workers (``jaxalign.studies.launch``) for each N in
+    ``args.processes``, each on a fresh folder holding a copy of the feature cache; rows with the
+    time, parallel efficiency vs one worker, and the largest score difference vs ``out``'s run."""
+    from jaxalign.studies import launch, load_results
+
+    ref = load_results(out / "store").table.sort_values(["model", "layer", "subject", "target"])
+    rows, base = [], None
+    for n in args.processes:
+        dest = work / f"workers{n}"
+        shutil.copytree(out / "cache" / "features", dest / "cache" / "features")
+        m = H.measure(lambda dest=dest, n=n: launch(cfg, dest, launcher="local", jobs=n, progress=False))
+        got = load_results(dest / "store").table.sort_values(["model", "layer", "subject", "target"])
+        assert len(got) == len(ref), (len(got), len(ref))
+        dr = float(np.max(np.abs(got["score"].to_numpy() - ref["score"].to_numpy())))
+        base = m.seconds if n == 1 else base
+        eff = base / (n * m.seconds)
+        busy = [len(t["computed"]) for t in m.result.tasks]
+        log(f"{n} worker(s)        : {m.seconds:9.2f} s  (units per worker {busy}; parallel efficiency "
+            f"{100 * eff:.0f}% vs 1 worker; max |dr| vs the in-process run {dr:.1e})")
+        rows.append(dict(method=f"jaxalign launch, {n} local worker(s)", time_s=m.seconds, cpu_s=m.cpu_s,
+                         peak_mib=m.peak_mib, cores_used=m.cores_used, other_cores=m.other_cores,
+                         workers=n, efficiency=eff, max_dr_vs_inprocess=dr, units_per_worker=busy,
+                         note=f"parallel efficiency {100 * eff:.0f}% (T(1) / (N T(N)), target >= 80%); "
+                              f"units per worker {busy}; scores vs the in-process run: max |dr| {dr:.1e}"))
+    return rows
 
 
 def run_peer(backend_name, hp, feature_paths, layers, args, batch, log):
@@ -597,6 +627,11 @@ def parse_args(argv=None):
     ap.add_argument("--workdir", default=None,
                     help="folder for the synthetic data and the results (default: a temporary one, removed)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--processes", default=None, metavar="N,M,...",
+                    help="also run the study as a job array of N local worker processes "
+                         "(jaxalign.studies.launch, launcher 'local') for each N, on fresh copies of the "
+                         "feature cache, and report parallel efficiency T(1) / (N T(N)) against one worker "
+                         "and the answers against the in-process run (e.g. 1,2,4)")
     ap.add_argument("--output-json", default=None, help="write every number to this file")
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
     args = ap.parse_args(argv)
@@ -614,6 +649,15 @@ def parse_args(argv=None):
     if bad:
         ap.error(f"--peers: unknown {bad}; known: {', '.join(PEERS)}")
     args.peer_list = peers
+    if args.processes is not None:
+        try:
+            args.processes = sorted({int(x) for x in args.processes.split(",") if x.strip()})
+        except ValueError:
+            ap.error(f"--processes: a comma-separated list of integers, got {args.processes!r}")
+        if not args.processes or min(args.processes) < 1:
+            ap.error("--processes: every count must be >= 1")
+        if 1 not in args.processes:
+            args.processes = [1] + args.processes  # efficiency is measured against one worker
     if args.layers < 2:
         ap.error("--layers: at least 2 (embeddings + one block)")
     return args
@@ -728,6 +772,12 @@ def _run(args, work, info, idle, sizes, log):
     rows.append(dict(method="jaxalign run_study again (resume, all done)", time_s=mr.seconds, cpu_s=mr.cpu_s,
                      peak_mib=mr.peak_mib, cores_used=mr.cores_used, other_cores=mr.other_cores,
                      note=f"{100 * resume['fraction_of_unit']:.2f}% of a unit per unit"))
+
+    # ------------------------------------------------------------ workers
+    workers = []
+    if args.processes:
+        workers = run_workers(cfg, out, work, args, log)
+        rows.extend(workers)
 
     # ------------------------------------------------------------ peers
     n_train = args.trs - args.trs // args.outer

@@ -73,7 +73,8 @@ def test_sweep_benchmark_small(tmp_path):
     pytest.importorskip("himalaya")
     out = tmp_path / "sweep.json"
     proc = _run("sweep.py", "--preset", "smoke", "--revisions", 1, "--layers", 2, "--subjects", 2,
-                "--voxels", 50, "--trs", 200, "--dim", 16, "--workdir", tmp_path / "work", "--output-json", out)
+                "--voxels", 50, "--trs", 200, "--dim", 16, "--workdir", tmp_path / "work", "--output-json", out,
+                "--processes", 1)
     assert "| jaxalign run_study " in proc.stdout and "| himalaya-numpy loop " in proc.stdout
     res = json.loads(out.read_text())
     assert res["models_loaded"] == 0
@@ -86,3 +87,7 @@ def test_sweep_benchmark_small(tmp_path):
     assert rows["jaxalign run_study"]["units"] == 1
     assert res["resume"]["units"] == 1 and res["resume"]["seconds"] > 0
     assert (tmp_path / "work" / "study" / "results.csv").is_file()
+    # the job-array path (one local worker process): the same scores as the in-process run
+    worker = rows["jaxalign launch, 1 local worker(s)"]
+    assert worker["units_per_worker"] == [1] and worker["max_dr_vs_inprocess"] < 1e-6
+    assert worker["efficiency"] == pytest.approx(1.0)
