@@ -188,7 +188,8 @@ def test_sentence_segmentation_by_hand():
     assert table["text"].tolist()[1] == 'Dursley said "Go!"'
     assert table["n_words"].tolist() == [1, 3, 3, 3, 2]
     assert table["score"].tolist() == [0.0, 2.0, 5.0, 8.0, 10.5]
-    assert table["rank"].tolist()[1:4] == [3, 2, 1] and table["rank"].isna().tolist() == [True, False, False, False, True]
+    assert table["rank"].tolist()[1:4] == [3, 2, 1]
+    assert table["rank"].isna().tolist() == [True, False, False, False, True]
     with pytest.raises(ValueError, match="not contiguous"):
         dv.sentence_scores(np.zeros(4), sentence_ids=[0, 1, 0, 2])
     with pytest.raises(ValueError, match="words has 3 entries but errors has 4"):
@@ -278,7 +279,8 @@ def test_proposer_prompts_parsing_and_failures_kept():
 
     with pytest.warns(RuntimeWarning, match="1 of 4 proposer calls failed"):
         out = dv.propose_hypotheses(div, con, proposer, n_prompts=4, per_group=3, seed=0)
-    assert len(out.prompts) == 4 and out.responses[1] is None and out.failures == [(1, "ConnectionError: the server went away")]
+    assert len(out.prompts) == 4 and out.responses[1] is None
+    assert out.failures == [(1, "ConnectionError: the server went away")]
     assert out.hypotheses.count("is short") == 1 and len(out.hypotheses) == 1 + len({p[0] for p in out.parsed if p})
     again = dv.propose_hypotheses(div, con, lambda p: "- is short\n", n_prompts=4, per_group=3, seed=0)
     assert again.prompts == out.prompts                                    # seeded draws

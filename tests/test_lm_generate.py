@@ -1,7 +1,7 @@
 """lm.generate and lm.answer_logodds against transformers' PyTorch models.
 
 References: transformers' own greedy ``generate`` (``do_sample=False``) on
-the same random tiny GPT-2 / Llama, token for token; and the yes/no log-odds
+the same random tiny GPT-2, token for token; and the yes/no log-odds
 computed from the PyTorch logits of each prompt + answer alone (float64
 log-softmax, no padding, no batching). Tolerance 1e-4 nats (float32 sums of a
 few tokens; measured differences ~1e-6).
@@ -9,6 +9,7 @@ few tokens; measured differences ~1e-6).
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -42,14 +43,16 @@ def _torch_answer_logprob(torch_model, tokenizer, prompt, answer):
     return sum(float(logp[t - 1, ids[t]]) for t in range(len(head), len(ids)))
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama"])
-def test_answer_logodds_equal_pytorch(kind):
-    model, tokenizer, torch_model = _load(kind)
-    # " hammer" is several tokens here: the multi-token path is exercised too
-    for yes, no in ((" yes", " no"), (" grateful", " hammer")):
-        got = lm.answer_logodds(model, tokenizer, PROMPTS, yes=yes, no=no, batch_size=2)
-        want = [_torch_answer_logprob(torch_model, tokenizer, p, yes) - _torch_answer_logprob(torch_model, tokenizer, p, no)
-                for p in PROMPTS]
+def test_answer_logodds_equal_pytorch():
+    """GPT-2 only: the scoring reads logits, the same for every architecture (each of which
+    matches PyTorch's logits in its own tests)."""
+    model, tokenizer, torch_model = _load("gpt2")
+    # " hammer" is several tokens here: the multi-token path is exercised too; batches of 4
+    # sequences (2 per prompt) with a short last batch, and one batch of all
+    for (yes, no), batch in (((" yes", " no"), 4), ((" grateful", " hammer"), 16)):
+        got = lm.answer_logodds(model, tokenizer, PROMPTS, yes=yes, no=no, batch_size=batch)
+        ref = functools.partial(_torch_answer_logprob, torch_model, tokenizer)
+        want = [ref(p, yes) - ref(p, no) for p in PROMPTS]
         assert got.shape == (3,) and got.dtype == np.float64
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     assert len(tokenizer(" hammer", add_special_tokens=False)["input_ids"]) > 1
@@ -84,3 +87,14 @@ def test_bad_arguments_are_named():
         lm.answer_logodds(model, tokenizer, ["the cat"], yes=" no", no=" no")
     with pytest.raises(ValueError, match="chat template"):
         lm.generate(model, tokenizer, "the cat", chat=True)
+
+
+def test_chat_template_wraps_the_prompt():
+    model, tokenizer, _ = _load("gpt2")
+    tokenizer = type(tokenizer).from_pretrained(saved_tiny("gpt2")[0])   # a copy: the shared one stays plain
+    tokenizer.chat_template = "{% for m in messages %}user: {{ m['content'] }}\n{% endfor %}assistant:"
+    wrapped = [f"user: {p}\nassistant:" for p in PROMPTS]
+    np.testing.assert_allclose(lm.answer_logodds(model, tokenizer, PROMPTS, chat=True),
+                               lm.answer_logodds(model, tokenizer, wrapped, yes="yes", no="no"), atol=1e-6)
+    assert (lm.generate(model, tokenizer, PROMPTS[1], max_new_tokens=5, chat=True, stop_at_eos=False)
+            == lm.generate(model, tokenizer, wrapped[1], max_new_tokens=5, stop_at_eos=False))

@@ -80,7 +80,8 @@ def _window_mask(windows, n_windows: int) -> np.ndarray:
             raise ValueError(f"windows must be a non-empty sequence of window indices (e.g. range(12, 17)) "
                              f"or a boolean mask over the {n_windows} windows, got {windows!r}")
         if w.min() < 0 or w.max() >= n_windows:
-            raise ValueError(f"windows {w.tolist()} are outside the recording's {n_windows} windows (0..{n_windows - 1})")
+            raise ValueError(f"windows {w.tolist()} are outside the recording's {n_windows} windows "
+                             f"(0..{n_windows - 1})")
         mask = np.zeros(n_windows, bool)
         mask[w] = True
     if not mask.any():
@@ -159,6 +160,11 @@ def segment_sentences(words, terminators: str = ".!?", abbreviations=()) -> np.n
     is not one of ``abbreviations`` (the study splits at every period;
     e.g. ``("Mr.", "Mrs.")`` keeps "Mr. Dursley" together). Words after the
     last terminator form a last sentence.
+
+    >>> segment_sentences(["Mr.", "Potter", 'said', '"Run!"', "He", "ran."]).tolist()
+    [0, 1, 1, 1, 2, 2]
+    >>> segment_sentences(["Mr.", "Potter", 'said', '"Run!"', "He", "ran."], abbreviations=["Mr."]).tolist()
+    [0, 0, 0, 0, 1, 1]
     """
     if isinstance(words, str):
         raise TypeError("words must be a sequence of words, got one str")

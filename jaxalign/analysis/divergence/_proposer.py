@@ -228,7 +228,8 @@ class ChatEndpoint:
         if not isinstance(model, str) or not model:
             raise ValueError(f"model must be a non-empty str (the server's model name), got {model!r}")
         for name, value in (("timeout", timeout), ("backoff", backoff), ("max_backoff", max_backoff)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            bad = isinstance(value, bool) or not isinstance(value, (int, float))
+            if bad or not 0 <= value < float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
