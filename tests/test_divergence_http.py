@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -111,9 +112,12 @@ def test_timeout_malformed_empty_and_refused_name_the_url(server):
         dv.ChatEndpoint(f"{server}/notfound/v1", "m", retries=3, backoff=0.0)("hello")
     assert info.value.status == 404 and len(info.value.attempts) == 1
     assert len(_log(server, "/notfound/v1/chat/completions")) == 1
-    # nothing listening: a connection error, retried
+    # nothing listening (a port just freed): a connection error, retried
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
     with pytest.raises(dv.ChatError, match="connection failed") as info:
-        dv.ChatEndpoint("http://127.0.0.1:9/v1", "m", retries=1, backoff=0.0, timeout=2)("hello")
+        dv.ChatEndpoint(f"http://127.0.0.1:{free}/v1", "m", retries=1, backoff=0.0, timeout=2)("hello")
     assert len(info.value.attempts) == 2
     with pytest.raises(ValueError, match="url must be an http"):
         dv.ChatEndpoint("127.0.0.1:8080/v1", "m")
