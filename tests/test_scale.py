@@ -18,6 +18,7 @@ import pytest
 from scipy import stats as sps
 
 from jaxalign import stats
+from jaxalign.analysis import divergence
 from jaxalign.analysis.probing import LogisticRegression, remove_property
 from jaxalign.ridge import (
     ContiguousKFold,
@@ -232,6 +233,28 @@ def _logistic():
     return run, ref, {"coef": 0, "proba": 0}
 
 
+def _divergence():
+    """Per-word squared error over significant channels and windows, and sentence means
+    (float64 sums: errors ~1e-50 at 1e-25 and ~1e40 at 1e20 stay exact to rounding)."""
+    rng = np.random.default_rng(15)
+    y = rng.standard_normal((40, 6, 5))
+    pred = y + rng.standard_normal(y.shape) * rng.random(40)[:, None, None]
+    sig = rng.random((6, 5)) < 0.6
+    sig[:, 0] = True
+    words = [f"w{i}" + ("." if i % 7 == 6 else "") for i in range(40)]
+
+    def run(s):
+        e = divergence.word_errors(y * s, pred * s, sig, windows=range(2, 5))
+        return {"mse": e, "mean": divergence.sentence_scores(e, words, min_words=1)["score"].to_numpy()}
+
+    def ref():
+        e = np.array([np.mean([np.mean((y[i, k, sig[k]] - pred[i, k, sig[k]]) ** 2) for k in range(2, 5)])
+                      for i in range(40)])
+        return {"mse": e, "mean": np.array([e[a:a + 7].mean() for a in range(0, 40, 7)])}
+
+    return run, ref, {"mse": 2, "mean": 2}
+
+
 CASES = {
     "ridge_cv pearson": _ridge("pearson"),
     "ridge_cv r2": _ridge("r2"),
@@ -245,6 +268,7 @@ CASES = {
     "split_half_ceiling": _ceiling(),
     "remove_property": _removal(),
     "LogisticRegression X scale": _logistic(),
+    "divergence word_errors sentence_scores": _divergence(),
 }
 
 # relative tolerance per output: float32 engine against the float64 closed form

@@ -22,10 +22,17 @@ models
     properties (log parameters, benchmark scores), Pearson r, p and FDR over
     all pairs, and a labelled scatter figure.
 
-Planned here (ARCHITECTURE.md): divergence analysis, base-vs-fine-tuned
-comparisons.
+divergence
+    MEG study: per-word prediction error over significant channels,
+    sentences ranked into divergent / convergent sets (research and
+    validation splits), hypotheses proposed by an LLM (OpenAI-compatible
+    endpoint or a local model) and their validity from a verifier, with
+    t-tests and FDR. Models enter as callables (``jaxalign.lm.generate`` /
+    ``answer_logodds``), so this layer still imports no model code.
+
+Planned here (ARCHITECTURE.md): base-vs-fine-tuned comparisons.
 """
 
-from jaxalign.analysis import models, probing, reading
+from jaxalign.analysis import divergence, models, probing, reading
 
-__all__ = ["models", "probing", "reading"]
+__all__ = ["divergence", "models", "probing", "reading"]

@@ -21,10 +21,14 @@ along over devices; ``MODEL_TYPES`` maps Hugging Face ``model_type`` to them.
 (type, layer count, files) without loading a weight.
 ``is_causal(model)``, ``max_length(model)`` and ``model_facts(model)`` answer
 what ``features`` needs to know about any model.
+``generate(model, tokenizer, prompt)`` continues a prompt (greedy or sampled);
+``answer_logodds(model, tokenizer, prompts)`` scores log p(" yes") - log p(" no")
+after each prompt (a verifier for ``jaxalign.analysis.divergence``).
 """
 
 from jaxalign.lm._common import LMOutput
 from jaxalign.lm._facts import ModelFacts, is_causal, max_length, model_facts
+from jaxalign.lm._generate import answer_logodds, generate
 from jaxalign.lm._inspect import ModelSource, inspect
 from jaxalign.lm._load import build_model, hidden_states, load, read_checkpoint, resolve
 from jaxalign.lm._packaged import PACKAGED_MODELS, package_dir, packaged_model
@@ -36,7 +40,9 @@ __all__ = [
     "ModelFacts",
     "ModelSource",
     "PACKAGED_MODELS",
+    "answer_logodds",
     "build_model",
+    "generate",
     "hidden_states",
     "inspect",
     "is_causal",
