@@ -91,3 +91,33 @@ def test_sweep_benchmark_small(tmp_path):
     worker = rows["jaxalign launch, 1 local worker(s)"]
     assert worker["units_per_worker"] == [1] and worker["max_dr_vs_inprocess"] < 1e-6
     assert worker["efficiency"] == pytest.approx(1.0)
+
+
+def test_cost_model_passes_through_its_points_and_scales(tmp_path):
+    """benchmarks/cost_model.py: the ridge rates reproduce the measured fits they come from, a sweep
+    twice as large costs twice as much, and the script prints a row per platform."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import cost_model as cm
+    finally:
+        sys.path.pop(0)
+    points = cm.load_points()
+    for name, plat in points.items():
+        fit_rate, target_rate, shape = cm.ridge_rates(plat["ridge"])
+        splits = cm._splits(shape["n"], shape["folds"])
+        for pt in plat["ridge"]:
+            if (pt["n"], pt["p"]) != (shape["n"], shape["p"]):
+                continue
+            L = pt.get("layers", 1)
+            f0 = L * cm._ridge_flops(pt["n"], pt["p"], 0, pt["alphas"], splits)
+            f1 = L * cm._ridge_flops(pt["n"], pt["p"], pt["targets"], pt["alphas"], splits) - f0
+            assert f0 / fit_rate + f1 / target_rate == pytest.approx(pt["seconds"], rel=1e-9), name
+    sweep = dict(cm.PRESETS["hp"])
+    one = cm.predict(sweep, points["h100"])
+    two = cm.predict(dict(sweep, checkpoints=2 * sweep["checkpoints"]), points["h100"])
+    assert two["device_hours"] == pytest.approx(2 * one["device_hours"])
+    more = cm.predict(dict(sweep, voxels=2 * sweep["voxels"]), points["h100"])
+    assert one["ridge_s"] < more["ridge_s"] < 2 * one["ridge_s"]  # per-fit work does not grow with targets
+    proc = _run("cost_model.py", "--preset", "hp", "--points", REPO / "benchmarks" / "cost_points.json")
+    for name in points:
+        assert f"| {name} |" in proc.stdout
