@@ -9,32 +9,38 @@ joining), "versions" (process 1 pretends to run another jaxalign),
 import os
 import sys
 
-mode, pid, n, port, data, out = sys.argv[1:7]
-pid, n = int(pid), int(n)
 
-import jaxalign  # noqa: E402
-import jaxalign.distributed as dist  # noqa: E402
+def main():
+    mode, pid, n, port, data, out = sys.argv[1:7]
+    pid, n = int(pid), int(n)
 
-if mode == "versions" and pid == 1:
-    jaxalign.__version__ = "0.0.0+other"
-timeout = 4 if mode == "unreachable" else 60
-dist.initialize(f"127.0.0.1:{port}", n, pid, timeout=timeout, heartbeat_timeout=5)
-if mode == "die" and pid == 1:
-    os._exit(3)
+    import jaxalign
+    import jaxalign.distributed as dist
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+    if mode == "versions" and pid == 1:
+        jaxalign.__version__ = "0.0.0+other"
+    timeout = 4 if mode == "unreachable" else 60
+    dist.initialize(f"127.0.0.1:{port}", n, pid, timeout=timeout, heartbeat_timeout=5)
+    if mode == "die" and pid == 1:
+        os._exit(3)
 
-from jaxalign.ridge import RidgeCV, nested_cv  # noqa: E402
+    import jax
+    import numpy as np
 
-d = np.load(data)
-model = RidgeCV(alphas=d["alphas"], cv=5, fit_intercept=True, batch_size=int(d["batch"]))
-model.fit(d["X"], d["Y"])
-extra = {}
-if mode == "fit+nested":  # several feature sets (layers) and outer folds
-    res = nested_cv(d["XL"], d["Y"], d["alphas"], outer_cv=3, inner_cv=3)
-    extra = {"nested_scores": res.scores, "nested_pred": res.predictions}
-np.savez(out, best_alphas=model.best_alphas_, coef=model.coef_, intercept=model.intercept_,
-         cv_scores=model.cv_scores_, n_devices=len(jax.devices()),
-         n_local=len(jax.local_devices()), **extra)
-dist.shutdown()
+    from jaxalign.ridge import RidgeCV, nested_cv
+
+    d = np.load(data)
+    model = RidgeCV(alphas=d["alphas"], cv=5, fit_intercept=True, batch_size=int(d["batch"]))
+    model.fit(d["X"], d["Y"])
+    extra = {}
+    if mode == "fit+nested":  # several feature sets (layers) and outer folds
+        res = nested_cv(d["XL"], d["Y"], d["alphas"], outer_cv=3, inner_cv=3)
+        extra = {"nested_scores": res.scores, "nested_pred": res.predictions}
+    np.savez(out, best_alphas=model.best_alphas_, coef=model.coef_, intercept=model.intercept_,
+             cv_scores=model.cv_scores_, n_devices=len(jax.devices()),
+             n_local=len(jax.local_devices()), **extra)
+    dist.shutdown()
+
+
+if __name__ == "__main__":
+    main()
