@@ -31,27 +31,21 @@ shape error.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from jaxalign._core.hashing import array_digest
+
 __all__ = ["Checkpoints", "data_hash"]
 
 
 def data_hash(*arrays) -> str:
-    """sha256 (first 16 hex digits) of arrays' dtypes, shapes and bytes (None counts as a marker)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        if a is None:
-            h.update(b"<none>")
-            continue
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
+    """The first 16 hex digits of :func:`jaxalign._core.hashing.array_digest`: which data a
+    checkpoint was trained on (a resume with other data is refused)."""
+    return array_digest(*arrays)[:16]
 
 
 def _manager(directory: Path, keep: int):

@@ -86,6 +86,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxalign._core import seeds
+from jaxalign._core.hashing import array_digest
 from jaxalign._core.files import atomic_write, atomic_write_text, writable_dir
 from jaxalign.studies import _collective
 from jaxalign.studies.config import ConfigError, StudyConfig, settings_hash
@@ -230,24 +231,12 @@ def _resolve_models(cfg: StudyConfig, cache_dir: Path, words: str) -> list[_Mode
     return runs
 
 
-def _array_digest(*arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        if a is None:
-            h.update(b"none")
-            continue
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes() if a.dtype.kind != "U" and a.dtype != object else "\x1f".join(map(str, a.ravel())).encode())
-    return h.hexdigest()
-
-
 def _recording_digest(ds: LoadedDataset, subjects) -> str:
     parts = []
     for s in subjects:
         rec = ds.recordings[s]
         conf = None if ds.confounds is None else ds.confounds.get(s)
-        parts.append(_array_digest(rec.data, rec.times, rec.runs, conf,
+        parts.append(array_digest(rec.data, rec.times, rec.runs, conf,
                                    np.asarray(rec.target_names or (), dtype=str)))
     return settings_hash(parts)
 
@@ -256,13 +245,13 @@ def _words_digest(ds: LoadedDataset) -> str:
     """What per-word features depend on in a stimulus: its words (and runs: stories for surprisal)."""
     if ds.stimulus is None:
         return "none"
-    return _array_digest(np.asarray(ds.stimulus.words, dtype=str), ds.stimulus.runs)
+    return array_digest(np.asarray(ds.stimulus.words, dtype=str), ds.stimulus.runs)
 
 
 def _stimulus_digest(ds: LoadedDataset) -> str:
     if ds.stimulus is None:
-        return _array_digest(ds.features)
-    return _array_digest(np.asarray(ds.stimulus.words, dtype=str), ds.stimulus.onsets, ds.stimulus.runs)
+        return array_digest(ds.features)
+    return array_digest(np.asarray(ds.stimulus.words, dtype=str), ds.stimulus.onsets, ds.stimulus.runs)
 
 
 def _check_supported(cfg: StudyConfig, ds: LoadedDataset) -> None:
