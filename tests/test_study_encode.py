@@ -205,7 +205,7 @@ def test_bad_inputs_answered_up_front(planted):
     with pytest.raises(ValueError, match=rf"3 samples .* fewer than the {N_FOLDS} outer folds"):
         encode(stimulus, tiny, features=feats, config=cfg)
     meg = io.Recording(recording.data, "meg", sfreq=100.0)
-    with pytest.raises(ValueError, match="kind 'meg'"):
+    with pytest.raises(ValueError, match="word-locked epochs"):
         encode(stimulus, meg, features=feats, config=cfg)
     behaviour = io.Recording(recording.data, "behaviour")
     with pytest.raises(ValueError, match="kind 'behaviour'"):
@@ -223,3 +223,74 @@ def test_bad_inputs_answered_up_front(planted):
         encode(stimulus, recording, features=nan, config=cfg)
     with pytest.raises(ValueError, match="confounds"):
         encode(stimulus, recording, features=feats, config=cfg.updated({"encoding": {"confounds": ["x"]}}))
+
+
+# ------------------------------------------------------------- word-locked MEG
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1.0])
+def test_word_locked_meg_windows_found_and_equal_a_hand_built_nested_cv(scale):
+    """MEG epochs (words, channels, time) in Tesla or unit scale: planted responses in 3 windows x 2
+    channels are found there only (FDR), and every r equals a nested CV built by hand on the window
+    means, flattened (words, windows x channels) and reshaped back."""
+    rng = np.random.default_rng(7)
+    n_words, dim, n_ch, sfreq, n_times = 240, 12, 5, 100.0, 40  # 0.4 s epochs, 8 windows of 50 ms
+    words = [f"w{i}" for i in range(n_words)]
+    stimulus = io.Stimulus(words=words, onsets=np.arange(n_words) * 0.3)
+    feats = rng.standard_normal((2, n_words, dim))
+    signal = feats[1] @ rng.standard_normal((dim, 2))
+    signal /= signal.std(0)
+    meg = rng.standard_normal((n_words, n_ch, n_times)) * scale
+    meg[:, 1:3, 10:25] += 1.5 * scale * signal[:, :, None]  # samples 10..24: windows 2, 3, 4
+    rec = io.Recording(meg, "meg", sfreq=sfreq, epoch_times=np.arange(n_times) / sfreq,
+                       target_names=tuple(f"MEG{c}" for c in range(n_ch)))
+    cfg = _config().updated({"dataset": {"kind": "mne", "path": "x-epo.fif"},
+                             "timing": {"kind": "meg", "start": 0.0, "stop": 0.4, "width": 0.05}})
+    res = encode(stimulus, rec, features=feats, layers=[0, 6], config=cfg)
+    W = 8
+    assert res.windows == tuple(round(0.05 * k, 6) for k in range(W))
+    assert res.r.shape == res.p.shape == res.p_fdr.shape == (2, W, n_ch)
+    assert res.best_alphas.shape == (2, N_FOLDS, W, n_ch)
+    planted = np.zeros((W, n_ch), bool)
+    planted[2:5, 1:3] = True
+    assert (res.r[1][planted] > 0.5).all() and (np.abs(res.r[1][~planted]) < 0.25).all()
+    assert (res.p_fdr[1][planted] < 0.05).all()
+    # FDR over 2 x 8 x 5 tests: the nulls' p-values near uniform, a stray false discovery or two at most
+    null_p = np.concatenate([res.p[0].ravel(), res.p[1][~planted]])
+    assert (null_p < 0.05).mean() < 0.15 and res.reject[0].sum() + res.reject[1][~planted].sum() <= 2
+    # by hand: window means, windows x channels as targets, the same nested CV
+    Yw = meg.reshape(n_words, n_ch, W, 5).mean(-1).transpose(2, 0, 1)  # (windows, words, channels)
+    Y = timing.zscore_per_run(timing.windows_to_targets(Yw), np.zeros(n_words, int))
+    X = timing.zscore_per_run(feats, np.zeros(n_words, int), axis=-2)
+    enc = cfg.encoding
+    hand = ridge.nested_cv(X, Y, enc.alpha_grid(), enc.outer_splitter(), enc.inner_splitter(),
+                           standardize=enc.standardize_arg)
+    expect = timing.targets_to_windows(np.asarray(hand.fold_scores).mean(-2), W)
+    np.testing.assert_allclose(res.r, expect, rtol=1e-5, atol=1e-6)
+    ds = res.to_xarray()
+    assert ds["r"].dims == ("layer", "window", "target") and list(ds["target"].values)[:2] == ["MEG0", "MEG1"]
+    assert ds["best_alphas"].dims == ("layer", "fold", "window", "target")
+
+
+def test_meg_bad_inputs():
+    rng = np.random.default_rng(0)
+    stimulus = io.Stimulus(words=[f"w{i}" for i in range(30)], onsets=np.arange(30.0))
+    feats = rng.standard_normal((1, 30, 4))
+    rec = io.Recording(rng.standard_normal((30, 3, 20)), "meg", sfreq=100.0, epoch_times=np.arange(20) / 100)
+    with pytest.raises(ValueError, match="timing 'meg'"):
+        encode(stimulus, rec, features=feats, config=_config())  # an fMRI config
+    meg_cfg = _config().updated({"dataset": {"kind": "mne", "path": "x-epo.fif"},
+                                 "timing": {"kind": "meg", "start": 0.0, "stop": 0.5, "width": 0.05}})
+    with pytest.raises(ValueError, match="do not fit the epochs"):  # 0.5 s of windows, 0.2 s epochs
+        encode(stimulus, rec, features=feats, config=meg_cfg)
+    short = io.Recording(rec.data[:20], "meg", sfreq=100.0, epoch_times=rec.epoch_times)
+    with pytest.raises(ValueError, match="20 epochs, the stimulus 30 words"):
+        encode(stimulus, short, features=feats, config=meg_cfg)
+    from jaxalign.studies.encode import _default_config
+
+    default = _default_config("meg")  # what config=None means for MEG: 20 windows of 25 ms
+    assert (default.timing.kind, default.timing.n_windows, default.timing.width) == ("meg", 20, 0.025)
+    quick = default.updated({"stats": {"test": "none"}})
+    res = encode(stimulus, io.Recording(rng.standard_normal((30, 3, 60)), "meg", sfreq=100.0,
+                                        epoch_times=np.arange(60) / 100), features=feats, config=quick)
+    assert res.r.shape == (1, 20, 3)

@@ -20,8 +20,14 @@ ridge CV with its outer/inner splitters, penalties and standardization;
 (the valid test of a nested-CV score on one recording) and corrects over all
 layers x targets with BH / BY FDR.
 
-fMRI only in this piece: MEG (per window), continuous and behavioural
-recordings are refused with a ValueError naming the recording's kind.
+Word-locked MEG (``recording.kind == "meg"``, epochs (words, channels,
+time) with ``sfreq``, and ``[timing] kind = "meg"``): each word's own
+features (no delays) against every channel's mean in each time window after
+onset; the windows are flattened into targets inside the library
+(``timing.windows_to_targets``), fitted in one multi-target pass, and every
+result comes back per window, (layers, windows, channels), with the FDR over
+layers x windows x channels. Continuous and behavioural recordings are
+refused with a ValueError naming the recording's kind.
 """
 
 from __future__ import annotations
@@ -45,15 +51,17 @@ class EncodeResult:
     ----------
     r : (n_layers, n_targets) mean over outer folds of the held-out Pearson r
         (``nested_cv(...).fold_scores.mean(-2)``, the statistic
-        ``cv_permutation_test`` tests).
-    p, p_fdr : (n_layers, n_targets) permutation p-values and their FDR
-        adjustment over all layers x targets; None with stats test "none".
-    reject : (n_layers, n_targets) bool, ``p_fdr <= stats.fdr_alpha``; None
-        with stats test "none".
-    best_alphas : (n_layers, n_folds, n_targets) penalty chosen in each outer fold.
+        ``cv_permutation_test`` tests); MEG: (n_layers, n_windows, n_targets).
+    p, p_fdr : like ``r``: permutation p-values and their FDR adjustment
+        over all layers x (windows x) targets; None with stats test "none".
+    reject : like ``r``, bool, ``p_fdr <= stats.fdr_alpha``; None with stats
+        test "none".
+    best_alphas : (n_layers, n_folds, [n_windows,] n_targets) penalty chosen in
+        each outer fold.
     layers : tuple of the hidden-state indices (or the labels of given features).
-    target_names : tuple of str, the recording's target names.
+    target_names : tuple of str, the recording's target names (MEG: channels).
     settings : dict, the config sections used (for provenance) and their hash.
+    windows : MEG: tuple of each window's start (s after word onset); else None.
     """
 
     r: np.ndarray
@@ -64,39 +72,46 @@ class EncodeResult:
     layers: tuple
     target_names: tuple
     settings: dict
+    windows: tuple | None = None
 
     def to_xarray(self):
-        """An ``xarray.Dataset`` with dims (layer, target) (and fold for ``best_alphas``).
+        """An ``xarray.Dataset`` with dims (layer, [window,] target) (and fold for ``best_alphas``).
 
         ``settings`` is kept as JSON text in ``attrs["settings"]`` (netCDF
         attributes cannot hold nested dicts).
         """
         import xarray as xr
 
-        dims = ("layer", "target")
+        dims = ("layer", "target") if self.windows is None else ("layer", "window", "target")
         data = {"r": (dims, self.r)}
         for name in ("p", "p_fdr", "reject"):
             value = getattr(self, name)
             if value is not None:
                 data[name] = (dims, value)
-        data["best_alphas"] = (("layer", "fold", "target"), self.best_alphas)
+        data["best_alphas"] = ((dims[0], "fold") + dims[1:], self.best_alphas)
         coords = {"layer": list(self.layers), "target": list(self.target_names),
                   "fold": np.arange(self.best_alphas.shape[1])}
+        if self.windows is not None:
+            coords["window"] = list(self.windows)
         return xr.Dataset(data, coords=coords, attrs={"settings": json.dumps(self.settings, sort_keys=True)})
 
 
-def _default_config() -> StudyConfig:
+def _default_config(kind: str = "fmri") -> StudyConfig:
     # one recording: the per-target refitted permutation test, not the group sign flip;
     # the drift fitted on each outer training set (the schema's default)
-    return StudyConfig().updated({"stats": {"test": "cv_permutation"}})
+    cfg = StudyConfig().updated({"stats": {"test": "cv_permutation"}})
+    if kind == "meg":  # the Harry Potter MEG windows: 20 x 25 ms after onset (the dataset: the recording given)
+        cfg = cfg.updated({"dataset": {"kind": "mne", "path": "(the recording given to encode)"},
+                           "timing": {"kind": "meg"}})
+    return cfg
 
 
-def _check_config(cfg: StudyConfig) -> None:
+def _check_config(cfg: StudyConfig, kind: str = "fmri") -> None:
     if not isinstance(cfg, StudyConfig):
         raise TypeError(f"config must be a StudyConfig or None, got {type(cfg).__name__}")
-    if cfg.timing.kind != "fmri":
-        raise ValueError(f"timing.kind: encode handles fMRI only (timing 'fmri'), the config has "
-                         f"{cfg.timing.kind!r}")
+    if cfg.timing.kind != kind:
+        raise ValueError(f"timing.kind: a recording of kind {kind!r} needs timing {kind!r} "
+                         f"([timing] kind = \"{kind}\"), the config has {cfg.timing.kind!r}")
     if cfg.encoding.method != "ridge":
         raise ValueError(f"encoding.method: encode fits ridge only, the config has {cfg.encoding.method!r}")
     enc = cfg.encoding
@@ -166,11 +181,14 @@ def word_design(per_word, stimulus, times, runs, timing_cfg, *, counts: bool = F
 
 def encode(stimulus, recording, model=None, layers=None, *, features=None, config=None,
            progress=False) -> EncodeResult:
-    """Fit and test an encoding model of one fMRI recording from LM layers, as a study config says.
+    """Fit and test an encoding model of one fMRI or word-locked MEG recording from LM layers, as a
+    study config says.
 
-    fMRI only: ``recording.kind`` must be "fmri" (targets sampled at scan
-    times ``recording.times``, optional ``recording.runs``); MEG per window,
-    continuous and behavioural recordings raise a ValueError for now.
+    ``recording.kind`` "fmri": targets sampled at scan times
+    ``recording.times`` (optional ``recording.runs``). "meg": word-locked
+    epochs (words, channels, time) with ``sfreq`` (and ``epoch_times``), one
+    per stimulus word; results per window (see the module docstring).
+    Continuous and behavioural recordings raise a ValueError.
 
     Parameters
     ----------
@@ -185,10 +203,11 @@ def encode(stimulus, recording, model=None, layers=None, *, features=None, confi
         layers (default 0, 1, ...).
     features : (n_layers, n_words, dim) per-word features instead of a model.
     config : StudyConfig, or None for the defaults with stats test
-        "cv_permutation" (one recording); the drift (``encoding.detrend``)
+        "cv_permutation" (one recording; MEG: timing "meg", 20 windows of
+        25 ms); the drift (``encoding.detrend``)
         is fitted on each outer training set (``confound_fit = "train"``)
         or once on the whole series (``"whole_series"``).
-        Its ``[timing]`` must be "fmri", ``[encoding]`` ridge, ``[stats]``
+        Its ``[timing]`` must match the recording ("fmri" or "meg"), ``[encoding]`` ridge, ``[stats]``
         test "cv_permutation" or "none".
     progress : progress bars of the feature extraction and the permutations.
 
@@ -206,24 +225,33 @@ def encode(stimulus, recording, model=None, layers=None, *, features=None, confi
     """
     from jaxalign import io, ridge, stats, timing
 
-    cfg = _default_config() if config is None else config
     if not isinstance(recording, io.Recording):
         raise TypeError(f"recording must be an io.Recording, got {type(recording).__name__}")
     if not isinstance(stimulus, io.Stimulus):
         raise TypeError(f"stimulus must be an io.Stimulus, got {type(stimulus).__name__}")
-    if recording.kind != "fmri":
-        raise ValueError(f"encode handles fMRI recordings only; this recording is of kind {recording.kind!r} "
-                         "(MEG per window and behaviour are not done by encode yet)")
-    if recording.data.ndim != 2:
+    meg = recording.kind == "meg"
+    cfg = _default_config(recording.kind) if config is None else config
+    if recording.kind not in ("fmri", "meg"):
+        raise ValueError(f"encode handles fMRI and word-locked MEG recordings; this recording is of kind "
+                         f"{recording.kind!r} (behaviour: jaxalign.analysis.reading)")
+    if meg:
+        if recording.data.ndim != 3 or recording.sfreq is None:
+            raise ValueError(f"the MEG recording must be word-locked epochs (words, channels, time) with sfreq, "
+                             f"got shape {recording.data.shape} and sfreq {recording.sfreq} (continuous MEG: "
+                             "epoch it at the word onsets first, e.g. io.read_mne_epochs)")
+        if recording.data.shape[0] != len(stimulus):
+            raise ValueError(f"the MEG recording has {recording.data.shape[0]} epochs, the stimulus "
+                             f"{len(stimulus)} words: one epoch per word")
+    elif recording.data.ndim != 2:
         raise ValueError(f"the fMRI recording must be (n_trs, n_targets), got shape {recording.data.shape}")
-    if stimulus.onsets is None:
+    if not meg and stimulus.onsets is None:
         raise ValueError("stimulus has no onsets: fMRI features are placed at the scans by word onset")
-    _check_config(cfg)
+    _check_config(cfg, recording.kind)
     enc, tcfg, scfg = cfg.encoding, cfg.timing, cfg.stats
 
-    n_trs, n_targets = recording.data.shape
+    n_trs, n_targets = recording.data.shape[:2]
     runs = np.zeros(n_trs, np.int64) if recording.runs is None else np.asarray(recording.runs)
-    trim = (tcfg.trim_start, tcfg.trim_end)
+    trim = (tcfg.trim_start, tcfg.trim_end) if not meg else (0, 0)
     grid = None  # (times, runs, rows kept) when the array comes trimmed: features and delays on every scan
     if recording.info.get("trimmed") and recording.info.get("full_times") is not None:
         if tuple(recording.info.get("trim") or ()) != trim:
@@ -284,12 +312,26 @@ def encode(stimulus, recording, model=None, layers=None, *, features=None, confi
                          "min_context): they cannot be averaged into TRs")
 
     # ------------------------------------------------------ design and targets
-    if grid is None:
+    windows = None
+    if meg:  # one sample per word: the word's own vector, no delays
+        X = np.asarray(per_word, np.float64)
+        tmin = float(recording.epoch_times[0]) if recording.epoch_times is not None else 0.0
+        try:
+            Yw = timing.word_locked_windows(recording.data, recording.sfreq, n_windows=tcfg.n_windows,
+                                            width=tcfg.width, start=tcfg.start, tmin=tmin)
+        except ValueError as error:
+            raise ValueError(f"timing: windows {tcfg.start}..{tcfg.stop} s of {tcfg.width} s do not fit the "
+                             f"epochs ({tmin:g} s from onset, {recording.data.shape[2]} samples at "
+                             f"{recording.sfreq:g} Hz): {error}") from None
+        windows = tuple(round(tcfg.start + k * tcfg.width, 6) for k in range(Yw.shape[0]))
+        Y = timing.windows_to_targets(Yw).astype(np.float64)  # (words, windows x channels)
+    elif grid is None:
         X = _design(per_word, stimulus, recording.times, tcfg, runs)[:, keep]
     else:
         X = _design(per_word, stimulus, grid[0], tcfg, grid[1])[:, grid[2]]
     X = timing.zscore_per_run(X, groups, axis=-2)
-    Y = np.asarray(recording.data, np.float64)
+    if not meg:
+        Y = np.asarray(recording.data, np.float64)
     fold_targets = None
     if enc.detrend != "none" and enc.confound_fit == "whole_series":
         Y = timing.detrend(Y, runs, kind=enc.detrend, order=enc.detrend_order)
@@ -320,6 +362,11 @@ def encode(stimulus, recording, model=None, layers=None, *, features=None, confi
         reject, p_fdr = stats.fdr_correction(p, alpha=scfg.fdr_alpha, method=scfg.fdr)
         reject, p_fdr = np.asarray(reject, bool), np.asarray(p_fdr, np.float64)
 
+    if meg:  # (..., windows x channels) -> (..., windows, channels)
+        W = len(windows)
+        r, best = timing.targets_to_windows(r, W), timing.targets_to_windows(best, W)
+        if p is not None:
+            p, p_fdr, reject = (timing.targets_to_windows(a, W) for a in (p, p_fdr, reject))
     names = recording.target_names or tuple(str(i) for i in range(n_targets))
     settings = {
         "source": source,
@@ -332,4 +379,4 @@ def encode(stimulus, recording, model=None, layers=None, *, features=None, confi
         "n_words": len(stimulus),
     }
     return EncodeResult(r=r, p=p, p_fdr=p_fdr, reject=reject, best_alphas=best, layers=tuple(labels),
-                        target_names=tuple(names), settings=settings)
+                        target_names=tuple(names), settings=settings, windows=windows)
