@@ -8,7 +8,12 @@ which positions to pool) is split along its first axis over that axis
 (``NamedSharding(mesh, PartitionSpec("batch"))``) and the parameters are
 replicated on every device of it. ``jax.jit`` then compiles one program for
 the mesh: each device runs the model on its own rows, no collective is
-needed, and only the pooled vectors come back to the host.
+needed, and only the pooled vectors come back to the host. (On GPUs and
+TPUs the compiled program indeed has none, checked in
+``tests/test_features_parallel.py``; on a CPU split into several devices,
+a test setup, the MLP's row blocks of ``jaxalign.lm._common.in_row_chunks``
+mix rows of different devices and XLA adds an all-gather per block: same
+numbers, slower.)
 
 Batch sizes are rounded up to a multiple of the number of shards
 (``batch_size=10`` on 8 devices runs 16 rows: 2 per device), the automatic
