@@ -275,6 +275,10 @@ def test_study_config_devices_reaches_the_extraction_and_not_the_key(gpt2, check
     for bad in ("all", 0, True, 1.5):
         with pytest.raises(ConfigError, match=r"features.devices: must be 'auto' or a number of devices >= 1"):
             config(devices=bad)
+    n = len(jax.local_devices())
+    with pytest.raises(ConfigError, match=rf"features.devices: {n + 1} devices asked for, this host has {n} \("):
+        runner.plan_study(config(devices=n + 1), out=tmp_path / "never")
+    assert not (tmp_path / "never").exists()  # refused before any work
     cfg, plain = config(devices=1), config()
     assert StudyConfig.from_toml(cfg.to_toml(tmp_path / "s.toml")).features.devices == 1
     assert config(kind="surprisal", devices="auto").features.devices == "auto"

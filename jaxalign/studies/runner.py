@@ -374,10 +374,23 @@ def _synthetic_alice(cfg: StudyConfig, out: Path, cache_dir: Path):
     return cfg, ds, models
 
 
+def _check_devices(cfg: StudyConfig) -> None:
+    """``[features] devices``: no more than this host's devices (before any work)."""
+    asked = cfg.features.devices
+    if isinstance(asked, int):
+        import jax
+
+        have = len(jax.local_devices())
+        if asked > have:
+            raise ConfigError([f"features.devices: {asked} devices asked for, this host has {have} "
+                               f"({jax.local_devices()[0].platform}); use 'auto' for all of them"], cfg._source)
+
+
 def plan_study(cfg: StudyConfig, out=None) -> _Plan:
     """Stage 1 and 2 of :func:`run_study`: every check, every unit's key; nothing computed."""
     if not isinstance(cfg, StudyConfig):
         raise TypeError(f"cfg must be a StudyConfig, got {type(cfg).__name__}")
+    _check_devices(cfg)
     out = writable_dir(cfg.resolve_path(cfg.output.dir) if out is None else Path(out).expanduser(),
                        "output.dir (or --out)")
     cache_dir = out / "cache"
