@@ -259,9 +259,9 @@ def test_pooled_output_is_sized_by_words_not_rows_times_groups(gpt2, monkeypatch
     shapes = []
     forward = _extract._forward
 
-    def spy(graphdef, state, ids, mask, row, idx, sel, layers):
+    def spy(graphdef, state, ids, mask, row, idx, sel, layers, *shards):
         shapes.append((ids.shape[0], row.shape[0], int(sel.any(-1).sum())))
-        return forward(graphdef, state, ids, mask, row, idx, sel, layers)
+        return forward(graphdef, state, ids, mask, row, idx, sel, layers, *shards)
 
     monkeypatch.setattr(_extract, "_forward", spy)
     feats = word_features(model, tok, words, context="tokens", context_size=16, batch_size=8)

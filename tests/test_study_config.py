@@ -237,7 +237,7 @@ def test_bad_value_types(data, expected):
     ({"context": "tokens", "context_size": 50, "min_context": 60},
      "features: min_context (60) exceeds context_size (50): every word would be skipped"),
     ({"context": "tokens", "context_size": 0}, "features.context_size: must be >= 1 (got 0)"),
-    ({"kind": "surprisal", "pooling": "mean"}, "features.pooling: unknown key (allowed: baseline, control, kind, "
+    ({"kind": "surprisal", "pooling": "mean"}, "features.pooling: unknown key (allowed: baseline, control, devices, kind, "
                                                "context, bos, max_length, stride)"),
     ({"kind": "surprisal", "context": "words"}, "features.context: 'words' is not allowed (allowed: 'passage')"),
 ])

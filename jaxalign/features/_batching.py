@@ -56,7 +56,8 @@ def _auto_batch(length: int, budget: int = TOKENS_PER_BATCH) -> int:
 
 
 def make_batches(
-    lengths: np.ndarray, max_length: int, batch_size: int | None, budget: int = TOKENS_PER_BATCH
+    lengths: np.ndarray, max_length: int, batch_size: int | None, budget: int = TOKENS_PER_BATCH,
+    shards: int = 1,
 ) -> list[tuple[int, int, np.ndarray]]:
     """Group windows into batches: ``[(padded_length, padded_batch, indices)]``.
 
@@ -69,7 +70,16 @@ def make_batches(
     the next of 4, 5, 6 or 7 times a power of two (at most the batch size;
     ``_round_rows``): under 25% padding, and at most two compiled shapes per
     length.
+
+    ``shards`` (data parallel over that many devices, ``_parallel``): every
+    row count is a multiple of it. ``batch_size`` is rounded up to one, the
+    automatic size is the one-device size times ``shards``, and the last
+    batch of a length gets ``shards`` times the padded rows of one shard
+    (``_round_rows`` of its share, rounded up).
     """
+    shards = int(shards)
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
     lengths = np.asarray(lengths)
     cap = min(int(max_length), int(lengths.max()))  # no window is longer: pad no further
     padded = np.array([bucket_length(int(n), cap) for n in lengths], dtype=np.int64)
@@ -77,10 +87,14 @@ def make_batches(
     batches = []
     for length in np.unique(padded):
         members = order[padded[order] == length]
-        size = batch_size if batch_size is not None else _auto_batch(int(length), budget)
+        if batch_size is not None:
+            size = -(-batch_size // shards) * shards
+        else:
+            size = _auto_batch(int(length), budget) * shards
         for i in range(0, len(members), size):
             chunk = members[i : i + size]
-            batches.append((int(length), min(size, _round_rows(len(chunk))), chunk))
+            rows = shards * _round_rows(-(-len(chunk) // shards))
+            batches.append((int(length), min(size, rows), chunk))
     return batches
 
 

@@ -49,6 +49,16 @@ tokens keep positions ``0..n-1``), sequence lengths bucketed to powers of two
 the last batch of each length padded to a few row counts (4, 5, 6 or 7 times
 a power of two), so a whole story compiles a handful of shapes. Pooling happens inside the jitted function, so only the
 pooled (layers, words, dim) vectors leave the device.
+
+Data parallel (``devices=``, ``_parallel``)
+-------------------------------------------
+Each batch's rows, and the words pooled from them, are split over the
+devices of a ``"batch"`` mesh axis, the parameters replicated; each device
+pools the words of its own rows. Row counts are multiples of the device
+count. A single window (a causal model's passage shorter than the max
+length) still runs as one row: the other devices get dummy rows, so data
+parallelism pays off for many windows (``context="tokens"``/``"words"``,
+encoders, long texts), not for one.
 """
 
 from __future__ import annotations
@@ -69,6 +79,7 @@ from jaxalign._precision import jit as _jit
 from jaxalign.features import _cache
 from jaxalign.features._align import Alignment, align_words
 from jaxalign.features._batching import _next_pow2, _round_rows, check_batch_size, make_batches, progress_bar
+from jaxalign.features._parallel import BatchPlacement, batch_placement
 from jaxalign.lm import is_causal, model_facts
 from jaxalign.lm import max_length as lm_max_length
 
@@ -160,8 +171,8 @@ def fallback_max_length(model, n_tokens: int, stacklevel: int = 3) -> int:
 # ------------------------------------------------------------- the kernel
 
 
-@functools.partial(_jit, static_argnums=0)
-def _pooled(graphdef, state, ids, mask, row, idx, sel, layers):
+@functools.partial(_jit, static_argnums=(0, 8))
+def _pooled(graphdef, state, ids, mask, row, idx, sel, layers, shards=1):
     """Pooled hidden states (len(layers), slots, dim), float32.
 
     One slot per pooled word: ``row`` (slots,) is the batch row holding it,
@@ -172,24 +183,43 @@ def _pooled(graphdef, state, ids, mask, row, idx, sel, layers):
     group of words in the batch (one window pooling 100 words no longer
     inflates every row of its batch). ``layers`` is an index array (not
     static: any selection of the same size reuses the compiled function).
+
+    ``shards`` (static; data parallel, ``_parallel``): rows and slots are
+    split into that many equal blocks, and the slots of block d point at rows
+    of block d only (``row`` counted from the start of the batch). The
+    gather is written per block (a leading block axis), so that with rows
+    and slots sharded over the devices each device pools its own rows and no
+    hidden state crosses devices. With one shard it is the same gather.
     """
     hidden = nnx.merge(graphdef, state)(ids, mask).hidden_states  # (states, batch, seq, dim)
+    n_states, batch, seq, dim = hidden.shape
+    per_rows, per_slots = batch // shards, row.shape[0] // shards
+    blocks = hidden.reshape(n_states, shards, per_rows, seq, dim)
+    local = (row % per_rows).reshape(shards, per_slots)
+    idx = idx.reshape(shards, per_slots, -1)
+    sel = sel.reshape(shards, per_slots, -1)
+
+    def gather(h, r, i):  # (states, rows, seq, dim), (slots,), (slots,) -> (states, slots, dim)
+        return h[:, r, i]
+
+    gather_blocks = jax.vmap(gather, in_axes=(1, 0, 0), out_axes=1)
     acc = None
     for k in range(idx.shape[-1]):
-        h = hidden[:, row, idx[:, k]].astype(jnp.float32)  # (states, slots, dim)
-        h = jnp.where(sel[None, :, k, None], h, 0.0)
+        h = gather_blocks(blocks, local, idx[..., k]).astype(jnp.float32)  # (states, shards, slots, dim)
+        h = jnp.where(sel[None, :, :, k, None], h, 0.0)
         acc = h if acc is None else acc + h
     n = jnp.maximum(sel.sum(-1), 1).astype(jnp.float32)
-    return (acc / n[None, :, None])[layers]
+    pooled = acc / n[None, :, :, None]
+    return pooled.reshape(n_states, shards * per_slots, dim)[layers]
 
 
-def _forward(graphdef, state, ids, mask, row, idx, sel, layers) -> jax.Array:
+def _forward(graphdef, state, ids, mask, row, idx, sel, layers, shards=1) -> jax.Array:
     """Dispatch one forward batch, pooled (tests count calls here).
 
     Returns at once (JAX dispatches asynchronously): the caller prepares the
     next batch on the host while this one runs, and fetches it afterwards.
     """
-    return _pooled(graphdef, state, ids, mask, row, idx, sel, layers)
+    return _pooled(graphdef, state, ids, mask, row, idx, sel, layers, shards)
 
 
 # ---------------------------------------------------------------- planning
@@ -276,6 +306,7 @@ def word_features(
     max_length: int | None = None,
     model_id: str | None = None,
     return_info: bool = False,
+    devices=None,
 ):
     """Hidden states of every word at every layer, (n_layers + 1, n_words, dim).
 
@@ -323,6 +354,16 @@ def word_features(
         checksum.
     return_info
         (keyword) also return a :class:`FeatureInfo`.
+    devices
+        (keyword) data parallel: None (default) runs on the model's own
+        device(s); ``"auto"`` (every local device), an int k (the first k),
+        a list of jax devices or a Mesh with a ``"batch"`` axis split each
+        batch of windows over those devices, the parameters replicated on
+        each (``jaxalign.features._parallel``; a model loaded tensor-parallel
+        with ``lm.load(devices=...)`` needs a ``("batch", "model")`` mesh).
+        ``batch_size`` counts the windows of all devices together (rounded
+        up to a multiple of the device count); results do not depend on
+        ``devices`` beyond float32 rounding, and the cache ignores it.
 
     Returns a float32 numpy array (n_layers_kept, n_words, dim), or
     ``(array, FeatureInfo)``.
@@ -338,6 +379,7 @@ def word_features(
             max_len = fallback_max_length(model, align.n_tokens)
     context_size, min_context = _check_options(pooling, context, context_size, min_context, max_len)
     batch_size = check_batch_size(batch_size)
+    placement = batch_placement(model, devices)
     facts = model_facts(model)
     layer_sel = _normalize_layers(layers, facts.n_states)
     kept_layers = layer_sel if layer_sel is not None else tuple(range(facts.n_states))
@@ -383,7 +425,7 @@ def word_features(
 
     out, n_forward = _compute(
         model, align, start, skip, pooling, layer_sel, len(kept_layers), facts.dim, causal,
-        max_len, batch_size, progress,
+        max_len, batch_size, progress, placement,
     )
     if cache_dir is not None:
         meta = {
@@ -400,7 +442,7 @@ def word_features(
 
 
 def _compute(model, align, start, skip, pooling, layer_sel, n_kept, dim, causal, max_len, batch_size,
-             progress) -> tuple[np.ndarray, int]:
+             progress, placement=BatchPlacement()) -> tuple[np.ndarray, int]:
     n_words = align.n_words
     out = np.full((n_kept, n_words, dim), np.nan, dtype=np.float32)
     kept = np.flatnonzero(~skip)
@@ -424,42 +466,54 @@ def _compute(model, align, start, skip, pooling, layer_sel, n_kept, dim, causal,
     k_pad = _next_pow2(k_max)
 
     graphdef, state = nnx.split(model)
+    state = placement.put_state(state)
+    shards = placement.shards
     layer_idx = np.asarray(layer_sel if layer_sel is not None else range(n_kept), dtype=np.int32)
+    layer_idx = placement.put_replicated(layer_idx)
     ids_all = align.input_ids
-    batches = make_batches(win_b - win_a, max_len, batch_size)
+    batches = make_batches(win_b - win_a, max_len, batch_size, shards=shards)
     bar = progress_bar(len(batches), progress, "word features")
 
     def collect(pending):  # fetch a dispatched batch into ``out``
-        result, words = pending
-        out[:, words] = np.asarray(result)[:, : len(words)]
+        result, words, where = pending
+        out[:, words] = np.asarray(result)[:, where]
         bar.update(1)
 
     pending = None  # one batch in flight while the next is prepared (overlaps host and device work)
     try:
         for length, rows, members in batches:
-            words = np.concatenate([groups[m] for m in members])
-            slots = _round_rows(len(words))  # few compiled shapes, < 25% padding
+            per_rows = rows // shards  # shard d holds rows [d per_rows, (d + 1) per_rows)
+            counts = [sum(len(groups[m]) for m in members[d * per_rows : (d + 1) * per_rows])
+                      for d in range(shards)]
+            per_slots = _round_rows(max(counts))  # few compiled shapes, < 25% padding
+            slots = shards * per_slots
             ids = np.zeros((rows, length), dtype=np.int32)
             mask = np.zeros((rows, length), dtype=np.int32)
             mask[:, 0] = 1  # dummy rows see one token: finite, ignored
-            row = np.zeros(slots, dtype=np.int32)  # padded slots read row 0, position 0: ignored
+            row = np.zeros(slots, dtype=np.int32)  # padded slots read their shard's first row: ignored
             idx = np.zeros((slots, k_pad), dtype=np.int32)
             sel = np.zeros((slots, k_pad), dtype=bool)
-            j = 0
-            for r, m in enumerate(members):
-                a, b = int(win_a[m]), int(win_b[m])
-                ids[r, : b - a] = ids_all[a:b]
-                mask[r, : b - a] = 1
-                for w in groups[m]:
-                    n_pos = int(stop[w] - p0[w])
-                    row[j] = r
-                    idx[j, :n_pos] = np.arange(p0[w] - a, stop[w] - a)
-                    sel[j, :n_pos] = True
-                    j += 1
-            result = _forward(graphdef, state, ids, mask, row, idx, sel, layer_idx)
+            words, where = [], []  # word -> its slot (each shard's slots follow its rows)
+            for d in range(shards):
+                j = d * per_slots
+                for r in range(d * per_rows, min((d + 1) * per_rows, len(members))):
+                    m = members[r]
+                    a, b = int(win_a[m]), int(win_b[m])
+                    ids[r, : b - a] = ids_all[a:b]
+                    mask[r, : b - a] = 1
+                    for w in groups[m]:
+                        n_pos = int(stop[w] - p0[w])
+                        row[j] = r
+                        idx[j, :n_pos] = np.arange(p0[w] - a, stop[w] - a)
+                        sel[j, :n_pos] = True
+                        words.append(w)
+                        where.append(j)
+                        j += 1
+            ids, mask, row, idx, sel = placement.put_batch(ids, mask, row, idx, sel)
+            result = _forward(graphdef, state, ids, mask, row, idx, sel, layer_idx, shards)
             if pending is not None:
                 collect(pending)
-            pending = (result, words)
+            pending = (result, np.asarray(words, dtype=np.int64), np.asarray(where, dtype=np.int64))
         if pending is not None:
             collect(pending)
     finally:

@@ -37,6 +37,7 @@ from jaxalign.features import _cache
 from jaxalign.features._align import align_words
 from jaxalign.features._batching import check_batch_size, make_batches, progress_bar
 from jaxalign.features._extract import fallback_max_length, resolve_max_length
+from jaxalign.features._parallel import BatchPlacement, batch_placement
 from jaxalign.lm import is_causal, model_facts
 
 # Auto batch size: about this many logits (tokens x vocabulary) per pass.
@@ -92,6 +93,7 @@ def word_surprisal(
     cache_dir: str | os.PathLike | None = None,
     progress: bool | None = None,
     model_id: str | None = None,
+    devices=None,
 ) -> np.ndarray:
     """Surprisal of every word in bits, (n_words,) float64 (module doc).
 
@@ -103,8 +105,10 @@ def word_surprisal(
     max_length, stride
         window length (default the model's max length) and step between
         windows for long stories (default ``max_length // 2``).
-    batch_size, cache_dir, progress, model_id
-        as in ``word_features``.
+    batch_size, cache_dir, progress, model_id, devices
+        as in ``word_features`` (``devices``: windows of a long story
+        sharded over several devices; a story within the max length is one
+        window, one row).
 
     Raises ValueError for encoders (no causal mask or no LM head).
     """
@@ -114,6 +118,7 @@ def word_surprisal(
     if context != "passage":
         raise ValueError(f"unknown context {context!r} for word_surprisal; only 'passage' is supported")
     batch_size = check_batch_size(batch_size)
+    placement = batch_placement(model, devices)
     facts = model_facts(model)
     if not facts.has_logits:
         raise ValueError(f"{type(model).__name__} has no LM head (logits is None): surprisal needs a causal LM")
@@ -149,7 +154,7 @@ def word_surprisal(
         if cached is not None and cached.shape == (align.n_words,):
             return cached
 
-    token_bits = _token_surprisal(model, ids, max_len, stride, batch_size, progress)
+    token_bits = _token_surprisal(model, ids, max_len, stride, batch_size, progress, placement)
     token_bits = token_bits[offset:]
     # Sum per word; a NaN token (the first, without BOS) makes its word NaN.
     out = np.add.reduceat(token_bits, align.word_start)
@@ -163,7 +168,7 @@ def word_surprisal(
     return out
 
 
-def _token_surprisal(model, ids, max_len, stride, batch_size, progress) -> np.ndarray:
+def _token_surprisal(model, ids, max_len, stride, batch_size, progress, placement=BatchPlacement()) -> np.ndarray:
     """(n,) surprisal in bits of each token given the previous ones; NaN for token 0."""
     n = len(ids)
     bits = np.full(n, np.nan, dtype=np.float64)
@@ -171,10 +176,11 @@ def _token_surprisal(model, ids, max_len, stride, batch_size, progress) -> np.nd
         return bits
     windows = sliding_windows(n, max_len, stride)
     graphdef, state = nnx.split(model)
+    state = placement.put_state(state)
     vocab = int(getattr(model.config, "vocab_size", 0) or 50_000)
     lengths = np.array([b - a for a, b, _ in windows])
     budget = max(1, LOGITS_PER_BATCH // vocab)
-    batches = make_batches(lengths, max_len, batch_size, budget=budget)
+    batches = make_batches(lengths, max_len, batch_size, budget=budget, shards=placement.shards)
     bar = progress_bar(len(batches), progress, "surprisal")
     try:
         for length, rows, members in batches:
@@ -185,7 +191,7 @@ def _token_surprisal(model, ids, max_len, stride, batch_size, progress) -> np.nd
                 a, b, _ = windows[m]
                 x[r, : b - a] = ids[a:b]
                 mask[r, : b - a] = 1
-            logp = _logprob_forward(graphdef, state, x, mask)  # (rows, length - 1)
+            logp = _logprob_forward(graphdef, state, *placement.put_batch(x, mask))  # (rows, length - 1)
             for r, m in enumerate(members):
                 a, b, first = windows[m]
                 # logp[r, p - 1 - a] scores token p

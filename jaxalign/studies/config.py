@@ -73,6 +73,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Discriminator,
     Field,
@@ -304,6 +305,14 @@ LayerSpec = Annotated[
 # ----------------------------------------------------------------- features
 
 
+def _check_devices(value):
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise _custom("must be 'auto' or a number of devices >= 1 (got {value})", value=repr(value))
+
+
 class _Features(_Section):
     baseline: Literal["none", "word_rate"] = Field("none", description=(
         "Extra feature set fitted and tested like the layers: 'word_rate' = words per TR with the same "
@@ -311,6 +320,15 @@ class _Features(_Section):
     control: Literal["none", "random"] = Field("none", description=(
         "'random': seeded random word vectors of the features' shape, which must score about 0 "
         "(catches leaks; Alice's control row)."))
+    devices: Annotated[object, AfterValidator(_check_devices)] = Field(None, description=(
+        "Feature extraction data parallel: 'auto' splits each batch of windows over every local device "
+        "(an int k: the first k), the model replicated on each; absent: one device. The features do not "
+        "depend on it (nor their cache key)."))
+
+    def _canonical(self):  # where the features are computed does not change them
+        out = super()._canonical()
+        out.pop("devices")
+        return out
 
 
 class HiddenStates(_Features):

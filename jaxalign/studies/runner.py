@@ -16,7 +16,11 @@
      requested layers, cached in ``<out>/cache/features/`` under a key made
      of the weight files' hashes, the dtype, the ``[features]`` settings,
      the layers and the words. A unit whose features are cached never loads
-     the model.
+     the model. ``[features] devices = "auto"`` (or a number k) runs the
+     extraction data parallel: the model is loaded onto every local device
+     (the first k) of a ``features.batch_mesh`` and each batch of windows
+     split over them (``features.word_features(devices="auto")``); it is not
+     part of the key.
    * fits: one per (model, revision) x recording group: all layers fitted
      together (one vmapped nested ridge CV over ``(layers, n, p)``) and all
      subjects that share a stimulus and sampling (``info["shared_sampling"]``)
@@ -366,10 +370,23 @@ def _synthetic_alice(cfg: StudyConfig, out: Path, cache_dir: Path):
     return cfg, ds, models
 
 
+def _check_devices(cfg: StudyConfig) -> None:
+    """``[features] devices``: no more than this host's devices (before any work)."""
+    asked = cfg.features.devices
+    if isinstance(asked, int):
+        import jax
+
+        have = len(jax.local_devices())
+        if asked > have:
+            raise ConfigError([f"features.devices: {asked} devices asked for, this host has {have} "
+                               f"({jax.local_devices()[0].platform}); use 'auto' for all of them"], cfg._source)
+
+
 def plan_study(cfg: StudyConfig, out=None) -> _Plan:
     """Stage 1 and 2 of :func:`run_study`: every check, every unit's key; nothing computed."""
     if not isinstance(cfg, StudyConfig):
         raise TypeError(f"cfg must be a StudyConfig, got {type(cfg).__name__}")
+    _check_devices(cfg)
     out = writable_dir(cfg.resolve_path(cfg.output.dir) if out is None else Path(out).expanduser(),
                        "output.dir (or --out)")
     cache_dir = out / "cache"
@@ -464,11 +481,16 @@ class _Features:
         cfg = self.plan.cfg
         log.info("loading %s (%s)", run.label, run.revision)
         t0 = time.perf_counter()
-        model, tokenizer = lm.load(run.source.path if run.source.format == "gguf" else run.source.path,
-                                   dtype=jnp.bfloat16 if run.dtype == "bfloat16" else jnp.float32)
-        self.loaded_models += 1
-        log.info("loaded %s in %.1f s", run.label, time.perf_counter() - t0)
         fcfg = cfg.features
+        # data parallel: the weights are loaded once onto every device (a ("batch", "model") mesh)
+        # and each batch of windows is split over them (features.word_features(devices="auto"))
+        mesh = None if fcfg.devices is None else features.batch_mesh(fcfg.devices)
+        model, tokenizer = lm.load(run.source.path if run.source.format == "gguf" else run.source.path,
+                                   dtype=jnp.bfloat16 if run.dtype == "bfloat16" else jnp.float32, devices=mesh)
+        self.loaded_models += 1
+        log.info("loaded %s in %.1f s%s", run.label, time.perf_counter() - t0,
+                 "" if mesh is None else f" on {mesh.size} devices")
+        devices = None if mesh is None else "auto"
         if fcfg.kind == "surprisal":  # (n_words,) bits; each story (run) its own context
             stim = self.plan.dataset.stimulus
             words = np.asarray(stim.words, dtype=object)
@@ -478,12 +500,13 @@ class _Features:
                 idx = np.flatnonzero(runs == story)
                 out[idx] = features.word_surprisal(model, tokenizer, list(words[idx]), context="passage",
                                                    bos=fcfg.bos, max_length=fcfg.max_length, stride=fcfg.stride,
-                                                   progress=self.progress)
+                                                   progress=self.progress, devices=devices)
             return out
         per_word = np.asarray(features.word_features(
             model, tokenizer, list(self.plan.dataset.stimulus.words), pooling=fcfg.pooling,
             context=fcfg.context, layers=run.layers, context_size=fcfg.context_size,
-            min_context=fcfg.min_context, max_length=fcfg.max_length, progress=self.progress))
+            min_context=fcfg.min_context, max_length=fcfg.max_length, progress=self.progress,
+            devices=devices))
         return per_word.astype(np.float32, copy=False)
 
 
