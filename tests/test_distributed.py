@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxalign.ridge import RidgeCV, nested_cv
+from jaxalign.ridge import ContiguousKFold, RidgeCV, nested_cv, ridge_cv_moments
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,12 +69,14 @@ def problem(tmp_path_factory):
     ref = RidgeCV(alphas=alphas, cv=5, fit_intercept=True, batch_size=16).fit(
         X.astype(np.float32), Y.astype(np.float32))
     nested = nested_cv(XL, Y.astype(np.float32), alphas, outer_cv=3, inner_cv=3)
-    return path, ref, nested
+    mom = ridge_cv_moments(X.astype(np.float32), Y.astype(np.float32), alphas, ContiguousKFold(5, gap=3),
+                           fit_intercept=True)
+    return path, ref, nested, mom
 
 
 @pytest.mark.parametrize("n_proc, per_process, mode", [(2, 2, "fit+nested"), (4, 1, "fit")])
 def test_fit_over_processes_equals_one_process(problem, tmp_path, n_proc, per_process, mode):
-    data, ref, nested = problem
+    data, ref, nested, mom = problem
     codes, logs, outs = _launch(mode, n_proc, data, tmp_path, per_process)
     assert codes == [0] * n_proc, "\n".join(logs)
     for out in outs:  # every process holds every target's answer
@@ -85,6 +87,11 @@ def test_fit_over_processes_equals_one_process(problem, tmp_path, n_proc, per_pr
         np.testing.assert_allclose(got["coef"], ref.coef_, rtol=2e-5, atol=1e-6)
         np.testing.assert_allclose(got["intercept"], ref.intercept_, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(got["cv_scores"], ref.cv_scores_, rtol=1e-5, atol=1e-6)
+        # samples sharded over processes (each held only its rows): the one-process moments answer
+        np.testing.assert_array_equal(got["mom_alpha"], mom.best_alphas)
+        np.testing.assert_allclose(got["mom_cv"], mom.cv_scores, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got["mom_coef"], mom.coef, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got["mom_icpt"], mom.intercept, rtol=1e-9, atol=1e-9)
         if mode == "fit":
             continue
         np.testing.assert_allclose(got["nested_scores"], nested.scores, rtol=1e-5, atol=1e-6)
@@ -92,7 +99,7 @@ def test_fit_over_processes_equals_one_process(problem, tmp_path, n_proc, per_pr
 
 
 def test_a_dead_process_fails_the_run_instead_of_hanging(problem, tmp_path):
-    data, _, _ = problem
+    data = problem[0]
     codes, logs, _ = _launch("die", 2, data, tmp_path, timeout=120)
     assert codes[1] == 3
     assert codes[0] != 0, logs[0]  # failed loudly, within the timeout above
@@ -100,7 +107,7 @@ def test_a_dead_process_fails_the_run_instead_of_hanging(problem, tmp_path):
 
 
 def test_unreachable_coordinator_is_a_clear_error(problem, tmp_path):
-    data, _, _ = problem
+    data = problem[0]
     # process 1 of 2 alone: nobody serves the coordinator's port
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
@@ -112,7 +119,7 @@ def test_unreachable_coordinator_is_a_clear_error(problem, tmp_path):
 
 
 def test_mismatched_versions_are_refused(problem, tmp_path):
-    data, _, _ = problem
+    data = problem[0]
     codes, logs, _ = _launch("versions", 2, data, tmp_path, timeout=120)
     assert codes[0] != 0 and codes[1] != 0
     for text in logs:
