@@ -447,6 +447,10 @@ class ContinuousTiming(_Section):
     kind: Literal["continuous"] = "continuous"
     delays: list[Int] = Field(list(range(40)), min_length=1, description=(
         "Delays in samples (the Moth MEG analysis: 0..39)."))
+    pca: Int | None = Field(50, ge=1, description=(
+        "Principal components of each layer's word features kept before the impulses (the Moth MEG "
+        "analysis: 50; fitted on the words, i.e. the stimulus only, never the recording); at most the "
+        "features' dimension and word count; null keeps every dimension."))
 
 
 class NoTiming(_Section):

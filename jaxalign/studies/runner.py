@@ -84,6 +84,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -264,9 +265,11 @@ def _check_supported(cfg: StudyConfig, ds: LoadedDataset) -> None:
     if ds.kind not in ("fmri", "meg", "features", "behaviour"):
         problems.append(f"dataset.kind: {cfg.dataset.kind!r} gives {ds.kind} data; the runner fits fMRI, "
                         "word-locked MEG, reading-time and 'arrays' datasets")
-    if ds.kind == "meg" and cfg.timing.kind != "meg":
-        problems.append(f"timing.kind: continuous MEG/EEG ({cfg.timing.kind!r}) is not run by the runner yet; "
-                        "word-locked epochs (timing 'meg') are")
+    if ds.kind == "meg" and cfg.timing.kind == "continuous":
+        for name, rec in ds.recordings.items():
+            if rec.data.ndim != 2 or rec.sfreq is None:
+                problems.append(f"dataset: timing 'continuous' needs (samples, channels) data with a sample rate; "
+                                f"subject {name}'s recording has shape {rec.data.shape} and sfreq {rec.sfreq}")
     if behaviour:
         if cfg.features.kind != "surprisal" or cfg.encoding.method != "correlation":
             problems.append("features.kind / encoding.method: reading times are scored by the runner as "
@@ -576,7 +579,7 @@ class _Targets:
         blocks, designs = [], []
         for s, rec in zip(subjects, recs):
             Y = np.asarray(rec.data, np.float64)
-            if ds.kind == "meg":  # (words, channels, time) -> (words, windows x channels)
+            if tcfg.kind == "meg":  # (words, channels, time) -> (words, windows x channels)
                 Y = self._windows(rec, tcfg, s)
             C = None if cols is None else np.asarray(ds.confounds[s], np.float64)[:, cols]
             if enc.confound_fit == "whole_series":
@@ -645,9 +648,47 @@ def _design(plan: _Plan, per_word, targets: _Targets, subjects) -> np.ndarray:
     if tcfg.kind == "meg":  # one sample per word: the word's own vector, no delays
         X = np.asarray(per_word)[:, targets.keep]
         return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
+    if tcfg.kind == "continuous":
+        return _continuous_design(plan, _word_pca(per_word, tcfg.pca), targets, subjects)
     times, runs, keep = _scan_grid(rec, targets)
     X = word_design(per_word, stim, times, runs if rec.runs is not None or rec.info.get("trimmed") else None,
                     tcfg)[:, keep]
+    return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
+
+
+def _word_pca(per_word, k: int | None) -> np.ndarray:
+    """(L, n_words, dim) -> (L, n_words, k): each layer's first k principal components over the words
+    (float64 SVD of the centred features; the stimulus only, no recording involved)."""
+    X = np.asarray(per_word, np.float64)
+    if k is None or k >= min(X.shape[1:]):
+        return X
+    out = np.empty(X.shape[:2] + (k,))
+    for i, layer in enumerate(X):
+        U, S, _ = np.linalg.svd(layer - layer.mean(0), full_matrices=False)
+        out[i] = U[:, :k] * S[:k]
+    return out
+
+
+def _continuous_design(plan: _Plan, per_word, targets: _Targets, subjects) -> np.ndarray:
+    """Continuous MEG/EEG: each word's features as an impulse at its onset sample, delayed by the
+    config's sample delays within runs: (L, n_kept, n_delays * dim), z-scored per run.
+
+    The delayed design is materialised (n_samples x delays x dim per layer, float32): keep ``pca`` and
+    the delays modest for long recordings."""
+    from jaxalign import timing
+
+    rec = plan.dataset.recordings[subjects[0]]
+    stim = plan.dataset.stimulus
+    n = rec.data.shape[0]
+    t0 = float(rec.times[0]) if rec.times is not None else 0.0
+    runs = None if rec.runs is None else np.asarray(rec.runs)
+    F = np.asarray(per_word) if per_word is not None else None
+    layers = [None] if F is None else list(F)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # words after the recording: counted once, by the reader
+        blocks = [timing.sample_delays(timing.onset_impulses(stim.onsets, f, rec.sfreq, n, t0=t0).reshape(n, -1),
+                                       plan.cfg.timing.delays, runs) for f in layers]
+    X = np.stack(blocks)[:, targets.keep]
     return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
 
 
@@ -655,6 +696,8 @@ def _word_rate(plan: _Plan, targets: _Targets, subjects) -> np.ndarray:
     """(1, n_kept, n_delays) words per scan, FIR-delayed on the scan grid, z-scored per run."""
     from jaxalign import timing
 
+    if plan.cfg.timing.kind == "continuous":  # words per sample: impulses of ones, sample delays
+        return _continuous_design(plan, None, targets, subjects)
     rec = plan.dataset.recordings[subjects[0]]
     times, runs, keep = _scan_grid(rec, targets)
     X = word_design(None, plan.dataset.stimulus, times, runs if rec.runs is not None or rec.info.get("trimmed")
