@@ -484,8 +484,13 @@ def plot_difference_topomaps(comparison: ModelComparison, info, windows, *, ch_t
     if vlim is None:
         m = float(np.nanmax(np.abs(diff[ws]))) or 1.0
         vlim = (-m, m)
-    fig, axes = _figure(1, len(ws) + 1, (2.3 * len(ws) + 0.6, 2.8))
-    fig.subplots_adjust(wspace=0.05)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2.4 * len(ws) + 1.0, 2.9))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(ws) + 1, squeeze=False, gridspec_kw={"width_ratios": [1] * len(ws) + [0.07]})
+    fig.subplots_adjust(left=0.02, right=0.88, wspace=0.08, bottom=0.05, top=0.8)
     im = None
     for ax, k in zip(axes[0, :-1], ws):
         im, _ = mne.viz.plot_topomap(diff[k], sub, axes=ax, show=False, cmap="RdBu_r", vlim=vlim,
@@ -499,7 +504,6 @@ def plot_difference_topomaps(comparison: ModelComparison, info, windows, *, ch_t
             title = f"window {k}"
         ax.set_title(f"{title}\n{int(better[k].sum())} better, {int(worse[k].sum())} worse", fontsize=8)
     cax = axes[0, -1]
-    cax.set_position([cax.get_position().x0, 0.2, 0.015, 0.6])
     fig.colorbar(im, cax=cax, label="r(ft) - r(base)")
     if path is not None:
         fig.savefig(path, dpi=dpi)
