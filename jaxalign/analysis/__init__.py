@@ -30,9 +30,14 @@ divergence
     t-tests and FDR. Models enter as callables (``jaxalign.lm.generate`` /
     ``answer_logodds``), so this layer still imports no model code.
 
-Planned here (ARCHITECTURE.md): base-vs-fine-tuned comparisons.
+compare
+    Base vs fine-tuned models (MEG study): per target and window the paired
+    permutation test of r(y, pred_ft) - r(y, pred_base), BH-FDR over all
+    targets x windows, % better / worse / unchanged per window, the
+    word-category test of per-word error improvement, and the figures
+    (% per window, MNE sensor topomaps, category curves).
 """
 
-from jaxalign.analysis import divergence, models, probing, reading
+from jaxalign.analysis import compare, divergence, models, probing, reading
 
-__all__ = ["divergence", "models", "probing", "reading"]
+__all__ = ["compare", "divergence", "models", "probing", "reading"]

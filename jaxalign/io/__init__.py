@@ -29,6 +29,13 @@ read_nifti, targets_to_nifti
     4-D NIfTI runs + mask (needs nibabel), and score maps back to images.
 read_mne_raw, read_mne_epochs
     MEG/EEG through MNE (needs mne): continuous data + word onsets, epochs.
+
+Simulation
+----------
+simulate_word_locked_meg, SimulatedMEG, sensor_info
+    Word-locked MEG driven by known features with a planted strength per
+    channel x window, in the Harry Potter MEG format (``save``) and as MNE
+    Epochs on a real sensor layout (needs mne >= 1.12, no download).
 """
 
 from jaxalign.io._types import KINDS, MultipleChoice, Recording, Stimulus
@@ -52,6 +59,7 @@ from jaxalign.io._harry_potter import read_harry_potter_fmri, read_harry_potter_
 from jaxalign.io._mc import read_multiple_choice, read_piqa, read_siqa
 from jaxalign.io._nifti import read_nifti, targets_to_nifti
 from jaxalign.io._meg import read_mne_epochs, read_mne_raw
+from jaxalign.io._simulate import SENSOR_LAYOUTS, SimulatedMEG, sensor_info, simulate_word_locked_meg
 
 __all__ = [
     "ALICE_DROPPED",
@@ -63,6 +71,8 @@ __all__ = [
     "KINDS",
     "MultipleChoice",
     "PAUSE_LABELS",
+    "SENSOR_LAYOUTS",
+    "SimulatedMEG",
     "Recording",
     "Stimulus",
     "list_alice_subjects",
@@ -85,6 +95,8 @@ __all__ = [
     "read_textgrid",
     "read_textgrid_tiers",
     "read_words_tsv",
+    "sensor_info",
+    "simulate_word_locked_meg",
     "sentence_ids_from_punctuation",
     "targets_to_nifti",
 ]

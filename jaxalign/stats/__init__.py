@@ -16,6 +16,7 @@ from jaxalign.stats._ceiling import (
     split_half_ceiling,
 )
 from jaxalign.stats._refit import cv_permutation_test
+from jaxalign.stats._folds import fold_paired_permutation_test, folds_from_splits
 from jaxalign.stats._permutation import (
     paired_permutation_test,
     permutation_indices,
@@ -29,6 +30,8 @@ __all__ = [
     "cv_permutation_test",
     "extrapolation_ceiling",
     "fdr_correction",
+    "fold_paired_permutation_test",
+    "folds_from_splits",
     "normalize_scores",
     "paired_permutation_test",
     "pearson_pvalue",
