@@ -188,9 +188,11 @@ def test_pythia_dynamics_example_in_reduced_form(tmp_path, offline_hub):
         return word_design(np.asarray(planted_layer), stim, times, None, shipped.timing)[0]
 
     _write_hp_fmri(hp, subjects, planted)
-    cfg = shipped.updated({"dataset": {"root": str(hp)}, "models": [{"hub": PYTHIA, "name": "pythia-160m", "revisions": list(STEPS)}],
+    cfg = shipped.updated({"dataset": {"root": str(hp)},
+                           "models": [{"hub": PYTHIA, "name": "pythia-160m", "revisions": list(STEPS)}],
                            # reduced: 100 kept scans in equal folds without gaps (one shape to compile), fewer penalties
-                           "encoding": {"alphas": {"logspace": [-2, 6, 5]}, "outer": {"gap": 0}, "inner": {"n_splits": 5}},
+                           "encoding": {"alphas": {"logspace": [-2, 6, 5]}, "outer": {"gap": 0},
+                                        "inner": {"n_splits": 5}},
                            "stats": {"n_permutations": 100}, "output": {"formats": ["json", "csv", "png"]}})
     s = run_study(cfg, out=tmp_path / "out", progress=False)
     t = load_results(s.out / "store").table
@@ -265,3 +267,36 @@ def test_instruction_tuning_example_in_reduced_form(tmp_path, offline_hub):
     assert corr["r"].iloc[0] == pytest.approx(r) and corr["p"].iloc[0] == pytest.approx(float(pearson_pvalue(r, 4)))
     fig = mdl.plot_properties(scores[["score"]], props, corr, path=tmp_path / "models.png")
     assert (tmp_path / "models.png").stat().st_size > 5_000 and fig.axes
+
+
+# ------------------------------------------------------------------ [output] predictions
+
+
+def test_predictions_without_windows_and_bad_settings(tmp_path):
+    """An 'arrays' study keeps (samples, targets) predictions equal to nested_cv's; shuffle folds (no
+    prediction per sample) are refused naming the key, and held_out names what is missing."""
+    from jaxalign import ridge
+    from jaxalign.studies import ConfigError, StudyConfig, load_results
+    from jaxalign.studies.runner import run_study
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2, 80, 5)).astype(np.float32)
+    Y = X[1] @ rng.standard_normal((5, 3)) + rng.standard_normal((80, 3))
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "Y.npy", Y)
+    base = {"dataset": {"kind": "arrays", "features": str(tmp_path / "X.npy"), "targets": str(tmp_path / "Y.npy")},
+            "encoding": {"alphas": [0.1, 10.0, 1000.0], "detrend": "none", "outer": {"kind": "kfold", "n_splits": 4},
+                         "inner": {"kind": "kfold", "n_splits": 4}},
+            "stats": {"test": "none"}, "output": {"formats": ["csv"], "predictions": True}}
+    s = run_study(StudyConfig.model_validate(base), out=tmp_path / "out", progress=False)
+    res = load_results(s.out / "store")
+    held = res.held_out("features", 1)
+    hand = ridge.nested_cv(X, Y, [0.1, 10.0, 1000.0], ridge.KFold(4), ridge.KFold(4), standardize="separate")
+    assert held["window"] is None and held["prediction"].shape == (80, 3)
+    np.testing.assert_allclose(held["prediction"], hand.predictions[1], atol=1e-5)
+    np.testing.assert_allclose(held["observed"], hand.targets, atol=1e-5)
+    with pytest.raises(KeyError, match="no unit .* model 'other'"):
+        res.held_out("other", 1)
+    bad = StudyConfig.model_validate({**base, "encoding": {**base["encoding"], "outer": {"kind": "shuffle"}}})
+    with pytest.raises(ConfigError, match="output.predictions: outer kind 'shuffle'"):
+        run_study(bad, out=tmp_path / "bad", progress=False)
