@@ -44,7 +44,7 @@ import pandas as pd
 from jaxalign.ridge import pearson_r
 from jaxalign.stats import fdr_correction, pearson_pvalue
 
-__all__ = ["correlate_with_properties", "plot_properties"]
+__all__ = ["correlate_with_properties", "model_scores", "paired_change", "plot_properties"]
 
 _COLUMNS = ["score", "property", "n", "r", "p", "p_fdr", "significant"]
 
@@ -77,6 +77,115 @@ def _matched(scores, properties):
     unmatched = [m for m in scores.index if m not in properties.index] + \
                 [m for m in properties.index if m not in scores.index]
     return scores.loc[models], properties.loc[models], models, unmatched
+
+
+def model_scores(table, *, value: str = "score_over_ceiling", layer: str = "best") -> pd.DataFrame:
+    """One alignment score per model from a study's tidy results table (``load_results(...).table``).
+
+    The group rows (``subject == "group"``) of the language models
+    (``feature_set == "model"``; the baseline and control are left out):
+    ``value`` averaged over targets for every (model, revision, layer), then
+    the best layer (``layer="best"``, chosen on the same scores: optimistic,
+    as Brain-Score's "best layer") or the mean over layers (``"mean"``).
+
+    Returns
+    -------
+    DataFrame indexed by model (``"model@revision"`` when a model has
+    several revisions), columns ``score`` and ``layer`` (the best layer;
+    NaN for ``"mean"``), ``n_targets``.
+
+    Raises
+    ------
+    ValueError
+        No group rows of a model (run with ``stats.test = "sign_flip"``), or
+        ``value`` not a column (e.g. ``score_over_ceiling`` without a
+        ``[stats.ceiling]``).
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a results table (pandas DataFrame), got {type(table).__name__}")
+    if layer not in ("best", "mean"):
+        raise ValueError(f"layer must be 'best' or 'mean', got {layer!r}")
+    need = {"model", "revision", "layer", "subject", "target", "feature_set"}
+    if not need <= set(table.columns):
+        raise ValueError(f"table lacks columns {sorted(need - set(table.columns))}: pass load_results(...).table")
+    if value not in table.columns:
+        raise ValueError(f"value {value!r} is not a column of the table (columns with scores: "
+                         f"{[c for c in table.columns if 'score' in c]}); 'score_over_ceiling' needs a "
+                         "[stats.ceiling] in the study")
+    g = table[(table["subject"] == "group") & (table["feature_set"] == "model")]
+    if g.empty:
+        raise ValueError("no group rows of language models in the table: run the study with stats.test = "
+                         "'sign_flip' (several subjects)")
+    per_layer = g.groupby(["model", "revision", "layer"])[value].agg(["mean", "size"]).reset_index()
+    several = per_layer.groupby("model")["revision"].nunique()
+    rows = {}
+    for (model, revision), part in per_layer.groupby(["model", "revision"], sort=False):
+        name = f"{model}@{revision}" if several[model] > 1 else model
+        if layer == "best":
+            best = part.loc[part["mean"].idxmax()]
+            rows[name] = {"score": float(best["mean"]), "layer": float(best["layer"]), "n_targets": int(best["size"])}
+        else:
+            rows[name] = {"score": float(part["mean"].mean()), "layer": np.nan, "n_targets": int(part["size"].iloc[0])}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "model"
+    out.attrs.update(value=value, layer=layer)
+    return out
+
+
+def paired_change(scores, pairs) -> pd.DataFrame:
+    """The change of alignment from each base model to its fine-tuned (e.g. instruction-tuned) version.
+
+    Parameters
+    ----------
+    scores : Series or DataFrame (models x benchmarks)
+        Alignment per model (e.g. :func:`model_scores`' ``score``), index =
+        model names.
+    pairs : mapping {tuned: base}, Series (index tuned, values base; NaN
+        rows, models without a base, are skipped) or sequence of
+        ``(base, tuned)``
+
+    Returns
+    -------
+    DataFrame
+        One row per (pair, benchmark): ``base``, ``tuned``, ``benchmark``,
+        ``base_score``, ``tuned_score``, ``change`` (tuned - base) and
+        ``relative`` ((tuned - base) / |base|). ``attrs["mean"]``: per
+        benchmark, the mean change and mean relative change over pairs (the
+        study's "+6.2% average brain alignment"), and ``n_pairs``.
+
+    Examples
+    --------
+    >>> s = pd.Series({"llama-7b": 0.40, "alpaca-7b": 0.42, "t5-xl": 0.20, "flan-t5-xl": 0.22}, name="brain")
+    >>> t = paired_change(s, {"alpaca-7b": "llama-7b", "flan-t5-xl": "t5-xl"})
+    >>> t["relative"].round(3).tolist()
+    [0.05, 0.1]
+    >>> round(float(t.attrs["mean"].loc["brain", "relative"]), 3)
+    0.075
+    """
+    S = _table(scores, "scores")
+    if isinstance(pairs, pd.Series):
+        pairs = [(b, t) for t, b in pairs.items() if isinstance(b, str) and b]
+    elif isinstance(pairs, dict):
+        pairs = [(b, t) for t, b in pairs.items()]
+    pairs = [tuple(p) for p in pairs]
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise ValueError("pairs must be a non-empty {tuned: base} mapping or (base, tuned) pairs")
+    missing = sorted({m for p in pairs for m in p if m not in S.index})
+    if missing:
+        raise ValueError(f"pairs name models without a score: {missing} (scored: {list(S.index)})")
+    rows = []
+    for base, tuned in pairs:
+        for bench in S.columns:
+            b, t = float(S.at[base, bench]), float(S.at[tuned, bench])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = (t - b) / abs(b) if b != 0 else np.nan
+            rows.append({"base": base, "tuned": tuned, "benchmark": bench, "base_score": b, "tuned_score": t,
+                         "change": t - b, "relative": rel})
+    out = pd.DataFrame(rows)
+    mean = out.groupby("benchmark", sort=False).agg(change=("change", "mean"), relative=("relative", "mean"),
+                                                    n_pairs=("change", "count"))
+    out.attrs["mean"] = mean
+    return out
 
 
 def correlate_with_properties(scores, properties, *, alpha: float = 0.05, fdr_method: str = "bh") -> pd.DataFrame:

@@ -38,6 +38,10 @@ class NestedCVResult:
         for Pearson / R^2 on a one-sample test fold, e.g. leave-one-out).
     best_alphas : ([L,] n_outer, T) penalty chosen in each outer fold.
     outer_splits : list of (train, test) index arrays.
+    targets : (n, T) the held-out targets ``predictions`` are scored against:
+        ``Y`` itself, or as each outer fold's ``fold_targets`` and
+        ``standardize`` made its test rows (the units of ``predictions``);
+        None when ``predictions`` is None.
     """
 
     predictions: np.ndarray | None
@@ -46,6 +50,7 @@ class NestedCVResult:
     best_alphas: np.ndarray
     outer_splits: list = field(repr=False)
     scoring: str = "pearson"
+    targets: np.ndarray | None = field(default=None, repr=False)
 
 
 def _standardize(train, test, how):
@@ -206,10 +211,10 @@ def nested_cv(
             preds[..., test, :] = pred
         if on_fold is not None:
             on_fold(k + 1, len(outer))
-    scores = None
+    scores = y = None
     if preds is not None:
         y = Y if y_std is None else y_std
         scores = _score(scoring, y, preds) if not layered else np.stack(
             [_score(scoring, y, pl) for pl in preds]
         )
-    return NestedCVResult(preds, scores, fold_scores, best_alphas, outer, scoring)
+    return NestedCVResult(preds, scores, fold_scores, best_alphas, outer, scoring, targets=y)

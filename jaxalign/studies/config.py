@@ -764,6 +764,11 @@ class OutputConfig(_Section):
     dir: Str = Field("out/study", description="Results folder (relative to the study file's folder).")
     formats: list[Literal[FORMATS]] = Field(["json", "csv", "png"], min_length=1, description=(
         "Files written: results JSON, tidy table CSV / Parquet, PNG figures, NIfTI score maps."))
+    predictions: Bool = Field(False, description=(
+        "Keep every fit unit's held-out predictions and the targets they are scored against in the store "
+        "(arrays 'prediction' (layer, subject, [window,] sample, target) and 'observed', float32; "
+        "Results.held_out reads them), e.g. for per-word errors (jaxalign.analysis.divergence). Size: "
+        "layers x samples x targets x 4 bytes per unit."))
 
 
 # -------------------------------------------------------------------- study

@@ -307,6 +307,13 @@ def _check_supported(cfg: StudyConfig, ds: LoadedDataset) -> None:
     if cfg.stats.test == "cv_permutation" and cfg.encoding.scoring != "pearson":
         problems.append("stats.test: 'cv_permutation' tests the held-out Pearson r; set encoding.scoring "
                         "to 'pearson'")
+    if cfg.output.predictions:
+        if behaviour:
+            problems.append("output.predictions: reading times are correlated with surprisal, nothing is predicted "
+                            "(set false)")
+        elif cfg.encoding.method == "ridge" and cfg.encoding.outer.kind == "shuffle":
+            problems.append("output.predictions: outer kind 'shuffle' does not test every sample exactly once, so "
+                            "there is no held-out prediction per sample (use 'contiguous', 'kfold' or 'group')")
     if ds.kind == "features" and (cfg.features.baseline != "none" or cfg.features.control != "none"):
         problems.append("features.baseline / features.control: not available with the 'arrays' dataset")
     if problems:
@@ -409,6 +416,8 @@ def plan_study(cfg: StudyConfig, out=None) -> _Plan:
     }
     if cfg.stats.test == "cv_permutation" or ds.kind == "behaviour":  # computed inside the fit units
         fit_settings["stats"] = cfg.stats._canonical()
+    if cfg.output.predictions and ds.kind != "behaviour":  # units that keep their predictions (absent: old keys)
+        fit_settings["predictions"] = True
     fits = []
     for subjects in groups:
         rec_digest = _recording_digest(ds, subjects)
@@ -757,6 +766,17 @@ def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple
         per_fold = ("layer", "subject", "fold", "target")
     arrays = {"score": score, "fold_score": fold, "alpha": alpha}
     dims = {"fold_score": per_fold, "alpha": per_fold}
+    if cfg.output.predictions:  # (L, n, S * W * T) -> (L, S, W, n, T); the targets as scored -> (S, W, n, T)
+        n = targets.Y.shape[0]
+        pred = np.asarray(res.predictions, np.float32).reshape(L, n, S, W, T).transpose(0, 2, 3, 1, 4)
+        seen = np.asarray(res.targets, np.float32).reshape(n, S, W, T).transpose(1, 2, 0, 3)
+        arrays.update(prediction=pred if targets.windows is not None else pred[:, :, 0],
+                      observed=seen if targets.windows is not None else seen[:, 0])
+        if targets.windows is not None:
+            dims.update(prediction=("layer", "subject", "window", "sample", "target"),
+                        observed=("subject", "window", "sample", "target"))
+        else:
+            dims.update(prediction=("layer", "subject", "sample", "target"), observed=("subject", "sample", "target"))
     if scfg.test == "cv_permutation":
         perm = stats.cv_permutation_test(
             X, targets.Y, alphas, outer, inner, n_permutations=scfg.n_permutations,

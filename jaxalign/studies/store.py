@@ -52,7 +52,9 @@ unit: a hub model's default branch is ``"main"``), ``layer`` and ``subject``
 fitted together in one vmapped pass), ``target`` (required: the list of
 target names, ROI / voxel / channel, unique), ``window`` (optional: a scalar
 or the list of MEG window names or start times), ``fold`` (optional: a
-list naming the outer folds; absent, folds are numbered 0..k-1). Any other
+list naming the outer folds; absent, folds are numbered 0..k-1), ``sample``
+(optional: never a label; the rows of held-out predictions, numbered 0..n-1,
+as ``[output] predictions = true`` stores them). Any other
 label must be a scalar (``dataset = "alice"``, ``features = "hidden_states"``)
 and becomes a column of the table.
 
@@ -76,7 +78,8 @@ and ``.arrays`` (an ``xarray.Dataset`` over the named axes ``model, revision,
 layer, subject, window, fold, target``: the outer join of all units, NaN
 where a combination was not computed; an array must have the same axes in
 every unit, so units with and without windows are loaded apart with
-``keys=``).
+``keys=``). Arrays with a ``sample`` axis (held-out predictions, large) are
+in neither: :meth:`Results.held_out` reads them, memory-mapped.
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ __all__ = ["AXES", "Claim", "ClaimLost", "Results", "ResultsStore", "Unit", "loa
 log = logging.getLogger(__name__)
 
 #: The named axes of the results, in the order the arrays are laid out.
-AXES = ("model", "revision", "layer", "subject", "window", "fold", "target")
+AXES = ("model", "revision", "layer", "subject", "window", "fold", "sample", "target")
 #: Labels every unit must have.
 REQUIRED_LABELS = ("model", "revision", "layer", "subject", "target")
 FORMAT = {"format": "jaxalign.results", "version": 1}
@@ -240,9 +243,9 @@ def _check_arrays(arrays, labels: dict, dims) -> tuple[dict, dict]:
             raise ValueError(f"array {name!r} has shape {a.shape} but dims {d}: give dims={{{name!r}: (...)}}")
         for axis, n in zip(d, a.shape):
             coords = labels.get(axis)
-            if axis == "fold" and coords is None:
-                if n_folds.setdefault("n", n) != n:
-                    raise ValueError(f"array {name!r}: {n} folds, another array has {n_folds['n']}")
+            if axis in ("fold", "sample") and coords is None:
+                if n_folds.setdefault(axis, n) != n:
+                    raise ValueError(f"array {name!r}: {n} {axis}s, another array has {n_folds[axis]}")
                 continue
             if not isinstance(coords, list):
                 raise ValueError(
@@ -343,14 +346,16 @@ class ResultsStore:
         return sorted(p.name for p in self.units_dir.iterdir() if _KEY.match(p.name) and (p / "DONE").is_file())
 
     def read_unit(self, key: str, *, mmap: bool = False) -> Unit:
-        """The finished unit ``key`` (KeyError when it is not done). ``mmap``: arrays memory-mapped."""
+        """The finished unit ``key`` (KeyError when it is not done). ``mmap``: arrays memory-mapped
+        (arrays with a ``sample`` axis, held-out predictions, always are)."""
         folder = self._unit_dir(key)
         if not (folder / "DONE").is_file():
             raise KeyError(f"unit {key!r} is not done in {self.root}")
         doc = json.loads((folder / "unit.json").read_text(encoding="utf-8"))
         arrays = {
-            name: np.load(folder / f"{name}.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
-            for name in doc["arrays"]
+            name: np.load(folder / f"{name}.npy", allow_pickle=False,
+                          mmap_mode="r" if mmap or "sample" in info["dims"] else None)
+            for name, info in doc["arrays"].items()
         }
         dims = {name: tuple(info["dims"]) for name, info in doc["arrays"].items()}
         return Unit(key, arrays, dims, doc["labels"], doc["meta"], doc["provenance"])
@@ -660,6 +665,63 @@ class Results:
                 f"them separately with load_results(root, keys=...). ({error})") from None
         return ds.transpose(*[a for a in AXES if a in ds.dims])
 
+    def held_out(self, model: str, layer: int, *, revision: str | None = None, subject: str | None = None):
+        """Held-out predictions of one model layer and subject, and the targets they are scored against.
+
+        Needs a run with ``[output] predictions = true`` (the runner stores
+        each fit unit's ``prediction`` (layer, subject, [window,] sample,
+        target) and ``observed`` (subject, [window,] sample, target): the
+        targets as each outer fold standardised them, the units of the
+        predictions). ``revision`` / ``subject`` may be left out when the
+        model has one.
+
+        Returns
+        -------
+        dict
+            ``prediction`` and ``observed``: (samples, windows, targets) for
+            word-locked MEG (the layout of
+            ``jaxalign.analysis.divergence.word_errors``), else (samples,
+            targets); ``target`` names, ``window`` starts (s) or None, and
+            the unit's ``key``.
+        """
+        def pick(u, name, value):
+            have = u.labels.get(name)
+            return value is None or (value in have if isinstance(have, list) else value == have)
+
+        found = [u for u in self.units if "prediction" in u.arrays and u.labels["model"] == model
+                 and pick(u, "revision", revision) and pick(u, "layer", layer) and pick(u, "subject", subject)]
+        if not found:
+            with_preds = sorted({(u.labels["model"], u.labels["revision"]) for u in self.units
+                                 if "prediction" in u.arrays})
+            raise KeyError(f"no unit of {self.root} holds predictions of model {model!r} layer {layer}"
+                           f"{'' if revision is None else f' revision {revision!r}'}"
+                           f"{'' if subject is None else f' subject {subject!r}'} (units with predictions: "
+                           f"{with_preds or 'none: run the study with [output] predictions = true'})")
+        if len(found) > 1:
+            options = sorted({(u.labels["revision"], str(u.labels["subject"])) for u in found})
+            raise ValueError(f"model {model!r} layer {layer} matches {len(found)} units (revision, subjects: "
+                             f"{options}): give revision= and / or subject=")
+        u = found[0]
+        subjects = u.labels["subject"] if isinstance(u.labels["subject"], list) else [u.labels["subject"]]
+        if subject is None and len(subjects) > 1:
+            raise ValueError(f"model {model!r} layer {layer}: the unit holds subjects {subjects}: give subject=")
+        s = subjects.index(subjects[0] if subject is None else subject)
+        i = u.labels["layer"].index(layer) if isinstance(u.labels["layer"], list) else 0
+
+        def laid_out(name, lead):
+            dims = u.dims[name]
+            a = u.arrays[name]
+            index = tuple(lead.get(d, slice(None)) for d in dims)
+            rest = [d for d in dims if d not in lead]
+            order = [rest.index(d) for d in ("sample", "window", "target") if d in rest]
+            return np.transpose(np.asarray(a[index]), order)
+
+        windows = u.labels.get("window")
+        return {"prediction": laid_out("prediction", {"layer": i, "subject": s}),
+                "observed": laid_out("observed", {"subject": s}),
+                "target": list(u.labels["target"]), "window": list(windows) if isinstance(windows, list) else None,
+                "key": u.key}
+
     def to_csv(self, path) -> Path:
         """Write :attr:`table` as CSV (atomically); return the path."""
         path = Path(path)
@@ -685,7 +747,7 @@ def _unit_frame(u: Unit):
     """One unit's rows: the product of its axes (but fold) with every array that fits them."""
     import pandas as pd
 
-    axes = [a for a in AXES if a != "fold" and isinstance(u.labels.get(a), list)]
+    axes = [a for a in AXES if a not in ("fold", "sample") and isinstance(u.labels.get(a), list)]
     shape = tuple(len(u.labels[a]) for a in axes)
     index = np.indices(shape).reshape(len(axes), -1)
     data = {}
@@ -715,10 +777,12 @@ def _unit_dataset(u: Unit):
     import xarray as xr
 
     coords = {a: u.labels[a] for a in AXES if isinstance(u.labels.get(a), list)}
-    for name, dims in u.dims.items():
+    keep = {n: a for n, a in u.arrays.items() if "sample" not in u.dims[n]}  # predictions: Results.held_out
+    for name in keep:
+        dims = u.dims[name]
         if "fold" in dims and "fold" not in coords:
             coords["fold"] = list(range(u.arrays[name].shape[dims.index("fold")]))
-    ds = xr.Dataset({n: (u.dims[n], np.asarray(a)) for n, a in u.arrays.items()}, coords=coords)
+    ds = xr.Dataset({n: (u.dims[n], np.asarray(a)) for n, a in keep.items()}, coords=coords)
     scalar_axes = {a: [u.labels[a]] for a in AXES if a in u.labels and not isinstance(u.labels[a], list)}
     return ds.expand_dims(scalar_axes)
 
