@@ -11,7 +11,7 @@ exactly 0 and ``y + 0`` is exactly ``y``, logit for logit. ``drop`` is
 inverted dropout of rate ``dropout`` on the adapter's input only, in
 training steps only (evaluation, scoring and export are deterministic).
 
-Merging: ``W' = W + (alpha / r) A B`` (computed in float32) gives a plain
+Merging: ``W' = W + (alpha / r) A B`` (computed in float64 on the host) gives a plain
 model with the adapted model's function; it differs from the unmerged
 forward pass only by float rounding (``x W' `` vs ``x W + s (x A) B``).
 ``save_pretrained`` merges, so exports are plain Hugging Face models.
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxalign._core.seeds import stream_seed
+from jaxalign._core.seeds import rng
 
 __all__ = ["LoRAKey", "LoRALinear", "add_lora", "has_lora", "lora_settings", "merge_lora", "merged_params",
            "projections"]
@@ -55,30 +55,31 @@ class LoRALinear(nnx.Linear):
     """An ``nnx.Linear`` with a low-rank adapter: ``x W + b + (alpha / rank) drop(x) A B`` (module docstring).
 
     Built around an existing layer (its variables are taken over, not
-    copied): ``LoRALinear(linear, rank=8, alpha=16, key=jax.random.key(0))``.
+    copied): ``LoRALinear(linear, rank=8, alpha=16, rng=np.random.default_rng(0))``;
+    ``rng`` (numpy) draws A and the dropout keys on the host.
     ``deterministic`` (default True) turns the adapter's dropout off;
     training steps set it False.
     """
 
-    def __init__(self, base: nnx.Linear, *, rank: int, alpha: float, dropout: float = 0.0, key):
+    def __init__(self, base: nnx.Linear, *, rank: int, alpha: float, dropout: float = 0.0,
+                 rng: np.random.Generator):
         for name, value in vars(base).items():
             if not name.startswith("_"):
                 setattr(self, name, value)
         kernel = self.kernel
         lead, (d_in, d_out) = kernel.shape[:-2], kernel.shape[-2:]
         dtype = kernel.dtype
-        init_key, drop_key = jax.random.split(key)
         bound = 1.0 / math.sqrt(d_in)
-        self.lora_a = nnx.LoRAParam(jax.random.uniform(init_key, (*lead, d_in, rank), dtype, -bound, bound))
+        a = rng.uniform(-bound, bound, (*lead, d_in, rank)).astype(dtype)
+        self.lora_a = nnx.LoRAParam(jnp.asarray(a))
         self.lora_b = nnx.LoRAParam(jnp.zeros((*lead, rank, d_out), dtype))
         self.lora_rank = int(rank)
         self.lora_alpha = float(alpha)
         self.lora_dropout = float(dropout)
         self.deterministic = True
-        if dropout > 0:
-            n = math.prod(lead)
-            keys = jax.random.key_data(jax.random.split(drop_key, n)).reshape(*lead, -1)
-            self.dropout_key = LoRAKey(keys)
+        if dropout > 0:  # raw key data of the default PRNG (threefry: 2 x uint32), drawn on the host
+            width = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape[-1]
+            self.dropout_key = LoRAKey(jnp.asarray(rng.integers(0, 2**32, (*lead, width), dtype=np.uint32)))
 
     @property
     def lora_scale(self) -> float:
@@ -188,8 +189,8 @@ def add_lora(model, *, rank: int = 8, alpha: float = 16.0, targets: str | Iterab
     dropout
         dropout rate on the adapters' inputs during training (0: none).
     seed
-        the A initialisations (and dropout streams), one independent stream
-        per projection (``_core.seeds.stream_seed(seed, "lora", path)``).
+        the A initialisations (and dropout keys), one independent stream
+        per projection (``_core.seeds.rng(seed, "lora", path)``).
 
     The model's outputs do not change (B = 0). :func:`jaxalign.finetune.fit`
     then trains the adapters only; :func:`jaxalign.finetune.save_pretrained`
@@ -216,15 +217,16 @@ def add_lora(model, *, rank: int = 8, alpha: float = 16.0, targets: str | Iterab
         d_in, d_out = base.kernel.shape[-2:]
         if rank > min(d_in, d_out):
             raise ValueError(f"rank: {rank} exceeds {path}'s smaller dimension ({min(d_in, d_out)})")
-        key = jax.random.key(stream_seed(seed, "lora", path))
-        setattr(parent, attr, LoRALinear(base, rank=int(rank), alpha=float(alpha), dropout=float(dropout), key=key))
+        setattr(parent, attr, LoRALinear(base, rank=int(rank), alpha=float(alpha), dropout=float(dropout),
+                                         rng=rng(seed, "lora", path)))
     return model
 
 
-def _merged_kernel(mod: LoRALinear):
-    w = mod.kernel[...]
-    delta = jnp.matmul(mod.lora_a[...].astype(jnp.float32), mod.lora_b[...].astype(jnp.float32))
-    return (w.astype(jnp.float32) + mod.lora_scale * delta).astype(w.dtype)
+def _merged_kernel(mod: LoRALinear) -> np.ndarray:
+    """``W + (alpha / r) A B`` on the host, in float64, cast back to W's dtype."""
+    w = np.asarray(mod.kernel[...])
+    a, b = (np.asarray(v[...], np.float64) for v in (mod.lora_a, mod.lora_b))
+    return (w.astype(np.float64) + mod.lora_scale * np.matmul(a, b)).astype(w.dtype)
 
 
 def merged_params(model) -> dict[tuple[str, ...], jax.Array]:
@@ -254,7 +256,7 @@ def merge_lora(model):
             dot_general=mod.dot_general, promote_dtype=mod.promote_dtype,
             preferred_element_type=mod.preferred_element_type, rngs=nnx.Rngs(0)))
         linear.in_features, linear.out_features = mod.in_features, mod.out_features
-        linear.kernel = nnx.Param(_merged_kernel(mod))
+        linear.kernel = nnx.Param(jnp.asarray(_merged_kernel(mod)))
         if mod.use_bias:
             linear.bias = nnx.Param(mod.bias[...])
         setattr(parent, attr, linear)
