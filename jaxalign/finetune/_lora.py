@@ -19,7 +19,7 @@ forward pass only by float rounding (``x W' `` vs ``x W + s (x A) B``).
 Cost: per projection and token ``2 r (d_in + d_out)`` extra flops against
 ``2 d_in d_out`` (SmolLM2, r = 8 on every projection: ~2%); trainable
 parameters ``r (d_in + d_out)`` per projection (SmolLM2-135M, r = 8,
-attention + MLP: 4.9 M of 135 M, 3.6%), and so are the gradients and the two
+attention + MLP: 2.4 M of 135 M, 1.8%), and so are the gradients and the two
 Adam moments, which is what lets a large model fit one accelerator.
 
 The blocks of :mod:`jaxalign.lm` are stacked on a leading layer axis

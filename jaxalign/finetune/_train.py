@@ -20,6 +20,19 @@ compiled once per padded shape and shared by every run of the same model):
    decay to ``min_lr_ratio * lr`` at the last step) and decoupled weight
    decay on kernels and embeddings only (not biases or norm scales).
 
+What is trained: every ``nnx.Param``, or, when the model carries LoRA
+adapters (``_lora.add_lora``), only the adapters (``nnx.LoRAParam``): the
+rest of the model (base weights, dropout keys) enters the step as a frozen
+argument, so gradients, the optimizer state and checkpoints are
+adapter-sized, and the fingerprint records a hash of the frozen weights.
+
+How the step computes (``_training_graphdef``): the model's graph with every
+Flax layer's compute dtype set to ``compute_dtype`` (bfloat16: the float32
+parameters are cast inside each layer, gradients come back float32 to the
+float32 master weights; bfloat16's exponent range needs no loss scaling),
+blocks rematerialised with ``remat`` and LoRA dropout on. Evaluations run
+the model's own graph (float32, deterministic).
+
 Shapes: a step's items are padded to one bucketed length
 (``features._batching.bucket_length``: powers of two from 16), the batch is
 always ``accumulation x batch_size`` (the last step of an epoch is filled
@@ -30,7 +43,8 @@ Order and resumption: the items of epoch e are visited in the permutation
 always takes the same items (epoch ``g // steps_per_epoch``, position
 ``g % steps_per_epoch``), text windows mixed in likewise follow
 ``rng(seed, "finetune text order", "pass p")`` by their global position.
-Nothing else is random (the models have no dropout), so a run is a
+LoRA dropout masks fold ``step * accumulation + micro-batch`` into keys
+fixed when the adapters were made. Nothing else is random, so a run is a
 function of (parameters, optimizer state, step): the periodic checkpoint
 holds the first two and the step, and a killed run resumes bit for bit.
 
@@ -459,7 +473,8 @@ def fit(
 
     model, tokenizer
         from ``jaxalign.lm.load``; ``model`` is updated in place to the kept
-        parameters and returned in the result.
+        parameters and returned in the result. A model with LoRA adapters
+        (:func:`jaxalign.finetune.add_lora`) trains only them.
     train, eval
         :class:`jaxalign.io.MultipleChoice` training and validation sets
         (labels needed), or None.
@@ -468,7 +483,9 @@ def fit(
         alone (``train=None``), or mixed into multiple choice with weight
         ``lm_ratio`` (0 < lm_ratio < 1); cut into windows of ``seq_len`` tokens.
     settings
-        a :class:`TrainConfig` (default: the MEG study's protocol).
+        a :class:`TrainConfig` (default: the MEG study's protocol), with
+        ``compute_dtype`` ("bfloat16": bfloat16 compute on float32 master
+        weights) and ``remat`` (rematerialised blocks).
     out
         run folder: ``log.jsonl``, ``curve.png``, ``result.json``, Orbax
         ``checkpoints/`` (every ``checkpoint_every`` steps, the latest
