@@ -14,6 +14,7 @@ References and tolerances:
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import jax
@@ -210,3 +211,56 @@ def test_bad_lora_targets_and_settings_are_named(tmp_path):
     assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout) == (4, 8.0, ["q_proj", "v_proj"], 0.0)
     assert (cfg.train.compute_dtype, cfg.train.remat) == ("bfloat16", True)
     assert FinetuneConfig.model_validate({"data": {"kind": "piqa", "path": "x"}}).lora is None
+
+
+def test_a_lora_section_runs_through_run_config_and_exports_a_plain_model(tmp_path):
+    """``[lora]`` in the TOML: adapters on the named projections, trained, the export merged (a plain model
+    that scores like the kept adapted one); an unknown target is a config error naming ``lora.targets``.
+    (The data and settings of the test above: a session compiles the step once.)"""
+    from jaxalign.finetune import FinetuneConfig, FinetuneConfigError, run_config
+
+    for name, mc in (("train", toy_choices(N_TRAIN, 0)), ("eval", toy_choices(N_EVAL, 1))):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "dev.jsonl", "w") as f:
+            for p, (a, b) in zip(mc.prompts, mc.choices):
+                f.write(json.dumps({"q": p, "a": a, "b": b}) + "\n")
+        (tmp_path / name / "dev-labels.lst").write_text("\n".join(str(x) for x in mc.labels) + "\n")
+    (tmp_path / "tiny").symlink_to(saved_tiny("gpt2")[0], target_is_directory=True)
+    toml = """
+[model]
+path = "tiny"
+[data]
+kind = "jsonl"
+path = "train"
+eval_path = "eval"
+prompt_keys = ["q"]
+choice_keys = ["a", "b"]
+[train]
+lr = 1e-2
+epochs = 1
+batch_size = 2
+patience = 0
+seed = 3
+[lora]
+rank = 2
+alpha = 4.0
+dropout = 0.1
+seed = 5
+targets = %s
+[output]
+dir = "run"
+"""
+    (tmp_path / "bad.toml").write_text(toml % '["c_attn", "mlp", "lm_head"]')
+    with pytest.raises(FinetuneConfigError, match=r"lora.targets: unknown LoRA target 'lm_head' for gpt2"):
+        run_config(FinetuneConfig.from_toml(tmp_path / "bad.toml"), progress=False)
+    (tmp_path / "run.toml").write_text(toml % '["c_attn", "mlp"]')
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = run_config(FinetuneConfig.from_toml(tmp_path / "run.toml"), progress=False)
+    assert finetune.has_lora(summary.result.model) and summary.result.steps == 4
+    exported, tok = _load(summary.exported)
+    assert not finetune.has_lora(exported)
+    held = toy_choices(N_EVAL, 1)
+    scores = finetune.score_choices(exported, tok, held)
+    loss = float(finetune.multiple_choice_loss(jnp.asarray(scores), jnp.asarray(held.labels)))
+    assert loss == pytest.approx(summary.result.best["loss"], abs=1e-4)  # the kept adapted model's; merged: rounding

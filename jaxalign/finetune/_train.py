@@ -426,7 +426,9 @@ def _fingerprint(model, params, frozen, plan: _Plan) -> dict:
     extra = {}
     lora = _lora.lora_settings(model)
     if lora is not None:  # adapters only are saved: they must go back onto the same base weights
-        extra = {"lora": lora, "base_weights": tree_hash(frozen)}
+        extra = {"lora": lora, "base_weights": tree_hash(frozen[1])}
+        if jax.tree.leaves(frozen[0]):  # and draw the same dropout masks
+            extra["dropout_keys"] = tree_hash(frozen[0])
     return extra | {
         "model": {"class": f"{type(model).__module__}.{type(model).__name__}",
                   **(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {"config": repr(config)})},
@@ -535,7 +537,7 @@ def fit(
     train_graphdef = _training_graphdef(graphdef, (params, *frozen), settings, trainable)
     tx = optimizer(settings, plan.total_steps, params)
     opt_state = tx.init(params)
-    fingerprint = _fingerprint(model, params, frozen[1], plan)
+    fingerprint = _fingerprint(model, params, frozen, plan)
 
     folder = None if out is None else writable_dir(out, "fine-tuning output folder")
     ckpt = None if folder is None else Checkpoints(folder, keep_checkpoints)
