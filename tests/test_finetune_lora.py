@@ -95,7 +95,9 @@ def test_an_adapted_projection_is_the_direct_computation_with_dropout_in_trainin
     want = x @ w + b + 1.5 * (x @ a) @ bb
     np.testing.assert_allclose(np.asarray(mod(jnp.asarray(x))), want, rtol=1e-5, atol=1e-5)  # deterministic
     mod.deterministic = False
-    keep = np.asarray(jax.random.bernoulli(jax.random.wrap_key_data(mod.dropout_key[...]), 0.5, x.shape))
+    salt = jax.lax.bitcast_convert_type(jnp.sum(jnp.asarray(x)), jnp.uint32)  # the input's sum is folded in too
+    key = jax.random.fold_in(jax.random.wrap_key_data(mod.dropout_key[...]), salt)
+    keep = np.asarray(jax.random.bernoulli(key, 0.5, x.shape))
     assert 0 < keep.sum() < keep.size
     dropped = x @ w + b + 1.5 * ((x * keep / 0.5) @ a) @ bb
     np.testing.assert_allclose(np.asarray(mod(jnp.asarray(x))), dropped, rtol=1e-5, atol=1e-5)

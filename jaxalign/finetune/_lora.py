@@ -9,7 +9,10 @@ A starts uniform in +-1/sqrt(d_in) (PEFT's ``kaiming_uniform(a=sqrt(5))``), B
 at zero, so the adapted model *is* the base model at the start: ``x A B`` is
 exactly 0 and ``y + 0`` is exactly ``y``, logit for logit. ``drop`` is
 inverted dropout of rate ``dropout`` on the adapter's input only, in
-training steps only (evaluation, scoring and export are deterministic).
+training steps only (evaluation, scoring and export are deterministic); its
+mask is drawn from the layer's key with the training step and the input's
+sum folded in, so it is a function of the step and the data (a resumed run
+draws the same masks).
 
 Merging: ``W' = W + (alpha / r) A B`` (computed in float64 on the host) gives a plain
 model with the adapted model's function; it differs from the unmerged
@@ -90,7 +93,11 @@ class LoRALinear(nnx.Linear):
         x, a, b = self.promote_dtype((inputs, self.lora_a[...], self.lora_b[...]), dtype=self.dtype)
         if self.lora_dropout > 0 and not self.deterministic:
             keep = 1.0 - self.lora_dropout
-            mask = jax.random.bernoulli(jax.random.wrap_key_data(self.dropout_key[...]), keep, x.shape)
+            # the input's sum (its float32 bits) is folded in too: MLPs run blocks of rows through the layer
+            # (lm._common.in_row_chunks), each with the same key, and must not repeat one mask per block
+            salt = jax.lax.bitcast_convert_type(jnp.sum(jax.lax.stop_gradient(x), dtype=jnp.float32), jnp.uint32)
+            key = jax.random.fold_in(jax.random.wrap_key_data(self.dropout_key[...]), salt)
+            mask = jax.random.bernoulli(key, keep, x.shape)
             x = jnp.where(mask, x / keep, 0).astype(x.dtype)
         return y + (self.lora_scale * ((x @ a) @ b)).astype(y.dtype)
 
