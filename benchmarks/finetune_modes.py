@@ -47,7 +47,14 @@ if _REPO not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import format_machine_info, log_background_load, machine_info, measure, print_table, write_json  # noqa: E402,E501
+from benchmarks._harness import (  # noqa: E402
+    format_machine_info,
+    log_background_load,
+    machine_info,
+    measure,
+    print_table,
+    write_json,
+)
 
 MODES = {
     "full": dict(lora=False, compute_dtype="float32", remat=False),
@@ -125,7 +132,7 @@ def main(argv=None):
         rows.append(row)
         print(f"{mode}: {row['steps_per_s']:.3f} steps/s, {row['tokens_per_s']:.0f} tokens/s, "
               f"first step {row['first_step_s']:.1f} s, peak {row['peak_mib']:.0f} MiB", flush=True)
-        del model
+        model = None  # free the mode's weights before the next
     full = next((r for r in rows if r["mode"] == "full"), None)
     for r in rows:
         r["speed_vs_full"] = r["steps_per_s"] / full["steps_per_s"] if full and full["steps_per_s"] else None

@@ -57,7 +57,8 @@ def data_hash(*arrays) -> str:
 
 
 def tree_hash(tree) -> str:
-    """sha256 (first 16 hex digits) of a pytree's leaf paths, dtypes, shapes and bytes, one leaf on the host at a time."""
+    """sha256 (first 16 hex digits) of a pytree's leaf paths, dtypes, shapes and bytes (one leaf on the host
+    at a time)."""
     h = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         a = np.ascontiguousarray(np.asarray(leaf))
