@@ -77,12 +77,12 @@ from jaxalign._core.files import atomic_write_text, writable_dir
 from jaxalign._core.seeds import rng
 from jaxalign._precision import jit as _jit
 from jaxalign.features._batching import bucket_length
+from jaxalign.finetune import _lora
 from jaxalign.finetune._checkpoint import Checkpoints, _jsonable, data_hash, tree_hash
 from jaxalign.finetune._config import TrainConfig
 from jaxalign.finetune._encode import EncodedChoices, EncodedText, encode_choices, encode_text
 from jaxalign.finetune._log import RunLog, finite_or_none, plot_curves
 from jaxalign.finetune._losses import sequence_logprob, token_logprobs
-from jaxalign.finetune import _lora
 from jaxalign.finetune._score import _token_budget, check_causal, merged, score_encoded
 from jaxalign.lm import max_length
 
