@@ -361,11 +361,22 @@ def _apply(settings: TrainConfig, total_steps: int, params, opt_state, grads):
     return optax.apply_updates(params, updates), opt_state, norm
 
 
+#: The TrainConfig fields :func:`optimizer` reads.
+_OPTIMIZER_KEYS = ("lr", "weight_decay", "b1", "b2", "eps", "schedule", "warmup_steps", "min_lr_ratio", "clip")
+
+
+def _optimizer_settings(settings: TrainConfig) -> TrainConfig:
+    """``settings`` with every field the optimizer does not read at its default: ``_apply``'s static argument,
+    so runs that differ only in data, evaluation, compute dtype or remat share its compiled update."""
+    return TrainConfig(**{k: getattr(settings, k) for k in _OPTIMIZER_KEYS})
+
+
 def _step(graphdef, settings: TrainConfig, total_steps: int, params, opt_state, batch, norms, frozen=None,
           step=0):
     """One optimizer step (see the module docstring): the parameters and optimizer state after it, its sums."""
     grads, stats = _gradients(graphdef, params, batch, norms, frozen, jnp.asarray(step, jnp.int32))
-    params, opt_state, stats["grad_norm"] = _apply(settings, total_steps, params, opt_state, grads)
+    params, opt_state, stats["grad_norm"] = _apply(_optimizer_settings(settings), total_steps, params, opt_state,
+                                                   grads)
     return params, opt_state, stats
 
 
