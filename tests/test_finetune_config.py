@@ -63,7 +63,7 @@ dir = "o"
                      "train.epochs: must be >= 1 (got 0)",
                      "train.bacth_size: unknown key (allowed: lr, weight_decay,",
                      "train.schedule: 'exponential' is not allowed (allowed: 'constant', 'linear', 'cosine')",
-                     "outptu: unknown key (allowed: model, data, train, output)"]:
+                     "outptu: unknown key (allowed: model, data, train, lora, output)"]:
         assert expected in message, (expected, message)
     # a table's cross-field checks run once its keys are valid
     with pytest.raises(FinetuneConfigError, match=r"data: text and lm_ratio > 0 go together"):

@@ -9,7 +9,9 @@
     first token), each scored given every token before it.
 ``fit(model, tokenizer, train, eval, *, text=None, lm_ratio=0, settings=TrainConfig(), out=None, ...)``
     AdamW (warmup + constant / linear / cosine decay), gradient accumulation,
-    global-norm clipping, jit-compiled steps over bucketed lengths, an
+    global-norm clipping, bfloat16 compute on float32 master weights and
+    rematerialised blocks (``TrainConfig.compute_dtype``, ``remat``),
+    jit-compiled steps over bucketed lengths, an
     evaluation per epoch (accuracy and loss for multiple choice, loss and
     perplexity for text), early stopping, the best evaluation kept; a JSON-lines
     log, a curve PNG and Orbax checkpoints in ``out``, from which a killed run
@@ -17,6 +19,10 @@
 ``save_pretrained(model, tokenizer, folder)``
     a Hugging Face folder (config.json, model.safetensors, tokenizer files)
     that transformers and ``jaxalign.lm.load`` both read, with the same logits.
+``add_lora(model, rank=8, alpha=16, targets=("attention", "mlp"), dropout=0)`` / ``merge_lora``
+    LoRA adapters on the attention / MLP projections (B = 0: the model is
+    unchanged until trained); ``fit`` then trains only them, and
+    ``save_pretrained`` writes them merged into the weights.
 ``FinetuneConfig`` / ``run_config``
     a run as a TOML file (``jaxalign finetune CONFIG.toml``).
 Losses as pure functions: ``token_logprobs``, ``sequence_logprob``,
@@ -40,6 +46,11 @@ _EXPORTS = {
     "FinetuneConfig": "_config",
     "FinetuneConfigError": "_config",
     "TrainConfig": "_config",
+    "LoraSection": "_config",
+    "LoRALinear": "_lora",
+    "add_lora": "_lora",
+    "has_lora": "_lora",
+    "merge_lora": "_lora",
     "causal_lm_loss": "_losses",
     "mixed_loss": "_losses",
     "multiple_choice_accuracy": "_losses",

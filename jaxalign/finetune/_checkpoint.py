@@ -2,7 +2,8 @@
 
 Layout under the run folder::
 
-    checkpoints/<step>/   the latest ``keep`` periodic checkpoints: parameters,
+    checkpoints/<step>/   the latest ``keep`` periodic checkpoints: the trained
+                          parameters (all, or only the LoRA adapters),
                           optimizer state (its leaves, in tree order) and the
                           run's JSON metadata (step, evaluations, best, patience
                           count, the run's fingerprint)
@@ -21,7 +22,8 @@ step, still kept (two are), and :meth:`Checkpoints.forget_after` drops the
 newer one, which the resumed run will write again.
 
 A run's *fingerprint* is what must match to resume it: the architecture, its
-config and every parameter's shape, the settings that shape the trajectory
+config and every trained parameter's shape (with LoRA: the adapters' settings
+and a hash of the frozen base weights, since only the adapters are saved), the settings that shape the trajectory
 (optimizer, schedule, batches, seed, total steps) and hashes of the encoded
 training and validation data. :meth:`Checkpoints.check` compares it before
 anything is restored, so a folder written for another model (or other
@@ -31,6 +33,7 @@ shape error.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -39,13 +42,24 @@ import numpy as np
 
 from jaxalign._core.hashing import array_digest
 
-__all__ = ["Checkpoints", "data_hash"]
+__all__ = ["Checkpoints", "data_hash", "tree_hash"]
 
 
 def data_hash(*arrays) -> str:
     """The first 16 hex digits of :func:`jaxalign._core.hashing.array_digest`: which data a
     checkpoint was trained on (a resume with other data is refused)."""
     return array_digest(*arrays)[:16]
+
+
+def tree_hash(tree) -> str:
+    """sha256 (first 16 hex digits) of a pytree's leaf paths, dtypes, shapes and bytes (one leaf on the host
+    at a time)."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
 
 
 def _manager(directory: Path, keep: int):
@@ -123,7 +137,10 @@ class Checkpoints:
             a, b = theirs.get(key), _jsonable(fingerprint.get(key))
             if a == b:
                 continue
-            if isinstance(a, dict) and isinstance(b, dict):
+            if key == "base_weights" and a is not None and b is not None:
+                diffs.append(f"base_weights (its LoRA adapters were trained on another base model: weights sha256 "
+                             f"{a} there, {b} here; load the base model they belong to)")
+            elif isinstance(a, dict) and isinstance(b, dict):
                 keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
                 shown = ", ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:6])
                 diffs.append(f"{key} ({shown}{', ...' if len(keys) > 6 else ''})")

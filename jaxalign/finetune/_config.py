@@ -22,6 +22,9 @@ wrong``. Relative paths are relative to the TOML file's folder. Sections:
     defaults are the MEG study's protocol (``docs/METHODS.md`` section 4:
     AdamW at lr 1e-5, batch 1, up to 10 epochs, patience 3, best epoch by
     validation loss).
+``[lora]``
+    optional: train LoRA adapters (``rank``, ``alpha``, ``dropout``,
+    ``targets``) instead of every weight; absent: full fine-tuning.
 ``[output]``
     ``dir``, ``checkpoint_every`` (optimizer steps), ``keep_checkpoints``,
     ``export`` (write the best model as a Hugging Face folder).
@@ -36,7 +39,7 @@ from pydantic import Field, PrivateAttr, Tag, model_validator
 
 from jaxalign._core.config import Bool, ConfigError, Float, Int, Section, Str, custom, read_toml
 
-__all__ = ["DATA_KINDS", "FinetuneConfig", "FinetuneConfigError", "TrainConfig"]
+__all__ = ["DATA_KINDS", "FinetuneConfig", "FinetuneConfigError", "LoraSection", "TrainConfig"]
 
 PACKAGED = ("SmolLM2-135M-Instruct",)  # causal models of jaxalign.lm._packaged.PACKAGED_MODELS
 
@@ -62,7 +65,7 @@ class ModelSection(_Section):
     revision: Str | None = Field(None, description="Hub revision (branch, tag, commit); only with hub.")
     path: Str | None = Field(None, description="A local Hugging Face folder or GGUF file.")
     dtype: Literal["float32"] = Field("float32", description=(
-        "Parameter and compute dtype (bfloat16 mixed precision is not implemented yet)."))
+        "Parameter (master weight) dtype; bfloat16 compute is train.compute_dtype."))
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -181,6 +184,27 @@ class TrainConfig(_Section):
     monitor: Literal["loss", "accuracy"] = Field("loss", description=(
         "Validation metric that picks the best evaluation (loss: lower is better; accuracy: multiple choice)."))
     eval_batch_size: Int = Field(0, ge=0, description="Texts per evaluation forward pass (0: automatic).")
+    compute_dtype: Literal["float32", "bfloat16"] = Field("float32", description=(
+        "Dtype of the training steps' forward and backward passes; the parameters (master weights), "
+        "gradients and optimizer state stay float32, evaluations run in float32. bfloat16 needs no loss scaling."))
+    remat: Bool = Field(False, description=(
+        "Rematerialise each transformer block in training steps (jax.checkpoint): activations recomputed "
+        "in the backward pass instead of stored; less memory, about a third more compute, same gradients."))
+
+
+# ---------------------------------------------------------------------- lora
+
+
+class LoraSection(_Section):
+    """LoRA adapters (``[lora]``): only they are trained; merged into the weights on export."""
+
+    rank: Int = Field(8, ge=1, description="Rank r of each adapter.")
+    alpha: Float = Field(16.0, gt=0, description="Scale numerator: the update is (alpha / rank) A B.")
+    dropout: Float = Field(0.0, ge=0, lt=1, description="Dropout rate on the adapters' inputs in training steps.")
+    targets: list[Str] = Field(["attention", "mlp"], min_length=1, description=(
+        "Projections to adapt: groups 'attention' and 'mlp', or projection names of the architecture "
+        "(e.g. 'q_proj', 'v_proj' for Llama; 'c_attn' for GPT-2); checked when the model is loaded."))
+    seed: Int = Field(0, ge=0, description="Seed of the adapters' initialisation (and dropout).")
 
 
 # -------------------------------------------------------------------- output
@@ -205,6 +229,7 @@ class FinetuneConfig(_Section):
     model: ModelSection = Field(default_factory=lambda: ModelSection(packaged="SmolLM2-135M-Instruct"))
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    lora: LoraSection | None = Field(None, description="LoRA adapters (absent: full fine-tuning).")
     output: OutputSection = Field(default_factory=OutputSection)
 
     _base_dir: Path | None = PrivateAttr(None)

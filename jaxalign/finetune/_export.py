@@ -34,9 +34,9 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
-from flax import nnx
 
 from jaxalign._core.files import atomic_write, atomic_write_text
+from jaxalign.finetune._lora import merged_params
 from jaxalign.lm import MODEL_TYPES
 from jaxalign.lm._common import transpose
 from jaxalign.lm._registry import architecture
@@ -80,13 +80,15 @@ def hf_tensors(model) -> dict[str, np.ndarray]:
 
     The inverse of the architecture's ``load_state`` (see the module
     docstring); every parameter is covered exactly once, or ValueError.
+    LoRA adapters (``add_lora``) are merged into their kernels first
+    (``W + (alpha / r) A B``): the export is a plain model.
     """
     kind = model_type(model)
     if kind not in _PREFIX:
         raise ValueError(f"exporting model_type {kind!r} is not supported (supported: {', '.join(sorted(_PREFIX))})")
     prefix, outside = _PREFIX[kind]
     arch = architecture(kind)
-    params = {path: np.asarray(v.get_value()) for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    params = {path: np.asarray(v) for path, v in merged_params(model).items()}  # LoRA adapters merged
     table = _name_table(arch, model.config)
     out, used = {}, set()
     for name, target in table.items():
@@ -146,7 +148,8 @@ def save_pretrained(model, tokenizer, folder) -> Path:
     the tokenizer's files (``tokenizer.save_pretrained``; skipped when
     ``tokenizer`` is None). Both ``transformers.AutoModelForCausalLM
     .from_pretrained(folder)`` and ``jaxalign.lm.load(folder)`` read it and
-    give the same logits. Supported: GPT-2, GPT-NeoX and Llama (causal
+    give the same logits; a model with LoRA adapters is written merged (a
+    plain model). Supported: GPT-2, GPT-NeoX and Llama (causal
     models). Raises ValueError for other models, or configs Hugging Face
     cannot express (a GGUF-only rope table).
 

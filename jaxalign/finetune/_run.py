@@ -157,6 +157,15 @@ def run_config(cfg: FinetuneConfig, out=None, progress: bool | None = None, max_
     (model, tokenizer), label = _load_model(cfg)
     if tokenizer is None:
         raise FinetuneConfigError([f"model: {label} has no tokenizer files"], cfg._source)
+    if cfg.lora is not None:
+        from jaxalign.finetune._lora import add_lora
+
+        lo = cfg.lora
+        try:
+            add_lora(model, rank=lo.rank, alpha=lo.alpha, targets=lo.targets, dropout=lo.dropout, seed=lo.seed)
+        except ValueError as error:
+            keyed = str(error).split(":", 1)[0] in ("rank", "alpha", "dropout", "targets")
+            raise FinetuneConfigError([f"lora.{error}" if keyed else f"lora: {error}"], cfg._source) from None
     result = fit(model, tokenizer, data["train"], data["eval"], text=data["text"], eval_text=data["eval_text"],
                  lm_ratio=data["lm_ratio"], seq_len=data["seq_len"], settings=cfg.train, out=folder,
                  checkpoint_every=cfg.output.checkpoint_every, keep_checkpoints=cfg.output.keep_checkpoints,

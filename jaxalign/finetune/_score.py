@@ -31,9 +31,14 @@ __all__ = ["score_choices", "score_encoded"]
 LOGITS_BUDGET = 1 << 28
 
 
+def merged(graphdef, state):
+    """The model of a split ``(graphdef, state)``; ``state`` may be a tuple of states (``nnx.split`` with filters)."""
+    return nnx.merge(graphdef, *state) if isinstance(state, tuple) else nnx.merge(graphdef, state)
+
+
 @functools.partial(_jit, static_argnums=0)
 def _sequence_scores(graphdef, state, ids, target):
-    logits = nnx.merge(graphdef, state)(ids).logits
+    logits = merged(graphdef, state)(ids).logits
     return sequence_logprob(logits, ids, target)
 
 
@@ -49,7 +54,8 @@ def check_causal(model) -> None:
 
 def score_encoded(graphdef, state, enc: EncodedChoices, *, vocab_size: int, context: int,
                   batch_size: int | None = None, progress: bool | None = False) -> np.ndarray:
-    """Option scores (n_items, n_options) of already-encoded items, for a split model ``(graphdef, state)``."""
+    """Option scores (n_items, n_options) of already-encoded items, for a split model ``(graphdef, state)``
+    (``state`` a state or a tuple of the states of ``nnx.split`` with filters)."""
     lengths = enc.lengths.ravel()
     out = np.zeros(lengths.size, np.float64)
     batches = make_batches(lengths, context, check_batch_size(batch_size), budget=_token_budget(vocab_size))

@@ -20,6 +20,19 @@ compiled once per padded shape and shared by every run of the same model):
    decay to ``min_lr_ratio * lr`` at the last step) and decoupled weight
    decay on kernels and embeddings only (not biases or norm scales).
 
+What is trained: every ``nnx.Param``, or, when the model carries LoRA
+adapters (``_lora.add_lora``), only the adapters (``nnx.LoRAParam``): the
+rest of the model (base weights, dropout keys) enters the step as a frozen
+argument, so gradients, the optimizer state and checkpoints are
+adapter-sized, and the fingerprint records a hash of the frozen weights.
+
+How the step computes (``_training_graphdef``): the model's graph with every
+Flax layer's compute dtype set to ``compute_dtype`` (bfloat16: the float32
+parameters are cast inside each layer, gradients come back float32 to the
+float32 master weights; bfloat16's exponent range needs no loss scaling),
+blocks rematerialised with ``remat`` and LoRA dropout on. Evaluations run
+the model's own graph (float32, deterministic).
+
 Shapes: a step's items are padded to one bucketed length
 (``features._batching.bucket_length``: powers of two from 16), the batch is
 always ``accumulation x batch_size`` (the last step of an epoch is filled
@@ -30,7 +43,8 @@ Order and resumption: the items of epoch e are visited in the permutation
 always takes the same items (epoch ``g // steps_per_epoch``, position
 ``g % steps_per_epoch``), text windows mixed in likewise follow
 ``rng(seed, "finetune text order", "pass p")`` by their global position.
-Nothing else is random (the models have no dropout), so a run is a
+LoRA dropout masks fold ``step * accumulation + micro-batch`` into keys
+fixed when the adapters were made. Nothing else is random, so a run is a
 function of (parameters, optimizer state, step): the periodic checkpoint
 holds the first two and the step, and a killed run resumes bit for bit.
 
@@ -63,12 +77,13 @@ from jaxalign._core.files import atomic_write_text, writable_dir
 from jaxalign._core.seeds import rng
 from jaxalign._precision import jit as _jit
 from jaxalign.features._batching import bucket_length
-from jaxalign.finetune._checkpoint import Checkpoints, _jsonable, data_hash
+from jaxalign.finetune import _lora
+from jaxalign.finetune._checkpoint import Checkpoints, _jsonable, data_hash, tree_hash
 from jaxalign.finetune._config import TrainConfig
 from jaxalign.finetune._encode import EncodedChoices, EncodedText, encode_choices, encode_text
 from jaxalign.finetune._log import RunLog, finite_or_none, plot_curves
 from jaxalign.finetune._losses import sequence_logprob, token_logprobs
-from jaxalign.finetune._score import _token_budget, check_causal, score_encoded
+from jaxalign.finetune._score import _token_budget, check_causal, merged, score_encoded
 from jaxalign.lm import max_length
 
 __all__ = ["TrainResult", "fit", "split_items"]
@@ -282,9 +297,13 @@ def optimizer(settings: TrainConfig, total_steps: int, params):
 # ------------------------------------------------------------- the step
 
 
-def _terms(graphdef, params, mb, norms):
-    """The micro-batch's share of the step's loss, and its sums for the log."""
-    model = nnx.merge(graphdef, params)
+def _terms(graphdef, params, mb, norms, frozen=None):
+    """The micro-batch's share of the step's loss, and its sums for the log.
+
+    ``params`` are the trained parameters (every ``nnx.Param``, or only the
+    LoRA adapters), ``frozen`` the rest of the model's state: (dropout keys,
+    frozen weights), as pure dicts (None: nothing is frozen)."""
+    model = nnx.merge(graphdef, params) if frozen is None else nnx.merge(graphdef, params, *frozen)
     total = jnp.zeros((), jnp.float32)
     stats = {}
     if "mc_ids" in mb:
@@ -309,18 +328,27 @@ def _terms(graphdef, params, mb, norms):
 
 
 @functools.partial(_jit, static_argnums=0)
-def _gradients(graphdef, params, batch, norms):
+def _gradients(graphdef, params, batch, norms, frozen=None, step=0):
     """The gradient of a step's loss and its sums for the log: the micro-batches (leading axis of ``batch``)
     run through ``lax.scan``, each adding the gradient of its share (``_terms``). Static: the model's
-    structure, so every run of a model shares the compiled function (one per padded shape)."""
-    def micro(carry, mb):
+    structure, so every run of a model shares the compiled function (one per padded shape).
+
+    ``frozen`` = (LoRA dropout keys, frozen weights) or None; micro-batch ``i`` of optimizer step ``step``
+    folds ``step * accumulation + i`` into every dropout key, so dropout masks are a function of the step
+    (a resumed run draws the same ones)."""
+    n_micro = jax.tree.leaves(batch)[0].shape[0]
+
+    def micro(carry, xs):
         grads, stats = carry
-        (_, s), g = jax.value_and_grad(_terms, argnums=1, has_aux=True)(graphdef, params, mb, norms)
+        mb, i = xs
+        fr = None if frozen is None else (_lora.fold_dropout_keys(frozen[0], step * n_micro + i), frozen[1])
+        (_, s), g = jax.value_and_grad(_terms, argnums=1, has_aux=True)(graphdef, params, mb, norms, fr)
         return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, stats, s)), None
 
-    stats_shape = jax.eval_shape(lambda: _terms(graphdef, params, jax.tree.map(lambda x: x[0], batch), norms)[1])
+    stats_shape = jax.eval_shape(
+        lambda: _terms(graphdef, params, jax.tree.map(lambda x: x[0], batch), norms, frozen)[1])
     init = (jax.tree.map(jnp.zeros_like, params), jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), stats_shape))
-    (grads, stats), _ = jax.lax.scan(micro, init, batch)
+    (grads, stats), _ = jax.lax.scan(micro, init, (batch, jnp.arange(n_micro)))
     return grads, stats
 
 
@@ -333,17 +361,29 @@ def _apply(settings: TrainConfig, total_steps: int, params, opt_state, grads):
     return optax.apply_updates(params, updates), opt_state, norm
 
 
-def _step(graphdef, settings: TrainConfig, total_steps: int, params, opt_state, batch, norms):
+#: The TrainConfig fields :func:`optimizer` reads.
+_OPTIMIZER_KEYS = ("lr", "weight_decay", "b1", "b2", "eps", "schedule", "warmup_steps", "min_lr_ratio", "clip")
+
+
+def _optimizer_settings(settings: TrainConfig) -> TrainConfig:
+    """``settings`` with every field the optimizer does not read at its default: ``_apply``'s static argument,
+    so runs that differ only in data, evaluation, compute dtype or remat share its compiled update."""
+    return TrainConfig(**{k: getattr(settings, k) for k in _OPTIMIZER_KEYS})
+
+
+def _step(graphdef, settings: TrainConfig, total_steps: int, params, opt_state, batch, norms, frozen=None,
+          step=0):
     """One optimizer step (see the module docstring): the parameters and optimizer state after it, its sums."""
-    grads, stats = _gradients(graphdef, params, batch, norms)
-    params, opt_state, stats["grad_norm"] = _apply(settings, total_steps, params, opt_state, grads)
+    grads, stats = _gradients(graphdef, params, batch, norms, frozen, jnp.asarray(step, jnp.int32))
+    params, opt_state, stats["grad_norm"] = _apply(_optimizer_settings(settings), total_steps, params, opt_state,
+                                                   grads)
     return params, opt_state, stats
 
 
 @functools.partial(_jit, static_argnums=0)
-def _lm_sums(graphdef, params, ids, mask):
+def _lm_sums(graphdef, states, ids, mask):
     """(summed next-token NLL, scored tokens) of text windows."""
-    lp = token_logprobs(nnx.merge(graphdef, params)(ids).logits, ids)
+    lp = token_logprobs(merged(graphdef, states)(ids).logits, ids)
     m = (mask[:, 1:] > 0) & (mask[:, :-1] > 0)
     return -jnp.sum(jnp.where(m, lp, 0.0)), jnp.sum(m)
 
@@ -351,11 +391,11 @@ def _lm_sums(graphdef, params, ids, mask):
 # ------------------------------------------------------------ evaluation
 
 
-def _evaluate(plan: _Plan, graphdef, params, vocab: int) -> dict:
+def _evaluate(plan: _Plan, graphdef, states: tuple, vocab: int) -> dict:
     out: dict = {}
     s = plan.settings
     if plan.mc_eval is not None:
-        scores = score_encoded(graphdef, params, plan.mc_eval, vocab_size=vocab, context=plan.context,
+        scores = score_encoded(graphdef, states, plan.mc_eval, vocab_size=vocab, context=plan.context,
                                batch_size=s.eval_batch_size or None, progress=False)
         labels = plan.mc_eval.labels
         nll = np.logaddexp.reduce(scores, axis=1) - scores[np.arange(len(labels)), labels]
@@ -370,7 +410,7 @@ def _evaluate(plan: _Plan, graphdef, params, vocab: int) -> dict:
             chunk = slice(i, min(i + rows, len(plan.text_eval)))
             n = chunk.stop - chunk.start
             ids[:n], mask[:n] = plan.text_eval.ids[chunk], plan.text_eval.mask[chunk]
-            a, c = _lm_sums(graphdef, params, jnp.asarray(ids), jnp.asarray(mask))
+            a, c = _lm_sums(graphdef, states, jnp.asarray(ids), jnp.asarray(mask))
             total, count = total + float(a), count + int(c)
         out |= {"lm_loss": total / max(count, 1), "perplexity": math.exp(min(total / max(count, 1), 700.0))}
     if "mc_loss" in out and "lm_loss" in out:
@@ -391,17 +431,24 @@ def _better(record: dict, best: dict | None, monitor: str) -> bool:
 # ------------------------------------------------------------------ fit
 
 
-def _fingerprint(model, params, plan: _Plan) -> dict:
+def _fingerprint(model, params, frozen, plan: _Plan) -> dict:
     s = plan.settings
     config = model.config
-    return {
+    extra = {}
+    lora = _lora.lora_settings(model)
+    if lora is not None:  # adapters only are saved: they must go back onto the same base weights
+        extra = {"lora": lora, "base_weights": tree_hash(frozen[1])}
+        if jax.tree.leaves(frozen[0]):  # and draw the same dropout masks
+            extra["dropout_keys"] = tree_hash(frozen[0])
+    return extra | {
         "model": {"class": f"{type(model).__module__}.{type(model).__name__}",
                   **(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {"config": repr(config)})},
         "parameters": {".".join(str(getattr(k, "key", k)) for k in path): list(np.shape(x))
                        for path, x in jax.tree_util.tree_flatten_with_path(params)[0]},
         "settings": {k: getattr(s, k) for k in ("lr", "weight_decay", "b1", "b2", "eps", "schedule", "warmup_steps",
                                                 "min_lr_ratio", "batch_size", "accumulation", "clip", "seed")}
-        | {"total_steps": plan.total_steps, "lm_ratio": plan.lm_ratio},
+        | {"total_steps": plan.total_steps, "lm_ratio": plan.lm_ratio}
+        | ({} if s.compute_dtype == "float32" else {"compute_dtype": s.compute_dtype}),
         "data": {
             "train": data_hash(*(plan.mc.ids if plan.mc else ()), *(plan.mc.target if plan.mc else ()),
                                plan.mc.labels if plan.mc else None, plan.text.ids if plan.text else None),
@@ -439,7 +486,8 @@ def fit(
 
     model, tokenizer
         from ``jaxalign.lm.load``; ``model`` is updated in place to the kept
-        parameters and returned in the result.
+        parameters and returned in the result. A model with LoRA adapters
+        (:func:`jaxalign.finetune.add_lora`) trains only them.
     train, eval
         :class:`jaxalign.io.MultipleChoice` training and validation sets
         (labels needed), or None.
@@ -448,7 +496,9 @@ def fit(
         alone (``train=None``), or mixed into multiple choice with weight
         ``lm_ratio`` (0 < lm_ratio < 1); cut into windows of ``seq_len`` tokens.
     settings
-        a :class:`TrainConfig` (default: the MEG study's protocol).
+        a :class:`TrainConfig` (default: the MEG study's protocol), with
+        ``compute_dtype`` ("bfloat16": bfloat16 compute on float32 master
+        weights) and ``remat`` (rematerialised blocks).
     out
         run folder: ``log.jsonl``, ``curve.png``, ``result.json``, Orbax
         ``checkpoints/`` (every ``checkpoint_every`` steps, the latest
@@ -490,11 +540,15 @@ def fit(
     has_eval = plan.mc_eval is not None or plan.text_eval is not None
     vocab = int(model.config.vocab_size)
 
-    graphdef, state = nnx.split(model, nnx.Param)
+    # trained: every parameter, or only the LoRA adapters; frozen: dropout keys and the other weights
+    trainable = nnx.LoRAParam if _lora.has_lora(model) else nnx.Param
+    graphdef, state, keys, base = nnx.split(model, trainable, _lora.LoRAKey, ...)
     params = jax.tree.map(jnp.copy, nnx.to_pure_dict(state))  # the step donates its inputs: keep the model's
+    frozen = (nnx.to_pure_dict(keys), nnx.to_pure_dict(base))
+    train_graphdef = _training_graphdef(graphdef, (params, *frozen), settings, trainable)
     tx = optimizer(settings, plan.total_steps, params)
     opt_state = tx.init(params)
-    fingerprint = _fingerprint(model, params, plan)
+    fingerprint = _fingerprint(model, params, frozen, plan)
 
     folder = None if out is None else writable_dir(out, "fine-tuning output folder")
     ckpt = None if folder is None else Checkpoints(folder, keep_checkpoints)
@@ -542,7 +596,7 @@ def fit(
           "settings": settings.model_dump()})
 
     if start == 0 and has_eval and settings.eval_before and not finished:
-        record = {"event": "eval", "step": 0, "epoch": 0.0, **_evaluate(plan, graphdef, params, vocab),
+        record = {"event": "eval", "step": 0, "epoch": 0.0, **_evaluate(plan, graphdef, (params, *frozen), vocab),
                   "best": False}
         history.append(_jsonable(record))
         emit(record)
@@ -558,8 +612,8 @@ def fit(
             t0 = time.perf_counter()
             arrays, norms, tokens = plan.batch(step)
             batch = {k: jnp.asarray(v) for k, v in arrays.items()}
-            params, opt_state, stats = _step(graphdef, settings, plan.total_steps, params, opt_state, batch,
-                                             jnp.asarray(norms))
+            params, opt_state, stats = _step(train_graphdef, settings, plan.total_steps, params, opt_state, batch,
+                                             jnp.asarray(norms), frozen, step)
             stats = {k: float(v) for k, v in stats.items()}
             step += 1
             seconds = time.perf_counter() - t0
@@ -587,7 +641,7 @@ def fit(
             improved_now = False
             if has_eval and (epoch_end or step == plan.total_steps
                              or (settings.eval_every and step % settings.eval_every == 0)):
-                result = _evaluate(plan, graphdef, params, vocab)
+                result = _evaluate(plan, graphdef, (params, *frozen), vocab)
                 record = {"event": "eval", "step": step, "epoch": step / plan.steps_per_epoch, **result}
                 improved = _better(record, best, settings.monitor)
                 record["best"] = improved_now = improved
@@ -630,6 +684,26 @@ def fit(
         log.close()
         ckpt.close()
     return result
+
+
+def _training_graphdef(graphdef, states, settings: TrainConfig, trainable):
+    """The graph of the model as training steps run it: blocks rematerialised (``settings.remat``), every
+    layer computing in ``settings.compute_dtype`` (its parameters stay as they are: float32 master
+    weights), LoRA dropout on. Evaluations use the model's own graph."""
+    model = nnx.merge(graphdef, *states)
+    if settings.remat:
+        if not hasattr(model, "remat"):
+            raise ValueError(f"remat: {type(model).__module__}.{type(model).__name__} cannot rematerialise its blocks")
+        model.remat = True
+    dtype = jnp.dtype(settings.compute_dtype)
+    for _, node in nnx.iter_graph(model):
+        if not isinstance(node, nnx.Module):
+            continue
+        if dtype != jnp.float32 and hasattr(node, "param_dtype") and hasattr(node, "dtype"):
+            node.dtype = dtype  # Flax layers: compute dtype, apart from param_dtype
+        if isinstance(node, _lora.LoRALinear):
+            node.deterministic = False
+    return nnx.split(model, trainable, _lora.LoRAKey, ...)[0]
 
 
 def _as_state(template, pure):

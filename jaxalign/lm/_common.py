@@ -214,6 +214,23 @@ def stacked_blocks(make_block, n_layers: int, rngs: nnx.Rngs):
     return blocks(rngs)
 
 
+def run_block(block, *args, remat: bool = False):
+    """``block(*args)``; with ``remat`` under ``nnx.remat`` (``jax.checkpoint``).
+
+    Rematerialisation: the backward pass recomputes the block's activations
+    from its input instead of keeping them from the forward pass, so a
+    training step holds one block's intermediates at a time (plus each
+    block's input) for about a third more compute. The values and gradients
+    are those of ``block(*args)``. Models call it inside their ``nnx.scan``
+    over the stacked blocks with their ``remat`` attribute (False unless a
+    training loop sets it, ``jaxalign.finetune``); ``prevent_cse=False`` is
+    safe there (a scan body is not merged with other code).
+    """
+    if not remat:
+        return block(*args)
+    return nnx.remat(lambda b, *a: b(*a), prevent_cse=False)(block, *args)
+
+
 def layer_norm(dim: int, eps: float, *, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
     """LayerNorm with PyTorch's numerics: two-pass variance, stats in float32.
 

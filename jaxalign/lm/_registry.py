@@ -5,7 +5,10 @@ here and one file next to this one. Each module provides ``Config`` (with
 ``Config.from_hf``, a ``max_length`` and a ``causal`` class attribute, read by
 ``jaxalign.lm.is_causal`` / ``max_length``), ``Model``, ``load_state`` (with a
 ``place`` keyword, see ``jaxalign.lm._common.fill_params``) and ``SHARDING``
-(for ``load(devices=...)``, see ``jaxalign.lm._shard``).
+(for ``load(devices=...)``, see ``jaxalign.lm._shard``). Causal architectures
+also give ``PROJECTIONS`` (their blocks' linear layers by group, the LoRA
+targets of ``jaxalign.finetune.add_lora``) and a ``Model.remat`` attribute
+(rematerialised blocks, ``_common.run_block``).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from jaxalign.lm._common import (
     fill_params,
     in_row_chunks,
     layer_norm,
+    run_block,
     stacked_blocks,
     transpose,
 )
@@ -160,6 +161,9 @@ class Block(nnx.Module):
 class Model(nnx.Module):
     """GPT-2 with its LM head. ``h`` holds the blocks stacked on axis 0."""
 
+    #: Rematerialise each block in the backward pass (``_common.run_block``); set by training loops.
+    remat: bool = False
+
     def __init__(self, config: Config, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.config = config
@@ -187,7 +191,7 @@ class Model(nnx.Module):
 
         @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0))
         def run(h, block, s):
-            h = block(h, mask, s)
+            h = run_block(block, h, mask, s, remat=self.remat)
             return h, h
 
         out, per_block = run(x, self.h, scale)
@@ -195,6 +199,14 @@ class Model(nnx.Module):
         hidden = jnp.concatenate([x[None], per_block[:-1], final[None]], axis=0)
         logits = self.wte.attend(final) if cfg.tie_word_embeddings else self.lm_head(final)
         return LMOutput(hidden, logits)
+
+
+# Linear projections of a block by group (LoRA targets, ``jaxalign.finetune.add_lora``):
+# dotted paths of ``nnx.Linear`` modules of the stacked blocks.
+PROJECTIONS = {
+    "attention": ("h.attn.c_attn", "h.attn.c_proj"),
+    "mlp": ("h.mlp.c_fc", "h.mlp.c_proj"),
+}
 
 
 # ------------------------------------------------------------------ sharding

@@ -44,6 +44,7 @@ from jaxalign.lm._common import (
     fill_params,
     in_row_chunks,
     layer_norm,
+    run_block,
     stacked_blocks,
     transpose,
 )
@@ -200,6 +201,9 @@ class Block(nnx.Module):
 class Model(nnx.Module):
     """GPT-NeoX with its LM head. ``layers`` holds the blocks stacked on axis 0."""
 
+    #: Rematerialise each block in the backward pass (``_common.run_block``); set by training loops.
+    remat: bool = False
+
     def __init__(self, config: Config, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.config = config
@@ -220,7 +224,7 @@ class Model(nnx.Module):
 
         @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
         def run(h, block):
-            h = block(h, mask, cos, sin)
+            h = run_block(block, h, mask, cos, sin, remat=self.remat)
             return h, h
 
         out, per_block = run(x, self.layers)
@@ -228,6 +232,14 @@ class Model(nnx.Module):
         hidden = jnp.concatenate([x[None], per_block[:-1], final[None]], axis=0)
         logits = self.embed_in.attend(final) if cfg.tie_word_embeddings else self.embed_out(final)
         return LMOutput(hidden, logits)
+
+
+# Linear projections of a block by group (LoRA targets, ``jaxalign.finetune.add_lora``):
+# dotted paths of ``nnx.Linear`` modules of the stacked blocks.
+PROJECTIONS = {
+    "attention": ("layers.attention.query_key_value", "layers.attention.dense"),
+    "mlp": ("layers.mlp.dense_h_to_4h", "layers.mlp.dense_4h_to_h"),
+}
 
 
 # ------------------------------------------------------------------ sharding

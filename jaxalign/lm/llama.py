@@ -50,6 +50,7 @@ from jaxalign.lm._common import (
     dot_product_attention,
     fill_params,
     in_row_chunks,
+    run_block,
     stacked_blocks,
     transpose,
 )
@@ -281,7 +282,9 @@ class RMSNorm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         var = jnp.mean(x32 * x32, axis=-1, keepdims=True)
-        return self.scale[...] * (x32 * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
+        # the scale in x's dtype: float32 master weights under bfloat16 compute stay bfloat16 (same values
+        # otherwise: the scale already has x's dtype)
+        return self.scale[...].astype(x.dtype) * (x32 * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
 
 
 def _linear(n_in: int, n_out: int, bias: bool, *, dtype: Any, rngs: nnx.Rngs) -> nnx.Linear:
@@ -351,6 +354,9 @@ class Model(nnx.Module):
     :func:`load_state`.
     """
 
+    #: Rematerialise each block in the backward pass (``_common.run_block``); set by training loops.
+    remat: bool = False
+
     def __init__(self, config: Config, *, dtype: Any = jnp.float32, rngs: nnx.Rngs | None = None):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.config = config
@@ -386,7 +392,7 @@ class Model(nnx.Module):
 
         @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
         def run(h, block):
-            h = block(h, mask, cos, sin)
+            h = run_block(block, h, mask, cos, sin, remat=self.remat)
             return h, h
 
         out, per_block = run(x, self.layers)
@@ -394,6 +400,15 @@ class Model(nnx.Module):
         hidden = jnp.concatenate([x[None], per_block[:-1], final[None]], axis=0)
         logits = self.embed_tokens.attend(final) if cfg.tie_word_embeddings else self.lm_head(final)
         return LMOutput(hidden_states=hidden, logits=logits)
+
+
+# Linear projections of a decoder layer by group (LoRA targets, ``jaxalign.finetune.add_lora``):
+# dotted paths of ``nnx.Linear`` modules of the stacked layers.
+PROJECTIONS = {
+    "attention": ("layers.self_attn.q_proj", "layers.self_attn.k_proj", "layers.self_attn.v_proj",
+                  "layers.self_attn.o_proj"),
+    "mlp": ("layers.mlp.gate_proj", "layers.mlp.up_proj", "layers.mlp.down_proj"),
+}
 
 
 # --------------------------------------------------------------------------- sharding
