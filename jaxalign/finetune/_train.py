@@ -72,6 +72,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxalign._core.files import atomic_write_text, writable_dir
 from jaxalign._core.seeds import rng
@@ -547,8 +549,12 @@ def fit(
     frozen = (nnx.to_pure_dict(keys), nnx.to_pure_dict(base))
     train_graphdef = _training_graphdef(graphdef, (params, *frozen), settings, trainable)
     tx = optimizer(settings, plan.total_steps, params)
-    opt_state = tx.init(params)
     fingerprint = _fingerprint(model, params, frozen, plan)
+    mesh = _data_mesh(settings)
+    if mesh is not None:  # data parallel (and FSDP): parameters placed before the optimizer state is made
+        params = jax.device_put(params, _param_shardings(params, mesh, settings.fsdp))
+        frozen = jax.device_put(frozen, _param_shardings(frozen, mesh, settings.fsdp))
+    opt_state = tx.init(params)
 
     folder = None if out is None else writable_dir(out, "fine-tuning output folder")
     ckpt = None if folder is None else Checkpoints(folder, keep_checkpoints)
@@ -557,6 +563,9 @@ def fit(
         meta = ckpt.check(fingerprint)
         if meta is not None:
             params, opt_state, meta = ckpt.restore(ckpt.latest_step(), params, opt_state)
+            if mesh is not None:  # restored on the host layout: back onto the devices
+                params = jax.device_put(params, _param_shardings(params, mesh, settings.fsdp))
+                opt_state = jax.device_put(opt_state, _param_shardings(opt_state, mesh, settings.fsdp))
             start, history, best, bad = meta["step"], meta["history"], meta["best"], meta["bad"]
             finished, resumed_from = meta.get("finished", False), meta["step"]
             ckpt.forget_after(start)
@@ -611,7 +620,10 @@ def fit(
         while step < plan.total_steps and not finished:
             t0 = time.perf_counter()
             arrays, norms, tokens = plan.batch(step)
-            batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+            if mesh is None:
+                batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+            else:  # (micro-batches, items, ...): the items of each micro-batch split over the devices
+                batch = {k: jax.device_put(v, NamedSharding(mesh, P(None, "data"))) for k, v in arrays.items()}
             params, opt_state, stats = _step(train_graphdef, settings, plan.total_steps, params, opt_state, batch,
                                              jnp.asarray(norms), frozen, step)
             stats = {k: float(v) for k, v in stats.items()}
@@ -684,6 +696,40 @@ def fit(
         log.close()
         ckpt.close()
     return result
+
+
+def _data_mesh(settings: TrainConfig):
+    """A 1-D ("data",) mesh over this host's devices for ``settings.devices``, or None (one device)."""
+    want = settings.devices
+    if want is None:
+        if settings.fsdp:
+            raise ValueError("train.fsdp shards parameters over devices: set train.devices ('auto' or a count)")
+        return None
+    local = jax.local_devices()
+    n = len(local) if want == "auto" else int(want)
+    if not 1 <= n <= len(local):
+        raise ValueError(f"train.devices: {want!r} devices asked for, this host has {len(local)}")
+    if settings.batch_size % n:
+        raise ValueError(f"train.batch_size ({settings.batch_size}) must be a multiple of the {n} devices of "
+                         "train.devices: each micro-batch is split evenly over them")
+    return Mesh(np.asarray(local[:n]), ("data",))
+
+
+def _param_shardings(tree, mesh, fsdp: bool):
+    """Replicated leaves, or (FSDP) each leaf split along its largest axis the device count divides."""
+    n = mesh.size
+
+    def one(x):
+        shape = np.shape(x)
+        if fsdp and shape:
+            axes = [a for a in np.argsort(shape)[::-1] if shape[a] % n == 0 and shape[a] >= n]
+            if axes:
+                spec = [None] * len(shape)
+                spec[int(axes[0])] = "data"
+                return NamedSharding(mesh, P(*spec))
+        return NamedSharding(mesh, P())
+
+    return jax.tree.map(one, tree)
 
 
 def _training_graphdef(graphdef, states, settings: TrainConfig, trainable):
