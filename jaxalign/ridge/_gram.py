@@ -22,10 +22,10 @@ feature means; ``m_tr = 0`` without an intercept):
 with ``ev_c = (X_va - m_va) V`` the centred evaluation matrix of ``_solve``.
 The penalty sweep uses ``ev_c`` only through ``ev_c^T Y`` (``W``, the
 covariance of every penalty's prediction with the truth) and ``ev_c^T ev_c``
-(the prediction variances), so its ``R`` is any factor with ``R^T R = H``:
-``R = diag(sqrt(lam)) Q^T`` from ``H = Q diag(lam) Q^T``, keeping the
-``m = min(n_va, r)`` largest (``H`` has rank at most ``n_va``). The refit
-decomposes ``sum_b G_b`` and projects ``sum_b C_b``. The same sums over
+(the prediction variances), so its ``R`` (r x r) is any factor with
+``R^T R = H``: its Cholesky factor (where ``H`` is only semi-definite,
+fewer validation rows than features, that of ``H + 1e-10 diag(H)``). The refit decomposes
+``sum_b G_b`` and projects ``sum_b C_b``. The same sums over
 samples are what a run whose samples are split over devices or hosts would
 add up (psum); the delayed designs of ``jaxalign.timing.lagged_gram`` give
 them for MEG without materialising the delays.
@@ -120,7 +120,12 @@ def sample_blocks(splits, n: int, max_blocks_per_fold: int = MAX_BLOCKS_PER_FOLD
             return None
         code[tr, f] = 1
         code[va, f] = 2
-    keys, first, inv = np.unique(code, axis=0, return_index=True, return_inverse=True)
+    if k <= 39:  # one base-3 integer per sample: a 1-D unique (fast)
+        key = code.astype(np.int64) @ (3 ** np.arange(k, dtype=np.int64))
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        keys = code[first]
+    else:
+        keys, first, inv = np.unique(code, axis=0, return_index=True, return_inverse=True)
     inv = inv.reshape(-1)
     if len(keys) > max_blocks_per_fold * k + 2:
         return None
@@ -168,6 +173,23 @@ def _eigh(G):
     return jnp.clip(s2, 0.0, None), V
 
 
+# Jitter, relative to each diagonal entry of H, that makes a semi-definite H
+# (fewer validation rows than features, collinear rows) Cholesky-factorable.
+_JITTER = 1e-10
+
+
+def _factor(H):
+    """Upper-triangular ``R`` with ``R^T R = H``: the Cholesky factor (~p^3/3
+    flops, a fraction of an eigendecomposition's). Where ``H`` is only
+    semi-definite, of ``H + 1e-10 diag(H)``: every direction's own variance
+    grows by 1e-10 of itself, far below the float32 rounding of ``R``."""
+    H = (H + H.T) / 2
+    L = jnp.linalg.cholesky(H)
+    d = jnp.diagonal(H)
+    Lj = jnp.linalg.cholesky(H + jnp.diag(_JITTER * d + jnp.finfo(H.dtype).tiny))
+    return jnp.where(jnp.all(jnp.isfinite(L)), L, Lj).T
+
+
 def _decompose(X, layout: BlockLayout, fit_intercept: bool):
     """Traced under x64: X (n, p) float32 in block order. Returns the fold
     plans and the whole design's ``GramFull``."""
@@ -187,9 +209,7 @@ def _decompose(X, layout: BlockLayout, fit_intercept: bool):
         s2, V = _eigh(G_tr - fb.n_train * jnp.outer(xm, xm) if fit_intercept else G_tr)
         vm = s_va / fb.n_val
         H = V.T @ (G_va - fb.n_val * jnp.outer(vm, vm)) @ V
-        m = min(fb.n_val, p)
-        lam, Q = _eigh(H)
-        R = (jnp.sqrt(lam[p - m:])[:, None] * Q[:, p - m:].T).astype(f32)  # (m, r)
+        R = _factor(H).astype(f32)  # (r, r)
         plans.append(FoldPlan(
             projT=None, Vt=None, x_mean=xm.astype(f32), s2=s2.astype(f32), R=R, Rt=R.T,
             Q=None, ev_mean=((vm - xm) @ V).astype(f32), V64=V, train_mean64=xm,
