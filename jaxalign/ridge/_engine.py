@@ -271,18 +271,17 @@ def _decompose(X, x_offset, splits, alphas, method, fit_intercept, precision, n_
 
 def _decompose_grams(X, x_offset, blocks, fit_intercept, x_scale=1.0):
     """Fold plans and refit basis from per-block sums (``_gram``): returns
-    ``(plans, full, XT, idx, layout)`` with ``XT`` the float32 design in block
-    order, transposed, and ``idx = (order, val_idx)``."""
+    ``(plans, full, Xj, idx, layout)`` with ``Xj`` the float32 design in block
+    order and ``idx = (order, val_idx)``."""
     layout, order, val_idx = blocks
     Xc = X - x_offset[..., None, :] if x_offset is not None else X
     Xj = jnp.asarray(Xc / x_scale if x_scale != 1.0 else Xc, jnp.float32)
     if order is not None:
         Xj = jnp.take(Xj, jnp.asarray(order, jnp.int32), axis=-2)
     plans, full = gram_decompose(Xj, layout, fit_intercept)
-    XT = jnp.swapaxes(Xj, -1, -2).copy()
     idx = (None if order is None else jnp.asarray(order, jnp.int32),
            tuple(jnp.asarray(v, jnp.int32) for v in val_idx))
-    return plans, full, XT, idx, layout
+    return plans, full, Xj, idx, layout
 
 
 # Error of the shared projection relative to the per-fold one, at most.
