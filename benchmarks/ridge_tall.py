@@ -22,6 +22,12 @@ himalaya-numpy    ``himalaya.ridge.RidgeCV`` (numpy backend, ``KFold(5)``,
                   ``correlation_score``), float32; only with ``--himalaya``
                   (it decomposes each fold's rows by SVD: ~100 s here)
 
+Delayed designs (``--lagged-n``, 0 to skip): ``jaxalign.timing.lagged_gram``
+(Gram and cross-products of ``fir_delays(X, range(K))`` over one training
+fold, from lagged products of the undelayed ``X``) against materialising the
+delayed design and multiplying it out (float64 numpy), same run, with the
+largest relative difference.
+
 Methods alternate within each repeat (so load on a shared machine hits all
 alike); the table gives the median of the repeats and each time over
 jaxalign's. Agreement is with the numpy loop: identical best penalties, max
@@ -126,6 +132,12 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats; median reported (default 3)")
     ap.add_argument("--skip", default="", help="comma-separated methods to leave out")
     ap.add_argument("--himalaya", action="store_true", help="add himalaya's numpy backend (slow)")
+    ap.add_argument("--folds-from", default="auto", choices=("auto", "grams", "rows"),
+                    help="jaxalign's folds_from for the 'jaxalign' row (default auto)")
+    ap.add_argument("--lagged-n", type=int, default=10000,
+                    help="samples of the delayed-design comparison (0: skip; default 10,000)")
+    ap.add_argument("--lagged-p", type=int, default=48, help="features before delays (default 48)")
+    ap.add_argument("--lagged-delays", type=int, default=40, help="sample delays 0..K-1 (default 40)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output-json", default=None)
     args = ap.parse_args(argv)
@@ -140,7 +152,7 @@ def main(argv=None):
     splits = list(ContiguousKFold(args.folds).split(args.n))
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     runs = {
-        "jaxalign": lambda: fit_jaxalign(X, Y, alphas, args.folds, "auto"),
+        "jaxalign": lambda: fit_jaxalign(X, Y, alphas, args.folds, args.folds_from),
         "jaxalign rows": lambda: fit_jaxalign(X, Y, alphas, args.folds, "rows"),
         "numpy loop": lambda: numpy_loop(X, Y, alphas, splits),
         "himalaya-numpy": lambda: fit_himalaya(X, Y, alphas, args.folds),
@@ -190,8 +202,53 @@ def main(argv=None):
         ("same_alpha", "same alpha as numpy", ".4f"), ("max_dscore", "max Δ CV score", ".1e"),
         ("max_coef_err", "max coef err (rel.)", ".1e"),
     ])
+    lagged = lagged_table(args) if args.lagged_n > 0 else []
     if args.output_json:
-        H.write_json(args.output_json, dict(args=vars(args), machine=info, rows=rows))
+        H.write_json(args.output_json, dict(args=vars(args), machine=info, rows=rows,
+                                            lagged=lagged))
+    return rows
+
+
+def lagged_table(args):
+    """lagged_gram vs the materialised delayed design, one training fold."""
+    from jaxalign.ridge import ContiguousKFold
+    from jaxalign.timing import fir_delays, lagged_gram
+
+    rng = np.random.default_rng(args.seed)
+    n, p, K = args.lagged_n, args.lagged_p, args.lagged_delays
+    X = rng.standard_normal((n, p)).astype(np.float32)
+    Y = rng.standard_normal((n, 16)).astype(np.float32)
+    runs = np.repeat(np.arange(4), -(-n // 4))[:n]
+    tr, _ = next(iter(ContiguousKFold(args.folds).split(n)))
+    delays = range(K)
+
+    def materialised():
+        D = fir_delays(X.astype(np.float64), delays, runs)[tr]
+        return D.T @ D, D.T @ Y[tr].astype(np.float64)
+
+    def lagged():
+        res = lagged_gram(X, delays, runs, rows=tr, Y=Y)
+        return res.gram, res.cross
+
+    times = {"lagged_gram": [], "materialised": []}
+    out = {}
+    for _ in range(args.repeats):
+        for name, fn in (("lagged_gram", lagged), ("materialised", materialised)):
+            t = time.perf_counter()
+            out[name] = fn()
+            times[name].append(time.perf_counter() - t)
+    (G, C), (G0, C0) = out["lagged_gram"], out["materialised"]
+    err = max(np.abs(G - G0).max() / np.abs(G0).max(), np.abs(C - C0).max() / np.abs(C0).max())
+    base = float(np.median(times["lagged_gram"]))
+    rows = [dict(method=m, time_s=float(np.median(t)), ratio=float(np.median(t)) / base,
+                 times=t, max_rel_err=err if m == "lagged_gram" else None)
+            for m, t in times.items()]
+    print(f"\ndelayed design: n={n} (4 runs), p={p}, delays 0..{K - 1} "
+          f"({K * p} columns, {n * K * p * 8 / 2**20:.0f} MiB materialised in float64), "
+          f"one training fold of {len(tr)} rows, 16 targets; median of {args.repeats}")
+    H.print_table(rows, [("method", "method"), ("time_s", "time (s)", ".3f"),
+                         ("ratio", "time / lagged_gram", ".1f"),
+                         ("max_rel_err", "max rel. diff", ".1e")])
     return rows
 
 
