@@ -23,18 +23,19 @@ All pairs ``(d, e)`` with the same lag ``l`` sum ``x_u x_{u+l}^T`` over
 windows that differ only by a few rows at each end (at most the spread of the
 delays): the lag's product over the rows common to all of them is formed
 once (one ``p x p`` GEMM over the interval), and each pair adds its own edge
-rows. Fold boundaries are exact by construction: the sums run over the rows
+rows, read from running sums of the edge rows' products. Fold boundaries are exact by construction: the sums run over the rows
 ``t`` of ``S``, and ``x_{t-d}`` may come from a neighbouring fold, as in the
 materialised design split by rows; run boundaries are the zeros of
 :func:`fir_delays`. ``G[e, d] = G[d, e]^T``, so only lags ``l >= 0`` are
 formed.
 
 Cost, for ``n`` rows, ``p`` features and ``K`` consecutive delays: ``K``
-lagged products, ``2 K n p^2`` flops, plus edges ``O(K^3 p^2)`` per interval,
+lagged products, ``2 K n p^2`` flops, plus edges ``O(K^2 p^2)`` per interval,
 against ``2 n (K p)^2`` for the Gram of the materialised design (``K``
 times more: 40x for 40 delays); the cross-products cost what the materialised
 design's would, ``2 K n p T``, reading ``x`` instead of a ``K``-times-larger
-design. Memory: the result, ``(K p)^2`` floats. Everything is accumulated
+design. Memory: the result, ``(K p)^2`` floats, and the running sums of
+one lag's edges, ``K p^2``. Everything is accumulated
 in float64 (products of float32 numbers are exact there).
 """
 
@@ -99,11 +100,50 @@ def _intervals(mask: np.ndarray, starts, ends):
     return out
 
 
-def _lagged(X, u0, u1, lag):
-    """``sum_{u0 <= u < u1} x_u x_{u+lag}^T`` (empty: zeros)."""
-    if u1 <= u0:
-        return 0.0
-    return X[u0:u1].T @ X[u0 + lag:u1 + lag]
+def _edge_sums(X, u0, u1, lag, suffix):
+    """Running sums of ``x_u x_{u+lag}^T`` over ``u0 <= u < u1``, (u1 - u0 + 1,
+    p, p): entry ``j`` sums ``u >= u0 + j`` (``suffix``) or ``u < u0 + j``."""
+    p = X.shape[1]
+    out = np.zeros((u1 - u0 + 1, p, p))
+    if u1 > u0:
+        prods = np.einsum("up,uq->upq", X[u0:u1], X[u0 + lag:u1 + lag])
+        if suffix:
+            out[:-1] = np.cumsum(prods[::-1], axis=0)[::-1]
+        else:
+            out[1:] = np.cumsum(prods, axis=0)
+    return out
+
+
+def _add_lag(G, X, ds, lag, pairs, a, b, r0, r1):
+    """Add the blocks ``G[k, :, m, :]`` (and their transposes) of the delay
+    pairs with ``ds[k] - ds[m] = lag >= 0`` over the rows ``[a, b)`` of run
+    ``[r0, r1)``: the lag's product over the rows all their windows share,
+    once, plus each pair's edge rows from running sums."""
+    windows = []
+    for k, m in pairs:
+        d, e = ds[k], ds[m]
+        lo, hi = max(a, r0 + max(d, e)), min(b, r1 + min(d, e))
+        if hi > lo:
+            windows.append((k, m, lo - d, hi - d))
+    if not windows:
+        return
+    ks, ms, u0, u1 = (np.array(v) for v in zip(*windows))
+    c0, c1 = int(u0.max()), int(u1.min())
+    if c1 < c0:  # no common rows (tiny intervals): one window at a time
+        for k, m, w0, w1 in windows:
+            block = X[w0:w1].T @ X[w0 + lag:w1 + lag]
+            G[k, :, m, :] += block
+            if k != m:
+                G[m, :, k, :] += block.T
+        return
+    core = X[c0:c1].T @ X[c0 + lag:c1 + lag]
+    left = _edge_sums(X, int(u0.min()), c0, lag, suffix=True)
+    right = _edge_sums(X, c1, int(u1.max()), lag, suffix=False)
+    blocks = core + left[u0 - u0.min()] + right[u1 - c1]  # (pairs, p, p)
+    G[ks, :, ms, :] += blocks
+    off = ks != ms
+    if off.any():
+        G[ms[off], :, ks[off], :] += np.transpose(blocks[off], (0, 2, 1))
 
 
 def lagged_gram(X, delays=range(40), runs=None, rows=None, Y=None) -> LaggedGram:
@@ -180,26 +220,7 @@ def lagged_gram(X, delays=range(40), runs=None, rows=None, Y=None) -> LaggedGram
                 if C is not None:
                     C[k] += X[lo - d:hi - d].T @ Y[lo:hi]
         for lag, pairs in by_lag.items():
-            windows = []
-            for k, m in pairs:
-                d, e = ds[k], ds[m]
-                lo, hi = max(a, r0 + max(d, e)), min(b, r1 + min(d, e))
-                windows.append((lo - d, hi - d) if hi > lo else (0, 0))
-            live = [w for w in windows if w[1] > w[0]]
-            if not live:
-                continue
-            c0, c1 = max(w[0] for w in live), min(w[1] for w in live)
-            core = _lagged(X, c0, c1, lag) if c1 > c0 else 0.0
-            for (k, m), (u0, u1) in zip(pairs, windows):
-                if u1 <= u0:
-                    continue
-                if c1 > c0:  # the core plus this pair's own edge rows
-                    block = core + _lagged(X, u0, c0, lag) + _lagged(X, c1, u1, lag)
-                else:
-                    block = _lagged(X, u0, u1, lag)
-                G[k, :, m, :] += block
-                if k != m:
-                    G[m, :, k, :] += np.transpose(block)
+            _add_lag(G, X, ds, lag, pairs, a, b, r0, r1)
     G = G.reshape(K * p, K * p)
     return LaggedGram(G, None if C is None else C.reshape(K * p, -1), s.reshape(-1),
                       int(np.count_nonzero(mask)))
