@@ -454,7 +454,7 @@ def ridge_cv(
         the accurate path's precision or better (``precision`` does not
         apply). "rows": each fold is decomposed from its rows. "auto" takes
         "grams" on CPUs where it needs fewer flops (many more samples than
-        features: n = 27,500, p = 400, 5 folds ran ~4x faster), else "rows";
+        features: n = 27,500, p = 400, 5 folds ran ~9x faster than "rows"), else "rows";
         splits with many distinct train/validation patterns (ShuffleSplit)
         always take "rows". ``RidgeCVResult.folds_from`` says what ran.
 

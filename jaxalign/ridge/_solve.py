@@ -108,7 +108,7 @@ def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, f
     """
     train_idx, val_idx, out_idx = fold_idx
     Y_val = jnp.take(Y, val_idx, axis=0)
-    n_val, n_tr = val_idx.shape[0], train_idx.shape[0]
+    n_tr = train_idx.shape[0]
     by_difference = out_idx.shape[0] < n_tr or plan.K is not None
     if by_difference:
         Y_out = jnp.take(Y, out_idx, axis=0)
