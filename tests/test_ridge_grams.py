@@ -152,14 +152,20 @@ def test_grams_on_ill_conditioned_design():
     assert derr(res) <= 2 * derr(rows) + 1e-6, (derr(res), derr(rows))
 
 
-def test_grams_with_fewer_validation_rows_than_features():
-    """n_val < p: the validation Gram is singular (its Cholesky factor is
-    taken with a relative jitter of 1e-10); still the float64 answer."""
+def test_grams_with_singular_validation_grams():
+    """The validation Gram is singular (Cholesky fails, its eigh is used):
+    fewer validation rows than features, and collinear features (rank 10 of
+    20); still the float64 answer."""
     rng = np.random.default_rng(19)
     X, Y = planted(rng, 80, P, T, decay=0.5)
     splits = list(ContiguousKFold(5).split(80))  # 16 validation rows, 20 features
     res = ridge_cv(X, Y, ALPHAS, 5, fit_intercept=True, folds_from="grams")
     check(res, reference64(X, Y, ALPHAS, splits, "pearson", True))
+    X, Y = planted(rng, N, P // 2, T)
+    X = np.concatenate([X, X[:, :5] * 2, X[:, 5:] + X[:, :5]], axis=1)
+    splits = list(ContiguousKFold(5).split(N))
+    res = ridge_cv(X, Y, ALPHAS, 5, folds_from="grams")
+    check(res, reference64(X, Y, ALPHAS, splits), coef_rtol=1e-3)
 
 
 def test_grams_with_layers_and_intercept():

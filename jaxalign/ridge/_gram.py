@@ -23,8 +23,9 @@ with ``ev_c = (X_va - m_va) V`` the centred evaluation matrix of ``_solve``.
 The penalty sweep uses ``ev_c`` only through ``ev_c^T Y`` (``W``, the
 covariance of every penalty's prediction with the truth) and ``ev_c^T ev_c``
 (the prediction variances), so its ``R`` (r x r) is any factor with
-``R^T R = H``: its Cholesky factor (where ``H`` is only semi-definite,
-fewer validation rows than features, that of ``H + 1e-10 diag(H)``). The refit decomposes
+``R^T R = H``: its Cholesky factor, or where ``H`` is only semi-definite
+(fewer validation rows than features, collinear features) and Cholesky
+fails, ``diag(sqrt(lam)) Q^T`` from ``H = Q diag(lam) Q^T``. The refit decomposes
 ``sum_b G_b`` and projects ``sum_b C_b``. The same sums over
 samples are what a run whose samples are split over devices or hosts would
 add up (psum); the delayed designs of ``jaxalign.timing.lagged_gram`` give
@@ -173,21 +174,20 @@ def _eigh(G):
     return jnp.clip(s2, 0.0, None), V
 
 
-# Jitter, relative to each diagonal entry of H, that makes a semi-definite H
-# (fewer validation rows than features, collinear rows) Cholesky-factorable.
-_JITTER = 1e-10
-
-
 def _factor(H):
     """Upper-triangular ``R`` with ``R^T R = H``: the Cholesky factor (~p^3/3
     flops, a fraction of an eigendecomposition's). Where ``H`` is only
-    semi-definite, of ``H + 1e-10 diag(H)``: every direction's own variance
-    grows by 1e-10 of itself, far below the float32 rounding of ``R``."""
+    semi-definite (fewer validation rows than features, collinear features)
+    Cholesky fails, and ``R = diag(sqrt(lam)) Q^T`` from its eigh is taken
+    instead (a ``cond``: only then is the eigh computed)."""
     H = (H + H.T) / 2
-    chol = partial(jax.lax.linalg.cholesky, symmetrize_input=False)
-    L = chol(H)
-    Lj = chol(H + jnp.diag(_JITTER * jnp.diagonal(H) + jnp.finfo(H.dtype).tiny))
-    return jnp.where(jnp.all(jnp.isfinite(L)), L, Lj).T
+    L = jax.lax.linalg.cholesky(H, symmetrize_input=False)
+
+    def from_eigh(_):
+        lam, Q = jnp.linalg.eigh(H)
+        return jnp.sqrt(jnp.clip(lam, 0.0, None))[:, None] * Q.T
+
+    return jax.lax.cond(jnp.all(jnp.isfinite(L)), lambda _: L.T, from_eigh, None)
 
 
 def _gram(X):
