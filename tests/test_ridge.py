@@ -292,10 +292,11 @@ SHARDING_SCRIPT = textwrap.dedent(
     X = rng.standard_normal((160, 12)).astype(np.float32)
     Y = (X @ rng.standard_normal((12, 203)) + 2 * rng.standard_normal((160, 203))).astype(np.float32)
     Xs = np.stack([X, X[:, ::-1] ** 2])
-    for x in (X, Xs):
-        one = ridge_cv(x, Y, np.logspace(-2, 6, 9), cv=5, devices=1, batch_size=64, progress=False)
-        many = ridge_cv(x, Y, np.logspace(-2, 6, 9), cv=5, devices=8, batch_size=64, progress=False)
-        assert many.batch_size == 64
+    for x, folds_from in ((X, "auto"), (Xs, "auto"), (Xs, "grams")):
+        kw = dict(cv=5, batch_size=64, progress=False, folds_from=folds_from)
+        one = ridge_cv(x, Y, np.logspace(-2, 6, 9), devices=1, **kw)
+        many = ridge_cv(x, Y, np.logspace(-2, 6, 9), devices=8, **kw)
+        assert many.batch_size == 64 and many.folds_from == one.folds_from
         np.testing.assert_allclose(many.cv_scores, one.cv_scores, atol=1e-6)
         assert_same_choices(many, one)
         same = np.broadcast_to((many.best_alpha_index == one.best_alpha_index)[..., None, :], one.coef.shape)

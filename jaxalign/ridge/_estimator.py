@@ -39,6 +39,10 @@ class RidgeCV:
     penalty_sweep : {"auto", "partial_fractions", "direct"}, default "auto"
         See :func:`~jaxalign.ridge.ridge_cv`: how each fold scores the grid
         (partial fractions: one float64 product per target for all penalties).
+    folds_from : {"auto", "grams", "rows"}, default "auto"
+        See :func:`~jaxalign.ridge.ridge_cv`: "grams" forms each fold from
+        per-block Gram matrices and cross-products computed once (fast when
+        there are many more samples than features).
 
     Attributes
     ----------
@@ -76,6 +80,7 @@ class RidgeCV:
         progress=None,
         precision="auto",
         penalty_sweep="auto",
+        folds_from="auto",
     ):
         self.alphas = alphas
         self.cv = cv
@@ -88,11 +93,12 @@ class RidgeCV:
         self.progress = progress
         self.precision = precision
         self.penalty_sweep = penalty_sweep
+        self.folds_from = folds_from
 
     def get_params(self, deep=True):
         return {k: getattr(self, k) for k in (
             "alphas", "cv", "scoring", "fit_intercept", "method", "memory_budget",
-            "batch_size", "devices", "progress", "precision", "penalty_sweep")}
+            "batch_size", "devices", "progress", "precision", "penalty_sweep", "folds_from")}
 
     def set_params(self, **params):
         for k, v in params.items():
@@ -121,7 +127,7 @@ class RidgeCV:
             fit_intercept=self.fit_intercept, method=self.method,
             memory_budget=self.memory_budget, batch_size=self.batch_size,
             devices=self.devices, progress=self.progress, precision=self.precision,
-            penalty_sweep=self.penalty_sweep,
+            penalty_sweep=self.penalty_sweep, folds_from=self.folds_from,
         )
         self.result_ = res
         self.n_features_in_ = X.shape[1]

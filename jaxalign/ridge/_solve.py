@@ -58,6 +58,10 @@ class FoldPlan(NamedTuple):
     K: jax.Array | None = None  # (r, p) shared projection (see _spectral.Basis.K), or None
     EoutT: jax.Array | None = None  # (r, n_out)
     mean_proj: jax.Array | None = None  # (r,)
+    # Gram path (``_gram``): targets projected from per-block cross-products
+    V64: jax.Array | None = None  # (p, r) float64 eigenvectors of the training Gram
+    train_mean64: jax.Array | None = None  # (p,) float64 training feature mean
+    val_mean64: jax.Array | None = None  # (p,) float64 validation feature mean
 
 
 def _fold_plan(basis: Basis) -> FoldPlan:
@@ -104,7 +108,7 @@ def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, f
     """
     train_idx, val_idx, out_idx = fold_idx
     Y_val = jnp.take(Y, val_idx, axis=0)
-    n_val, n_tr = val_idx.shape[0], train_idx.shape[0]
+    n_tr = train_idx.shape[0]
     by_difference = out_idx.shape[0] < n_tr or plan.K is not None
     if by_difference:
         Y_out = jnp.take(Y, out_idx, axis=0)
@@ -124,6 +128,22 @@ def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, f
         else:
             XtY_tr = jnp.take(XT, train_idx, axis=1) @ Y_tr
         Z = _spectral_targets(plan.Vt, plan.x_mean, XtY_tr, y_tr_sum, fit_intercept)
+    Yc, y_mean = center(Y_val)
+    Yq = Yc if plan.Q is None else plan.Q.T @ Yc  # (m, T)
+    return score_fold(plan, Z, plan.Rt @ Yq, Yc, y_mean, y_tr_sum, n_tr, alphas, scoring,
+                      fit_intercept, direct)
+
+
+def score_fold(plan: FoldPlan, Z, RtYq, Yc, y_mean, y_tr_sum, n_tr, alphas, scoring,
+               fit_intercept, direct=()):
+    """Scores (n_alphas, n_targets) of one fold from the targets in spectral
+    coordinates ``Z`` (r, T), ``RtYq = ev_c^T Yc`` (r, T; ``ev_c`` the
+    evaluation matrix centred over the validation rows), the centred
+    validation targets ``Yc`` (n_val, T) and their mean, and the training
+    targets' sum (intercept only). ``Z`` may be float64 (the partial-fraction
+    sweep then keeps it; the rest runs in float32)."""
+    n_val = Yc.shape[0]
+    Z64, Z = Z, Z.astype(jnp.float32)
     d = _penalty_factors(plan.s2, alphas)  # (A, r)
     # Penalties above the spectrum shrink every prediction by ~1/alpha: score
     # with d * gain (gain = alpha / max s2 there, 1 below) so that the float32
@@ -131,14 +151,11 @@ def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, f
     # divide the gain back out.
     gain = penalty_gain(plan.s2, alphas)  # (A,)
     d = d * gain[:, None]
-
-    Yc, y_mean = center(Y_val)
     var_true = jnp.sum(Yc * Yc, axis=0)  # (T,)
-    Yq = Yc if plan.Q is None else plan.Q.T @ Yc  # (m, T)
 
     # cov[a, t] = sum_m P[a, m, t] Yq[m, t] = sum_k d[a, k] Z[k, t] (R^T Yq)[k, t]:
     # one GEMM for all penalties instead of a reduction over every prediction.
-    cov = d @ (Z * (plan.Rt @ Yq))
+    cov = d @ (Z * RtYq)
 
     # Centred predictions of one penalty, P_a = R diag(d_a) Z (m x T), reduced
     # to their variance at once; one penalty at a time keeps the GEMM output
@@ -150,7 +167,7 @@ def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, f
     if plan.fr is None:
         var_pred = jax.lax.map(variance, d)  # (A, T)
     else:  # every penalty from one float64 product (see _fractions)
-        var_pred = _fraction_variance(plan.fr, Z)
+        var_pred = _fraction_variance(plan.fr, Z64)
         if direct:  # penalties too close to a near-tie for partial fractions
             sel = jnp.asarray(direct)
             var_pred = var_pred.at[sel].set(jax.lax.map(variance, d[sel]))
@@ -211,6 +228,7 @@ def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept, di
     n_dropped : (T,) int32, folds without a defined score (constant validation
         truth) at the penalty defined on the most folds
     """
+    y_offset = None
     if fit_intercept:
         Y, y_offset = center(Y)
     primal = full.projT is None
@@ -224,24 +242,33 @@ def _cv_batch(plans, full: Basis, XT, idx, Y, alphas, scoring, fit_intercept, di
             for plan, fold_idx, dr in zip(plans, idx, direct)
         ]
     )
-    n_defined = jnp.sum(~jnp.isnan(fold_scores), axis=0)
-    total = jnp.sum(jnp.where(jnp.isnan(fold_scores), 0.0, fold_scores), axis=0)
-    cv_scores = jnp.where(n_defined > 0, total / jnp.maximum(n_defined, 1), jnp.nan)
-    best_idx, valid = _best_alpha_index(cv_scores, alphas)
-    n_dropped = len(plans) - jnp.max(n_defined, axis=0).astype(jnp.int32)
-
-    n = Y.shape[0]
     if primal:
         Z = _spectral_targets(full.coef_mapT, full.x_mean, XtY, y_sum, fit_intercept)
     else:
         Z = P  # (r, T)
-    d_best = _penalty_factors(full.s2, alphas)[best_idx].T  # (r, T)
-    coef = full.coef_map @ (d_best * Z)
+    return finish_batch(fold_scores, alphas, full.s2, full.coef_map, Z, full.x_mean, y_sum,
+                        Y.shape[0], y_offset)
+
+
+def finish_batch(fold_scores, alphas, s2, coef_map, Z, x_mean, y_sum, n, y_offset=None):
+    """Mean fold scores, each target's best penalty and the refit on all
+    samples (``Z`` the targets in the whole design's spectral coordinates;
+    ``y_offset`` the targets' removed mean with an intercept, else None).
+    Returns the outputs of :func:`_cv_batch`."""
+    fit_intercept = y_offset is not None
+    n_defined = jnp.sum(~jnp.isnan(fold_scores), axis=0)
+    total = jnp.sum(jnp.where(jnp.isnan(fold_scores), 0.0, fold_scores), axis=0)
+    cv_scores = jnp.where(n_defined > 0, total / jnp.maximum(n_defined, 1), jnp.nan)
+    best_idx, valid = _best_alpha_index(cv_scores, alphas)
+    n_dropped = fold_scores.shape[0] - jnp.max(n_defined, axis=0).astype(jnp.int32)
+
+    d_best = _penalty_factors(s2, alphas)[best_idx].T  # (r, T)
+    coef = coef_map @ (d_best * Z)
     coef = jnp.where(valid[None, :], coef, 0.0)
     if fit_intercept:
-        intercept = y_offset + y_sum / n - full.x_mean @ coef
+        intercept = y_offset + y_sum / n - x_mean @ coef
     else:
-        intercept = jnp.zeros((Y.shape[1],), Y.dtype)
+        intercept = jnp.zeros((Z.shape[1],), Z.dtype)
     best_idx = jnp.where(valid, best_idx, -1).astype(jnp.int32)
     return cv_scores, best_idx, coef, intercept, n_dropped
 

@@ -31,6 +31,10 @@ windows_to_targets, targets_to_windows
     as the targets of one fit, and per-target results back per window.
 onset_impulses, sample_delays
     Continuous word-onset impulse design and its sample delays.
+lagged_gram
+    Gram matrix and cross-products of a delayed design, over a set of rows
+    (a CV fold), from lagged products of the undelayed features: never
+    materialised (40 sample delays of 576 features x 110k samples: 40 GB).
 """
 
 from jaxalign.timing._fmri import average_per_tr, lanczos_kernel, lanczos_resample, words_to_trs
@@ -42,6 +46,7 @@ from jaxalign.timing._meg import (
     windows_to_targets,
     word_locked_windows,
 )
+from jaxalign.timing._lagged import LaggedGram, lagged_gram
 from jaxalign.timing._nuisance import fold_residualizer, nuisance_design
 from jaxalign.timing._preprocess import detrend, fir_delays, run_segments, trim_mask, trim_runs, zscore_per_run
 
@@ -50,6 +55,8 @@ __all__ = [
     "detrend",
     "fir_delays",
     "fold_residualizer",
+    "LaggedGram",
+    "lagged_gram",
     "lanczos_kernel",
     "lanczos_resample",
     "nuisance_design",

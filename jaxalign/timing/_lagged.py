@@ -1,0 +1,226 @@
+r"""Gram matrix and cross-products of a delayed design without building it.
+
+A delayed (FIR) design stacks ``K`` delayed copies of the features,
+``D_t = [x_{t-d_1}, ..., x_{t-d_K}]`` (:func:`fir_delays`: zero where
+``t - d`` leaves ``t``'s run). For continuous MEG it is too large to exist:
+576 features x 40 sample delays x 110,000 samples is 40 GB in float64 (10 GB
+in float32). But the ridge engine needs only sums over the samples of a
+row set ``S`` (a fold's training or validation rows, see
+``jaxalign.ridge._gram``), and each block of them is a lagged product of the
+undelayed ``x``:
+
+.. math::
+
+    G_S[d, e] = \sum_{t \in S,\ t-d,\ t-e \in \mathrm{run}(t)} x_{t-d} x_{t-e}^T
+              = \sum_{u = u_0}^{u_1 - 1} x_u x_{u+\ell}^T, \quad \ell = d - e,
+
+    C_S[d] = \sum_{t \in S,\ t-d \in \mathrm{run}(t)} x_{t-d} y_t^T, \qquad
+    s_S[d] = \sum_{t \in S,\ t-d \in \mathrm{run}(t)} x_{t-d},
+
+where, for a maximal interval ``[a, b)`` of ``S`` inside a run ``[r_0, r_1)``,
+``u_0 = max(a, r_0 + max(d, e)) - d`` and ``u_1 = min(b, r_1 + min(d, e)) - d``.
+All pairs ``(d, e)`` with the same lag ``l`` sum ``x_u x_{u+l}^T`` over
+windows that differ only by a few rows at each end (at most the spread of the
+delays): the lag's product over the rows common to all of them is formed
+once (one ``p x p`` GEMM over the interval), and each pair adds its own edge
+rows, read from running sums of the edge rows' products. Fold boundaries are exact by construction: the sums run over the rows
+``t`` of ``S``, and ``x_{t-d}`` may come from a neighbouring fold, as in the
+materialised design split by rows; run boundaries are the zeros of
+:func:`fir_delays`. ``G[e, d] = G[d, e]^T``, so only lags ``l >= 0`` are
+formed.
+
+Cost, for ``n`` rows, ``p`` features and ``K`` consecutive delays: ``K``
+lagged products, ``2 K n p^2`` flops, plus edges ``O(K^2 p^2)`` per interval,
+against ``2 n (K p)^2`` for the Gram of the materialised design (``K``
+times more: 40x for 40 delays); the cross-products cost what the materialised
+design's would, ``2 K n p T``, reading ``x`` instead of a ``K``-times-larger
+design. Memory: the result, ``(K p)^2`` floats, and the running sums of
+one lag's edges, ``K p^2``. Everything is accumulated
+in float64 (products of float32 numbers are exact there).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxalign._core.runs import run_segments
+from jaxalign.timing._preprocess import _array, _delays
+
+__all__ = ["LaggedGram", "lagged_gram"]
+
+
+class LaggedGram(NamedTuple):
+    """Sums over a row set ``S`` of the delayed design ``D`` (delay-major
+    columns, as :func:`fir_delays`), float64.
+
+    gram : (K p, K p) ``D_S^T D_S``
+    cross : (K p, T) ``D_S^T Y_S``, or None without ``Y``
+    sums : (K p,) ``D_S^T 1`` (column sums: the means for an intercept)
+    n : number of rows in ``S``
+    """
+
+    gram: np.ndarray
+    cross: np.ndarray | None
+    sums: np.ndarray
+    n: int
+
+
+def _row_mask(rows, n: int) -> np.ndarray:
+    if rows is None:
+        return np.ones(n, bool)
+    if isinstance(rows, slice):
+        mask = np.zeros(n, bool)
+        mask[rows] = True
+        return mask
+    r = np.asarray(rows)
+    if r.dtype == bool:
+        if r.shape != (n,):
+            raise ValueError(f"rows as a boolean mask must have shape ({n},), got {r.shape}.")
+        return r.copy()
+    if r.ndim != 1 or r.dtype.kind not in "iu":
+        raise ValueError("rows must be None, a slice, a boolean mask or 1-D integer indices.")
+    if r.size and (r.min() < -n or r.max() >= n):
+        raise ValueError(f"rows has indices outside [0, {n}).")
+    mask = np.zeros(n, bool)
+    mask[r] = True
+    if np.count_nonzero(mask) != r.size:
+        raise ValueError("rows repeats a sample: each row of the delayed design counts once.")
+    return mask
+
+
+def _intervals(mask: np.ndarray, starts, ends):
+    """Maximal intervals ``(a, b, r0, r1)`` of ``mask`` inside each run."""
+    out = []
+    for r0, r1 in zip(starts, ends):
+        m = np.concatenate([[False], mask[r0:r1], [False]]).astype(np.int8)
+        edges = np.flatnonzero(np.diff(m))
+        out += [(int(r0 + a), int(r0 + b), int(r0), int(r1)) for a, b in zip(edges[::2], edges[1::2])]
+    return out
+
+
+def _edge_sums(X, u0, u1, lag, suffix):
+    """Running sums of ``x_u x_{u+lag}^T`` over ``u0 <= u < u1``, (u1 - u0 + 1,
+    p, p): entry ``j`` sums ``u >= u0 + j`` (``suffix``) or ``u < u0 + j``."""
+    p = X.shape[1]
+    out = np.zeros((u1 - u0 + 1, p, p))
+    if u1 > u0:
+        prods = np.einsum("up,uq->upq", X[u0:u1], X[u0 + lag:u1 + lag])
+        if suffix:
+            out[:-1] = np.cumsum(prods[::-1], axis=0)[::-1]
+        else:
+            out[1:] = np.cumsum(prods, axis=0)
+    return out
+
+
+def _add_lag(G, X, ds, lag, pairs, a, b, r0, r1):
+    """Add the blocks ``G[k, :, m, :]`` (and their transposes) of the delay
+    pairs with ``ds[k] - ds[m] = lag >= 0`` over the rows ``[a, b)`` of run
+    ``[r0, r1)``: the lag's product over the rows all their windows share,
+    once, plus each pair's edge rows from running sums."""
+    windows = []
+    for k, m in pairs:
+        d, e = ds[k], ds[m]
+        lo, hi = max(a, r0 + max(d, e)), min(b, r1 + min(d, e))
+        if hi > lo:
+            windows.append((k, m, lo - d, hi - d))
+    if not windows:
+        return
+    ks, ms, u0, u1 = (np.array(v) for v in zip(*windows))
+    c0, c1 = int(u0.max()), int(u1.min())
+    if c1 < c0:  # no common rows (tiny intervals): one window at a time
+        for k, m, w0, w1 in windows:
+            block = X[w0:w1].T @ X[w0 + lag:w1 + lag]
+            G[k, :, m, :] += block
+            if k != m:
+                G[m, :, k, :] += block.T
+        return
+    core = X[c0:c1].T @ X[c0 + lag:c1 + lag]
+    left = _edge_sums(X, int(u0.min()), c0, lag, suffix=True)
+    right = _edge_sums(X, c1, int(u1.max()), lag, suffix=False)
+    blocks = core + left[u0 - u0.min()] + right[u1 - c1]  # (pairs, p, p)
+    G[ks, :, ms, :] += blocks
+    off = ks != ms
+    if off.any():
+        G[ms[off], :, ks[off], :] += np.transpose(blocks[off], (0, 2, 1))
+
+
+def lagged_gram(X, delays=range(40), runs=None, rows=None, Y=None) -> LaggedGram:
+    r"""Gram matrix, cross-products with ``Y`` and column sums of the delayed
+    design of ``X``, over a set of its rows, without materialising it.
+
+    Equals, to float64 rounding, ``D = fir_delays(X, delays, runs)`` followed
+    by ``D[S].T @ D[S]``, ``D[S].T @ Y[S]`` and ``D[S].sum(0)``, at ``~K``
+    times fewer flops for the Gram and ``K`` times less memory (see the
+    module docstring for the maths). Sum the results of disjoint row sets to
+    get their union's (a fold's training set from the blocks of
+    ``jaxalign.ridge._gram``).
+
+    Parameters
+    ----------
+    X : (n, p) features (undelayed)
+    delays : sequence of int
+        Delays in samples (positive look back), as :func:`fir_delays`;
+        default 0..39.
+    runs : (n,) labels, optional
+        Delays never cross a run boundary (zeros there).
+    rows : None (all), a slice, a boolean mask (n,) or integer indices
+        The rows ``S`` of the delayed design to sum over (e.g. a CV fold).
+    Y : (n,) or (n, T), optional
+        Targets for the cross-products.
+
+    Returns
+    -------
+    LaggedGram
+        ``gram`` (K p, K p), ``cross`` (K p, T) or None, ``sums`` (K p,), ``n``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jaxalign.timing import fir_delays, lagged_gram
+    >>> X = np.arange(12.0).reshape(6, 2)
+    >>> D = fir_delays(X, delays=(0, 1, 2))
+    >>> res = lagged_gram(X, delays=(0, 1, 2), rows=slice(2, 5))
+    >>> bool(np.allclose(res.gram, D[2:5].T @ D[2:5]))
+    True
+    """
+    X = _array(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (samples, features), got shape {X.shape}.")
+    X = X.astype(np.float64)
+    n, p = X.shape
+    ds = _delays(delays)
+    K = len(ds)
+    if len(set(ds)) != K:
+        raise ValueError(f"delays has repeated values: {ds}.")
+    if Y is not None:
+        Y = _array(Y, "Y")
+        if Y.shape[0] != n:
+            raise ValueError(f"Y has {Y.shape[0]} samples but X has {n}.")
+        Y = Y.reshape(n, -1).astype(np.float64)
+    if not (np.all(np.isfinite(X)) and (Y is None or np.all(np.isfinite(Y)))):
+        raise ValueError("X and Y must be finite (no NaN or inf).")
+    mask = _row_mask(rows, n)
+    starts, ends = run_segments(runs, n)
+    G = np.zeros((K, p, K, p))
+    C = None if Y is None else np.zeros((K, p, Y.shape[1]))
+    s = np.zeros((K, p))
+    # pairs (k, m) with lag ds[k] - ds[m] >= 0, grouped by lag
+    by_lag: dict[int, list[tuple[int, int]]] = {}
+    for k, d in enumerate(ds):
+        for m, e in enumerate(ds):
+            if d - e >= 0:
+                by_lag.setdefault(d - e, []).append((k, m))
+    for a, b, r0, r1 in _intervals(mask, starts, ends):
+        for k, d in enumerate(ds):
+            lo, hi = max(a, r0 + d), min(b, r1 + d)
+            if hi > lo:
+                s[k] += X[lo - d:hi - d].sum(axis=0)
+                if C is not None:
+                    C[k] += X[lo - d:hi - d].T @ Y[lo:hi]
+        for lag, pairs in by_lag.items():
+            _add_lag(G, X, ds, lag, pairs, a, b, r0, r1)
+    G = G.reshape(K * p, K * p)
+    return LaggedGram(G, None if C is None else C.reshape(K * p, -1), s.reshape(-1),
+                      int(np.count_nonzero(mask)))
