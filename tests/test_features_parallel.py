@@ -220,8 +220,8 @@ def test_devices_argument_errors(gpt2):
     d = jax.devices()[0]
     for devices, error, match in [
         ("all", ValueError, "'auto'"),
-        (0, ValueError, f"devices=0, but {n} local devices"),
-        (n + 1, ValueError, f"{n} local devices are available"),
+        (0, ValueError, f"devices=0, but {n} devices"),
+        (n + 1, ValueError, f"{n} devices are available"),
         ([], ValueError, "empty"),
         (["cpu:0"], TypeError, "jax devices"),
         ([d, d], ValueError, "twice"),

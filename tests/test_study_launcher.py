@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_study_runner import _tiny_gpt2
+from test_study_runner import _synthetic_config, _tiny_gpt2
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,27 +34,7 @@ def study(tmp_path_factory):
     """The synthetic Alice study (3 tiny models, 1 layer, 2 x 2 folds) and a compile cache for its processes."""
     root = tmp_path_factory.mktemp("launcher")
     models = [_tiny_gpt2(root / f"gpt2_{seed}", seed) for seed in (0, 1, 2)]
-    tables = "".join(f'[[models]]\npath = "{m}"\nname = "tiny{i}"\n' for i, m in enumerate(models))
-    path = root / "study.toml"
-    path.write_text(f"""layers = [1]
-[dataset]
-kind = "alice"
-source = "synthetic"
-n_subjects = 4
-{tables}[features]
-baseline = "none"
-[encoding]
-alphas = {{ logspace = [0, 3, 3] }}
-[encoding.outer]
-n_splits = 2
-[encoding.inner]
-n_splits = 2
-[stats]
-n_permutations = 50
-[output]
-dir = "out"
-formats = ["csv"]
-""")
+    path = _synthetic_config(root, models, "study.toml", n_subjects=4)
     # every process of these tests (the runs, the workers they start) shares compiled programs
     env = dict(os.environ, JAXALIGN_COMPILE_CACHE=str(root / "xla"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))

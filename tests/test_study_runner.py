@@ -217,7 +217,7 @@ def test_kill_9_mid_run_resumes_without_recomputing(tiny_models, tmp_path):
     np.testing.assert_array_equal(a.p.to_numpy(), b.p.to_numpy())
 
 
-def _synthetic_config(tmp_path, models, name="synthetic.toml") -> Path:
+def _synthetic_config(tmp_path, models, name="synthetic.toml", n_subjects=3) -> Path:
     """The synthetic Alice study, lean: one layer, 2 x 2 folds, 50 permutations (cheap units)."""
     tables = "".join(f'[[models]]\npath = "{m}"\nname = "tiny{i}"\n' for i, m in enumerate(models))
     path = tmp_path / name
@@ -225,7 +225,7 @@ def _synthetic_config(tmp_path, models, name="synthetic.toml") -> Path:
 [dataset]
 kind = "alice"
 source = "synthetic"
-n_subjects = 3
+n_subjects = {n_subjects}
 {tables}[encoding]
 alphas = {{ logspace = [0, 3, 3] }}
 [encoding.outer]

@@ -59,12 +59,13 @@ there to avoid.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from jaxalign._core.devices import pick_devices
 
 __all__ = ["BATCH_AXIS", "BatchPlacement", "batch_mesh", "batch_placement"]
 
@@ -149,23 +150,7 @@ def _chosen_devices(devices) -> list:
         if devices != "auto":
             raise ValueError(f"devices must be {_KINDS}; got {devices!r}")
         return local
-    if isinstance(devices, jax.Device):
-        devices = [devices]
-    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
-        if not 1 <= devices <= len(local):
-            raise ValueError(f"devices={devices}, but {len(local)} local devices are available")
-        return local[: int(devices)]
-    if isinstance(devices, (Sequence, np.ndarray)) and not isinstance(devices, (str, bytes)):
-        chosen = list(np.asarray(devices, dtype=object).ravel())
-        if not chosen:
-            raise ValueError("devices is an empty list")
-        wrong = [d for d in chosen if not isinstance(d, jax.Device)]
-        if wrong:
-            raise TypeError(f"devices must be jax devices (e.g. jax.local_devices()[:4]); got {wrong[:3]!r}")
-        if len(set(chosen)) != len(chosen):
-            raise ValueError(f"devices lists a device twice: {chosen}")
-        return chosen
-    raise TypeError(f"devices must be {_KINDS}; got {type(devices).__name__}")
+    return pick_devices(devices, local, _KINDS)
 
 
 def batch_mesh(devices="auto", model: int = 1) -> Mesh:

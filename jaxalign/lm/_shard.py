@@ -41,12 +41,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from jaxalign._core.devices import pick_devices
 
 __all__ = [
     "AUTO_FRACTION",
@@ -138,26 +140,7 @@ def model_mesh(devices, n_bytes: int | None = None, *, stacklevel: int = 2) -> M
             auto = (AxisType.Auto,) * devices.devices.ndim
             devices = Mesh(devices.devices, devices.axis_names, axis_types=auto)
         return devices
-    if isinstance(devices, jax.Device):
-        devices = [devices]
-    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
-        available = jax.devices()
-        if not 1 <= devices <= len(available):
-            raise ValueError(f"devices={devices}, but {len(available)} devices are available")
-        chosen = available[: int(devices)]
-    elif isinstance(devices, Sequence) or isinstance(devices, np.ndarray):
-        chosen = list(np.asarray(devices, dtype=object).ravel())
-        if not chosen:
-            raise ValueError("devices is an empty list")
-        wrong = [d for d in chosen if not isinstance(d, jax.Device)]
-        if wrong:
-            raise TypeError(f"devices must be jax devices (e.g. jax.devices()[:4]); got {wrong[:3]!r}")
-        if len(set(chosen)) != len(chosen):
-            raise ValueError(f"devices lists a device twice: {chosen}")
-    else:
-        raise TypeError(
-            f"devices must be None, 'auto', an int, a list of devices or a Mesh; got {type(devices).__name__}"
-        )
+    chosen = pick_devices(devices, jax.devices(), "None, 'auto', an int, a list of devices or a Mesh")
     return Mesh(np.array(chosen, dtype=object), (MODEL_AXIS,), axis_types=(AxisType.Auto,))
 
 

@@ -212,21 +212,21 @@ def ridge_cv_moments(X, Y, alphas=np.logspace(-2, 8, 11), cv=5, *, groups=None, 
     alphas_c = alphas / x_unit**2
 
     A, T = len(alphas), Y.shape[1]
+    def fit_side(mask):
+        """Means and the training eigenbasis of the atoms in ``mask``: (mu, ybar, e, V, V^T C)."""
+        n_m, s_m, G_m, t_m, C_m = cnt[mask].sum(), sd[mask].sum(0), Gd[mask].sum(0), t[mask].sum(0), Cd[mask].sum(0)
+        mu, ybar = (s_m / n_m, t_m / n_m) if fit_intercept else (np.zeros(p), np.zeros(T))
+        if fit_intercept:  # centred on these rows
+            G_m, C_m = G_m - n_m * np.outer(mu, mu), C_m - n_m * np.outer(mu, ybar)
+        e, V = np.linalg.eigh(G_m)
+        return mu, ybar, np.maximum(e, 0.0), V, V.T @ C_m
+
     fold_scores = np.empty((len(splits), A, T))
     for j in range(len(splits)):  # a handful of folds: p x p work each, vectorized over penalties and targets
-        n_tr = cnt[train[j]].sum()
-        s_tr, G_tr = sd[train[j]].sum(0), Gd[train[j]].sum(0)
-        t_tr, C_tr = t[train[j]].sum(0), Cd[train[j]].sum(0)
+        mu, ybar, e, V, Z = fit_side(train[j])  # Z: (p, T)
         n_va = cnt[val[j]].sum()
         s_va, G_va = sd[val[j]].sum(0), Gd[val[j]].sum(0)
         t_va, C_va, q_va = t[val[j]].sum(0), Cd[val[j]].sum(0), q[val[j]].sum(0)
-        if fit_intercept:
-            mu, ybar = s_tr / n_tr, t_tr / n_tr
-            G_tr = G_tr - n_tr * np.outer(mu, mu)
-            C_tr = C_tr - n_tr * np.outer(mu, ybar)
-        e, V = np.linalg.eigh(G_tr)
-        e = np.maximum(e, 0.0)
-        Z = V.T @ C_tr  # (p, T)
         W = Z[None] / (e[None, :, None] + alphas_c[:, None, None])  # (A, p, T) eigen-coordinates
         Gv, Cv, sv = V.T @ G_va @ V, V.T @ C_va, V.T @ s_va
         fy = np.einsum("pt,apt->at", Cv, W)  # sum f y (f = X_va beta)
@@ -255,14 +255,7 @@ def ridge_cv_moments(X, Y, alphas=np.logspace(-2, 8, 11), cv=5, *, groups=None, 
     undefined = ~valid | const
 
     # refit on every sample with each target's penalty
-    n_all, s_all, G_all, t_all, C_all = cnt.sum(), sd.sum(0), Gd.sum(0), t.sum(0), Cd.sum(0)
-    if fit_intercept:
-        mu, ybar = s_all / n_all, t_all / n_all
-        G_all = G_all - n_all * np.outer(mu, mu)
-        C_all = C_all - n_all * np.outer(mu, ybar)
-    e, V = np.linalg.eigh(G_all)
-    e = np.maximum(e, 0.0)
-    Z = V.T @ C_all
+    mu, ybar, e, V, Z = fit_side(np.ones(n_atoms, bool))
     beta_s = V @ (Z / (e[:, None] + alphas_c[best_idx][None, :]))  # coefficients of the scaled problem
     coef = beta_s / x_unit * y_unit[None, :]  # of X as given, in Y's units
     intercept = my + y_unit * ybar - mx @ coef if fit_intercept else np.zeros(T)
