@@ -134,3 +134,15 @@ def test_cost_model_passes_through_its_points_and_scales(tmp_path):
     proc = _run("cost_model.py", "--preset", "hp", "--points", REPO / "benchmarks" / "cost_points.json")
     for name in points:
         assert f"| {name} |" in proc.stdout
+
+
+def test_finetune_benchmark_small(tmp_path):
+    """benchmarks/finetune.py on the tiny GPT-2: the torch loop and fit() take the same first step."""
+    pytest.importorskip("torch")
+    out = tmp_path / "finetune.json"
+    _run("finetune.py", "--model", "tiny", "--steps", 3, "--output-json", out)
+    res = json.loads(out.read_text())
+    rows = {r["method"]: r for r in res["rows"]}
+    assert set(rows) == {"torch + transformers loop", "jaxalign finetune.fit"}
+    assert res["loss_diff"] < 1e-4  # the same base model, items and loss on both sides
+    assert all(r["steps"] == 2 and r["steps_per_s"] > 0 for r in rows.values())

@@ -190,10 +190,10 @@ class TrainConfig(_Section):
     remat: Bool = Field(False, description=(
         "Rematerialise each transformer block in training steps (jax.checkpoint): activations recomputed "
         "in the backward pass instead of stored; less memory, about a third more compute, same gradients."))
-    devices: Int | Literal["auto"] | None = Field(None, description=(
+    devices: Int | Literal["auto"] = Field(1, description=(
         "Data parallel over this host's devices: 'auto' (all) or a count; each micro-batch is split over "
         "them (batch_size must be a multiple of the count) and the gradients are summed across them; "
-        "null: the default device. Same loss trajectory as one device."))
+        "1: the default device. Same loss trajectory as one device."))
     fsdp: Bool = Field(False, description=(
         "With devices: also shard every parameter and its optimizer state over the devices (FSDP-style, "
         "along each array's largest axis the device count divides), for models that do not fit one device."))

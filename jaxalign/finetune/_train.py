@@ -701,9 +701,10 @@ def fit(
 def _data_mesh(settings: TrainConfig):
     """A 1-D ("data",) mesh over this host's devices for ``settings.devices``, or None (one device)."""
     want = settings.devices
-    if want is None:
+    if want == 1:
         if settings.fsdp:
-            raise ValueError("train.fsdp shards parameters over devices: set train.devices ('auto' or a count)")
+            raise ValueError("train.fsdp shards parameters over devices: set train.devices ('auto' or a "
+                             "count > 1)")
         return None
     local = jax.local_devices()
     n = len(local) if want == "auto" else int(want)

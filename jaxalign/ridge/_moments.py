@@ -39,6 +39,7 @@ import warnings
 
 import numpy as np
 
+from jaxalign._precision import jit as _jit
 from jaxalign.ridge._cv import check_cv
 from jaxalign.ridge._engine import RidgeCVResult
 from jaxalign.ridge._scores import check_scoring
@@ -80,7 +81,7 @@ def _local_sums(X, Y, atoms, n_atoms, devices, dtype):
     rows = NamedSharding(Mesh(np.asarray(devs), ("samples",)), P("samples"))
     hi = jax.lax.Precision.HIGHEST
 
-    @jax.jit
+    @_jit
     def sums(X, Y, atoms):
         def one(a):  # one atom at a time: memory of one masked copy of the rows, not atoms x rows
             m = (atoms == a).astype(X.dtype)
