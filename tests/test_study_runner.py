@@ -183,8 +183,9 @@ def test_changed_settings_recompute_only_what_depends_on_them(tiny_models, tmp_p
 
 @needs_alice
 def test_kill_9_mid_run_resumes_without_recomputing(tiny_models, tmp_path):
-    """A real ``kill -9`` of ``jaxalign run`` after its first unit; the rerun finishes the rest only."""
-    cfg = _config(tmp_path, tiny_models)
+    """A real ``kill -9`` of ``jaxalign run`` after its first unit; the rerun finishes the rest only.
+    (Several processes sharing one store: tests/test_study_launcher.py, real workers, one killed.)"""
+    cfg = _config(tmp_path, tiny_models[:2])
     out = tmp_path / "out"
     proc = _cli("run", cfg, "--quiet")
     deadline = time.time() + 300
@@ -196,17 +197,17 @@ def test_kill_9_mid_run_resumes_without_recomputing(tiny_models, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = _units(out)
-    assert 1 <= len(before) < 4 + 4  # 4 fits (baseline + 3 models), 4 group units
+    assert 1 <= len(before) < 3 + 3  # 3 fits (baseline + 2 models), 3 group units
     rerun = _cli("run", cfg, "--quiet")
     stdout, stderr = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, stderr
     after = _units(out)
-    assert len(after) == 8
+    assert len(after) == 6
     for key, prov in before.items():  # nothing finished was recomputed
         assert after[key] == prov
     assert not [p for p in (out / "store" / "units").iterdir() if p.name.endswith(".tmp")]
     # identical to an uninterrupted run
-    clean = _config(tmp_path, tiny_models, name="clean.toml")
+    clean = _config(tmp_path, tiny_models[:2], name="clean.toml")
     clean.write_text(clean.read_text().replace('dir = "out"', 'dir = "clean"'))
     done = _cli("run", clean, "--quiet")
     _, err = done.communicate(timeout=600)
@@ -239,24 +240,6 @@ dir = "out"
 formats = ["csv"]
 """)
     return path
-
-
-def test_two_processes_share_one_store(tiny_models, tmp_path):
-    cfg = _synthetic_config(tmp_path, tiny_models)
-    procs = [_cli("run", cfg, "--quiet"), _cli("run", cfg, "--quiet")]
-    outs = [p.communicate(timeout=900) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err
-    out = tmp_path / "out"
-    units = _units(out)
-    assert len(units) == 3 + 3  # 3 models' fits and their group units
-    summary = json.loads((out / "results.json").read_text())
-    assert len(summary["group"]) == 3
-    writers = {prov["pid"] for key, prov in units.items()}
-    assert writers <= {p.pid for p in procs}
-    # every unit written exactly once (first writer wins): both processes ended with the same table
-    # whichever did the work (one may finish everything before the other starts its first unit)
-    assert len(writers) >= 1 and "results:" in outs[0][0] and "results:" in outs[1][0]
 
 
 # ------------------------------------------------------------------ errors
