@@ -145,4 +145,6 @@ def test_finetune_benchmark_small(tmp_path):
     rows = {r["method"]: r for r in res["rows"]}
     assert set(rows) == {"torch + transformers loop", "jaxalign finetune.fit"}
     assert res["loss_diff"] < 1e-4  # the same base model, items and loss on both sides
-    assert all(r["steps"] == 2 and r["steps_per_s"] > 0 for r in rows.values())
+    # warm steps only: torch's first warms up; fit() reports every step that compiled a new shape apart
+    assert rows["torch + transformers loop"]["steps"] == 2
+    assert all(1 <= r["steps"] <= 2 and r["steps_per_s"] > 0 for r in rows.values())
