@@ -57,6 +57,7 @@ from benchmarks._harness import (  # noqa: E402
     print_table,
     write_json,
 )
+from benchmarks.finetune_modes import _items  # noqa: E402  (PIQA items of one length bucket)
 
 LR, CLIP = 1e-5, 1.0
 
@@ -83,18 +84,6 @@ def _load(which: str, tmp: str):
         warnings.simplefilter("ignore")
         model, tok = lm.load(folder)
     return model, tok, transformers.AutoModelForCausalLM.from_pretrained(folder, dtype="float32")
-
-
-def _items(tok, piqa, n, bucket, context):
-    from jaxalign.features._batching import bucket_length
-    from jaxalign.finetune import encode_choices
-
-    enc = encode_choices(tok, piqa, context)
-    longest = enc.lengths.max(axis=1)
-    ok = np.flatnonzero(np.array([bucket_length(int(x), context) for x in longest]) == bucket)
-    if ok.size < n:
-        raise SystemExit(f"only {ok.size} PIQA items fall in the {bucket}-token bucket (need {n})")
-    return piqa.subset(ok[:n])
 
 
 def run_jaxalign(model, tok, items, batch_size):
@@ -189,7 +178,7 @@ def main(argv=None):
         rows = []
         mt = measure(lambda: run_torch(ref, tok, items, args.batch_size, context))
         rows.append(_row("torch + transformers loop", mt.result, mt))
-        del ref
+        ref = None  # free torch's copy before jaxalign's run
         mj = measure(lambda: run_jaxalign(model, tok, items, args.batch_size))
         rows.append(_row("jaxalign finetune.fit", mj.result, mj))
     torch_row, jax_row = rows
