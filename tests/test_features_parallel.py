@@ -36,14 +36,7 @@ WORDS = " ".join(CORPUS[:4]).split()  # 53 words, ~70 tokens: beyond GPT-2's 48 
 TOL = 1e-5
 
 
-def _randomise(model, seed: int):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            norm = any(k in name.lower() for k in ("norm", "ln_")) and name.endswith("weight")
-            p.copy_(1.0 + 0.1 * noise if norm else 0.15 * noise)
-    return model.eval()
+from test_lm_sharding import _randomise  # noqa: E402  (one random-weights rule for the sharding tests)
 
 
 @pytest.fixture(scope="module")
