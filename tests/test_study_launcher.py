@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _subprocess import fast_compile_env
 from test_study_runner import _synthetic_config, _tiny_gpt2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,8 +37,8 @@ def study(tmp_path_factory):
     models = [_tiny_gpt2(root / f"gpt2_{seed}", seed) for seed in (0, 1, 2)]
     path = _synthetic_config(root, models, "study.toml", n_subjects=4)
     # every process of these tests (the runs, the workers they start) shares compiled programs
-    env = dict(os.environ, JAXALIGN_COMPILE_CACHE=str(root / "xla"),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = fast_compile_env(JAXALIGN_COMPILE_CACHE=str(root / "xla"),
+                           PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     return path, env
 
 

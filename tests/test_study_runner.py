@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from _shared_data import DATA  # real data beside the project, read in place
+from _subprocess import fast_compile_env
 
 ALICE = DATA / "alice"
 needs_alice = pytest.mark.skipif(not (ALICE / "fmri").is_dir(),
@@ -85,7 +86,7 @@ formats = ["json", "csv"]
 def _cli(*args, env=None):
     return subprocess.Popen([sys.executable, "-m", "jaxalign.cli", *map(str, args)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, **(env or {})))
+                            env=fast_compile_env(**(env or {})))
 
 
 def _units(out: Path) -> dict:
