@@ -35,7 +35,9 @@ compare
     permutation test of r(y, pred_ft) - r(y, pred_base), BH-FDR over all
     targets x windows, % better / worse / unchanged per window, the
     word-category test of per-word error improvement, and the figures
-    (% per window, MNE sensor topomaps, category curves).
+    (% per window, MNE sensor topomaps, category curves); over listeners
+    (fMRI), ``listener_change``: per layer and ROI the sign-flip test of
+    per-listener r(tuned) - r(base), BH-FDR, and its figure.
 """
 
 from jaxalign.analysis import compare, divergence, models, probing, reading

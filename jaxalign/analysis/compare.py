@@ -63,6 +63,7 @@ from jaxalign.stats import (
     fold_paired_permutation_test,
     folds_from_splits,
     paired_permutation_test,
+    sign_flip_test,
     student_ttest,
     welch_ttest,
 )
@@ -72,6 +73,8 @@ __all__ = [
     "ModelComparison",
     "category_improvement",
     "compare_predictions",
+    "listener_change",
+    "plot_listener_change",
     "plot_category_improvement",
     "plot_comparison",
     "plot_difference_topomaps",
@@ -535,6 +538,139 @@ def plot_category_improvement(result: CategoryImprovement, *, path=None, label: 
                  fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+    return fig
+
+
+# --------------------------------------------------------- over listeners
+
+
+def listener_change(table, base: str, tuned: str, *, by=("layer", "target"), unit: str = "subject",
+                    model: str = "model", score: str = "score", n_permutations: int = 10000,
+                    alternative: str = "two-sided", fdr: str = "bh", alpha: float = 0.05,
+                    seed: int = 0) -> pd.DataFrame:
+    """Did fine-tuning change alignment? Per layer and target (ROI), the paired test over listeners.
+
+    For every combination of ``by`` (default layer x target), the per-listener
+    differences ``score(tuned) - score(base)`` (each listener's held-out r of
+    both models, fitted by the same protocol on the same recording: the
+    study runner's per-subject rows) are tested with a sign-flip permutation
+    test of their mean (:func:`jaxalign.stats.sign_flip_test`; all ``2**n``
+    sign patterns when that is at most ``n_permutations``, so exact for up to
+    13 listeners at the default), ``alternative`` "two-sided" by default
+    (whichever way it went), then Benjamini-Hochberg (or BY) over all rows.
+
+    Parameters
+    ----------
+    table : DataFrame with columns ``model``, ``unit``, ``score`` and ``by``
+        (e.g. ``jaxalign.studies.load_results(store).table``; its group rows,
+        ``subject == "group"``, are ignored)
+    base, tuned : the two values of ``model`` to compare
+    by : columns that define one test (every listener must have both models
+        in each)
+    n_permutations, alternative, seed : of the sign-flip test
+    fdr, alpha : ``"bh"`` | ``"by"`` and the level over all rows
+
+    Returns
+    -------
+    DataFrame, one row per ``by`` combination: ``n_listeners``, ``base_mean``,
+    ``tuned_mean``, ``change`` (mean difference), ``sem`` (its standard
+    error), ``n_better`` (listeners with a positive difference), ``p``,
+    ``p_fdr``, ``significant`` (``p_fdr <= alpha``) and ``direction``
+    ("better" / "worse" / "unchanged"). ``attrs`` hold the settings.
+
+    Examples
+    --------
+    >>> rows = [dict(model=m, layer=1, target="LPTL", subject=s, score=r + (0.02 if m == "ft" else 0))
+    ...         for s, r in enumerate([0.10, 0.12, 0.08, 0.11]) for m in ("base", "ft")]
+    >>> t = listener_change(pd.DataFrame(rows), "base", "ft")
+    >>> t[["n_listeners", "n_better", "p"]].to_dict("records")  # 4 listeners: 16 sign patterns
+    [{'n_listeners': 4, 'n_better': 4, 'p': 0.125}]
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in (model, unit, score, *by) if c not in table.columns]
+    if missing:
+        raise ValueError(f"table has no column(s) {missing} (columns: {list(table.columns)})")
+    if base == tuned:
+        raise ValueError(f"base and tuned are the same model {base!r}")
+    t = table[table[unit].astype(str) != "group"]
+    for name, m in (("base", base), ("tuned", tuned)):
+        if not (t[model] == m).any():
+            raise ValueError(f"{name}={m!r} is not a model of the table (models: {sorted(t[model].unique())})")
+    t = t[t[model].isin([base, tuned])]
+    if t.duplicated([model, unit, *by]).any():
+        raise ValueError(f"table has several rows per ({model}, {unit}, {', '.join(by)}): select one revision "
+                         "(or add its column to by)")
+    wide = t.pivot_table(index=[*by, unit], columns=model, values=score, aggfunc="first")
+    lacking = wide[wide[[base, tuned]].isna().any(axis=1)]
+    if len(lacking):
+        raise ValueError(f"{len(lacking)} ({', '.join(by)}, {unit}) rows have a score for only one model, e.g. "
+                         f"{lacking.index[0]}: both models need every listener")
+    diff = (wide[tuned] - wide[base]).unstack(unit)  # (tests, listeners)
+    if diff.isna().any().any():
+        raise ValueError(f"listeners differ between the ({', '.join(by)}) tests: every test needs the same "
+                         f"{unit}s")
+    if diff.shape[1] < 2:
+        raise ValueError(f"a paired test over listeners needs at least 2 {unit}s, got {diff.shape[1]}")
+    d = diff.to_numpy(np.float64).T  # (n, T)
+    check_finite(d, "score")
+    res = sign_flip_test(d, n_permutations=n_permutations, alternative=alternative, seed=seed)
+    p = np.atleast_1d(res.p)
+    _, p_fdr = fdr_correction(p, alpha=alpha, method=fdr)
+    mean_b = wide[base].unstack(unit).mean(axis=1).to_numpy()
+    mean_t = wide[tuned].unstack(unit).mean(axis=1).to_numpy()
+    n = d.shape[0]
+    out = pd.DataFrame({"n_listeners": n, "base_mean": mean_b, "tuned_mean": mean_t,
+                        "change": d.mean(axis=0), "sem": d.std(axis=0, ddof=1) / np.sqrt(n),
+                        "n_better": (d > 0).sum(axis=0), "p": p, "p_fdr": p_fdr}, index=diff.index)
+    out["significant"] = out["p_fdr"] <= alpha
+    out["direction"] = np.where(~out["significant"], "unchanged", np.where(out["change"] > 0, "better", "worse"))
+    out = out.reset_index()
+    out.attrs.update(base=base, tuned=tuned, n_permutations=int(res.n_permutations), exact=bool(res.exact),
+                     alternative=alternative, fdr=fdr, alpha=alpha, seed=seed)
+    return out
+
+
+def plot_listener_change(result: pd.DataFrame, *, path=None, x: str = "layer", panel: str = "target",
+                         dpi: int = 120):
+    """Mean change of r (tuned - base) +- 1 s.e.m. over listeners against ``x`` (layers), one panel per
+    ``panel`` value (ROI); filled markers where the FDR-corrected test rejects. Saved to ``path``."""
+    for c in (x, panel, "change", "sem", "significant"):
+        if c not in result.columns:
+            raise ValueError(f"result has no column {c!r}: pass the DataFrame of listener_change")
+    panels = list(dict.fromkeys(result[panel]))
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = _figure(nrows, ncols, (4.0 * ncols, 3.0 * nrows))
+    span = float(np.nanmax(np.abs(result["change"]) + result["sem"].fillna(0))) * 1.15 or 1.0
+    for k, name in enumerate(panels):
+        ax = axes[k // ncols, k % ncols]
+        r = result[result[panel] == name].sort_values(x)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.errorbar(r[x], r["change"], yerr=r["sem"], color="tab:blue", lw=1.2, capsize=2)
+        sig = r["significant"].to_numpy(bool)
+        ax.scatter(r[x][~sig], r["change"][~sig], facecolor="white", edgecolor="tab:blue", zorder=3, s=22,
+                   label="not significant")
+        ax.scatter(r[x][sig], r["change"][sig], color="tab:red", zorder=3, s=26,
+                   label=f"FDR {result.attrs.get('fdr', 'bh').upper()} {result.attrs.get('alpha', 0.05):g}")
+        ax.set_ylim(-span, span)
+        ax.set_title(str(name), fontsize=10)
+        ax.grid(alpha=0.3)
+        if k % ncols == 0:
+            ax.set_ylabel("mean r(tuned) - r(base)")
+        if k // ncols == nrows - 1:
+            ax.set_xlabel(x)
+        if k == 0:
+            ax.legend(fontsize=7, loc="lower left")
+    for k in range(len(panels), nrows * ncols):
+        axes[k // ncols, k % ncols].set_visible(False)
+    n = int(result["n_listeners"].iloc[0]) if "n_listeners" in result and len(result) else 0
+    fig.suptitle(f"{result.attrs.get('tuned', 'tuned')} vs {result.attrs.get('base', 'base')}: "
+                 f"sign-flip test over {n} listeners", fontsize=10)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=dpi)
