@@ -78,3 +78,62 @@ def test_bad_input():
         lagged_gram(X, (0, 1), rows=np.ones(5, bool))
     with pytest.raises(ValueError, match="delays must be integers"):
         lagged_gram(X, (0, 1.5))
+
+
+# ------------------------------------------------ ridge CV on the delayed design, never built
+
+
+@pytest.mark.parametrize("scale, offset, scoring, fit_intercept", [
+    (1.0, 0.0, "pearson", False), (1e-12, 0.0, "pearson", True), (1e-12, 0.0, "neg_mse", True),
+    (1e4, 3e5, "r2", True), (1e4, 3e5, "neg_mse", False)])
+def test_lagged_ridge_cv_equals_the_materialised_design(scale, offset, scoring, fit_intercept):
+    """``timing.lagged_ridge_cv`` against ``ridge.ridge_cv_moments`` on ``fir_delays(X)`` (the materialised
+    design; itself tested against a float64 closed form) and against the row-wise ``ridge.ridge_cv``: the
+    same penalties, scores to 1e-9, coefficients to 1e-7 of their scale, and ``lagged_predict`` equal to
+    the design times the coefficients. Three runs, contiguous folds with a gap, delays looking back and
+    ahead; targets in tesla (1e-12) and raw BOLD with an offset (1e4 +- 3e5)."""
+    from jaxalign.ridge import ContiguousKFold, check_cv, ridge_cv, ridge_cv_moments
+    from jaxalign.timing import lagged_predict, lagged_ridge_cv
+
+    rng = np.random.default_rng(int(scale * 1e3 % 97) + len(scoring))
+    n, p, T = 420, 4, 6
+    delays = (-1, 0, 2, 3, 5)
+    runs = np.repeat([0, 1, 2], [150, 130, 140])
+    X = rng.standard_normal((n, p))
+    D = fir_delays(X, delays, runs)
+    w = rng.standard_normal((D.shape[1], T)) * (rng.random(T) < 0.7)
+    Y = (D @ w * 0.3 + rng.standard_normal((n, T))) * scale + offset
+    alphas = np.logspace(-2, 5, 8)
+    cv = ContiguousKFold(5, gap=4)
+    splits = check_cv(cv, n)
+    got = lagged_ridge_cv(X, Y, delays, runs, alphas, splits, scoring=scoring, fit_intercept=fit_intercept)
+    ref = ridge_cv_moments(D, Y, alphas, splits, scoring=scoring, fit_intercept=fit_intercept)
+    np.testing.assert_array_equal(got.best_alpha_index, ref.best_alpha_index)
+    np.testing.assert_allclose(got.cv_scores, ref.cv_scores, rtol=1e-9, atol=1e-9 * np.abs(ref.cv_scores).max())
+    np.testing.assert_allclose(got.coef, ref.coef, rtol=0, atol=1e-7 * np.abs(ref.coef).max())
+    np.testing.assert_allclose(got.intercept, ref.intercept, rtol=1e-9, atol=1e-9 * scale)
+    rows = ridge_cv(D, Y, alphas, splits, scoring=scoring, fit_intercept=fit_intercept)
+    assert (np.asarray(rows.best_alpha_index) == got.best_alpha_index).mean() >= 5 / 6  # float32 path: near-ties
+    pred = lagged_predict(X, got.coef, delays, runs, got.intercept)
+    np.testing.assert_allclose(pred, D @ got.coef + got.intercept, rtol=0,
+                               atol=1e-9 * np.abs(D @ got.coef).max() + 1e-9 * abs(offset))
+
+
+def test_lagged_ridge_cv_and_predict_refuse_bad_input():
+    from jaxalign.ridge import AtomMoments, check_cv, ridge_cv_from_moments
+    from jaxalign.timing import lagged_predict, lagged_ridge_cv
+
+    X, Y = np.ones((50, 2)), np.ones((50, 1))
+    with pytest.raises(ValueError, match="Y has 40 samples"):
+        lagged_ridge_cv(X, Y[:40], delays=(0, 1))
+    with pytest.raises(ValueError, match="X must be 2-D"):
+        lagged_ridge_cv(X[:, 0], Y, delays=(0, 1))
+    with pytest.raises(ValueError, match="finite"):
+        lagged_ridge_cv(X, np.full((50, 1), np.nan), delays=(0, 1))
+    with pytest.raises(ValueError, match="coef must have 2 delays x 2 features = 4 rows"):
+        lagged_predict(X, np.ones((3, 1)), delays=(0, 1))
+    splits = check_cv(5, 50)
+    bad = AtomMoments(np.full(5, 10.0), np.zeros((5, 2)), np.zeros((5, 3, 3)), np.zeros((5, 1)),
+                      np.zeros((5, 2, 1)), np.zeros((5, 1)))
+    with pytest.raises(ValueError, match=r"moments.x_sums has shape \(5, 2\), expected \(5, 3\) \(5 atoms"):
+        ridge_cv_from_moments(bad, splits)

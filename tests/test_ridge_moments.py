@@ -40,7 +40,10 @@ def _reference(X, Y, alphas, splits, fit_intercept, scoring):
                 scores[j, i] = -((y - f) ** 2).mean(0)
     cv = scores.mean(0)
     best = cv.max(0)
-    tol = 1e-6 * np.maximum(np.abs(best), 1.0)
+    # ties within 1e-6 of the score in each target's own unit (MSE: of its variance over all samples, so
+    # the choice does not depend on the data's scale)
+    unit = ((Y - (Y.mean(0) if fit_intercept else 0)) ** 2).mean(0) if scoring == "neg_mse" else 1.0
+    tol = 1e-6 * np.maximum(np.abs(best) / unit, 1.0) * unit
     idx = np.argmax(np.where(cv >= best - tol, alphas[:, None], -np.inf), axis=0)
     coef = np.empty((X.shape[1], T))
     icpt = np.empty(T)
@@ -55,6 +58,8 @@ def _reference(X, Y, alphas, splits, fit_intercept, scoring):
     (1.0, False, "pearson", 4),
     (1e4, True, "r2", ContiguousKFold(4)),
     (1.0, True, "neg_mse", "groups"),
+    (1e-12, True, "neg_mse", ContiguousKFold(5, gap=3)),  # tesla: every MSE ~1e-24, the choice unchanged
+    (1e4, False, "neg_mse", 4),
 ])
 def test_moments_equal_the_float64_reference(scale, fit_intercept, scoring, cv):
     rng = np.random.default_rng(int(np.log10(scale) + 20))

@@ -36,6 +36,7 @@ fit one host and the design is ill-conditioned.
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,7 +47,7 @@ from jaxalign.ridge._scores import check_scoring
 from jaxalign.ridge._solve import TIE_TOLERANCE
 from jaxalign.ridge._validation import check_alphas
 
-__all__ = ["ridge_cv_moments", "split_atoms"]
+__all__ = ["AtomMoments", "ridge_cv_from_moments", "ridge_cv_moments", "split_atoms"]
 
 
 def split_atoms(splits, n: int):
@@ -63,6 +64,26 @@ def split_atoms(splits, n: int):
         code[np.asarray(va), j] = 2
     patterns, atom_of_sample = np.unique(code, axis=0, return_inverse=True)
     return atom_of_sample.ravel().astype(np.int32), (patterns == 1).T, (patterns == 2).T
+
+
+class AtomMoments(NamedTuple):
+    """Sums over the samples of each atom ``a`` (:func:`split_atoms`) of a design ``X`` and targets ``Y``
+    as given (float64; any scale and offset).
+
+    counts : (n_atoms,) samples ``n_a``
+    x_sums : (n_atoms, p) ``X_a^T 1``
+    grams : (n_atoms, p, p) ``X_a^T X_a``
+    y_sums : (n_atoms, T) ``Y_a^T 1``
+    crosses : (n_atoms, p, T) ``X_a^T Y_a``
+    y_squares : (n_atoms, T) ``sum(Y_a**2, axis=0)``
+    """
+
+    counts: np.ndarray
+    x_sums: np.ndarray
+    grams: np.ndarray
+    y_sums: np.ndarray
+    crosses: np.ndarray
+    y_squares: np.ndarray
 
 
 def _local_sums(X, Y, atoms, n_atoms, devices, dtype):
@@ -209,10 +230,22 @@ def ridge_cv_moments(X, Y, alphas=np.logspace(-2, 8, 11), cv=5, *, groups=None, 
     y_unit = np.where(y_var > 0, np.sqrt(y_var), 1.0)
     Xs = (Xf - mx) / x_unit
     Ys = (Yf - my) / y_unit
-    cnt, sd, Gd, t, Cd, q = _across_processes(_local_sums(Xs, Ys, local_atoms, n_atoms, devs, dtype))
+    sums = _across_processes(_local_sums(Xs, Ys, local_atoms, n_atoms, devs, dtype))
+    return _cv_from_sums(sums, splits, train, val, alphas, scoring, fit_intercept, x_unit=x_unit, y_unit=y_unit,
+                         mx=mx, my=my, const=const, precision="float64" if cpu else "float32 moments")
+
+
+def _cv_from_sums(sums, splits, train, val, alphas, scoring, fit_intercept, *, x_unit, y_unit, mx, my, const,
+                  precision):
+    """The CV, penalty choice and refit from per-atom moments ``sums`` = (n_a, s_a, G_a, t_a, C_a, q_a) of the
+    standardized data ``(X - mx) / x_unit``, ``(Y - my) / y_unit``."""
+    cnt, sd, Gd, t, Cd, q = sums
+    n_atoms = train.shape[1]
+    p = Gd.shape[-1]
     alphas_c = alphas / x_unit**2
 
-    A, T = len(alphas), Y.shape[1]
+    A, T = len(alphas), Cd.shape[-1]
+
     def fit_side(mask):
         """Means and the training eigenbasis of the atoms in ``mask``: (mu, ybar, e, V, V^T C)."""
         n_m, s_m, G_m, t_m, C_m = cnt[mask].sum(), sd[mask].sum(0), Gd[mask].sum(0), t[mask].sum(0), Cd[mask].sum(0)
@@ -247,12 +280,14 @@ def ridge_cv_moments(X, Y, alphas=np.logspace(-2, 8, 11), cv=5, *, groups=None, 
             elif scoring == "r2":
                 sc = np.where(var_true[None] > 0, 1.0 - sse / var_true[None], np.nan)
             else:
-                sc = -sse / n_va * y_unit[None] ** 2
+                sc = -sse / n_va  # in units of each target's scale: chosen scale-free, reported in Y's units
         fold_scores[j] = sc
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN targets: NaN, reported as undefined
         cv_scores = np.nanmean(fold_scores, axis=0)
     best_idx, valid = _best(cv_scores, alphas)
+    if scoring == "neg_mse":
+        cv_scores = cv_scores * y_unit[None] ** 2
     undefined = ~valid | const
 
     # refit on every sample with each target's penalty
@@ -266,6 +301,68 @@ def ridge_cv_moments(X, Y, alphas=np.logspace(-2, 8, 11), cv=5, *, groups=None, 
     best_idx = np.where(undefined, -1, best_idx)
     res = RidgeCVResult(best_alphas=best_alphas, best_alpha_index=best_idx, cv_scores=cv_out,
                         coef=coef, intercept=intercept, alphas=alphas, splits=splits, scoring=scoring,
-                        method="moments", precision="float64" if cpu else "float32 moments",
+                        method="moments", precision=precision,
                         batch_size=T, constant=const, penalty_sweep="direct")
     return res
+
+
+def ridge_cv_from_moments(moments: AtomMoments, splits, alphas=np.logspace(-2, 8, 11), *, scoring: str = "pearson",
+                          fit_intercept: bool = False) -> RidgeCVResult:
+    """:func:`ridge_cv_moments` from moments that were summed elsewhere.
+
+    For designs that are never materialised: ``jaxalign.timing.lagged_ridge_cv``
+    forms the moments of a delayed (FIR) design from lagged products of the
+    undelayed features. The moments are of the data as given (float64);
+    they are standardized here exactly as :func:`ridge_cv_moments`
+    standardizes rows (X in units of its root mean square, each target in
+    its own; centred with an intercept), by the algebra of sums, so the
+    same penalties are chosen.
+
+    Parameters
+    ----------
+    moments : :class:`AtomMoments`, one entry per atom of ``split_atoms(splits, n)``
+    splits : list of ``(train, val)`` index arrays over the ``n`` samples (``ridge.check_cv``)
+    alphas, scoring, fit_intercept : as :func:`ridge_cv`
+
+    Returns
+    -------
+    RidgeCVResult (``method="moments"``); ``coef`` of the design as given.
+    """
+    alphas = check_alphas(alphas)
+    scoring = check_scoring(scoring)
+    m = AtomMoments(*(np.asarray(a, np.float64) for a in moments))
+    n = int(round(float(m.counts.sum())))
+    _, train, val = split_atoms(splits, n)
+    n_atoms = train.shape[1]
+    p, T = m.grams.shape[-1], m.y_sums.shape[-1]
+    shapes = {"counts": (n_atoms,), "x_sums": (n_atoms, p), "grams": (n_atoms, p, p), "y_sums": (n_atoms, T),
+              "crosses": (n_atoms, p, T), "y_squares": (n_atoms, T)}
+    for name, shape in shapes.items():
+        if getattr(m, name).shape != shape:
+            raise ValueError(f"moments.{name} has shape {getattr(m, name).shape}, expected {shape} "
+                             f"({n_atoms} atoms of the splits over {n} samples, {p} features, {T} targets)")
+    if not all(np.isfinite(a).all() for a in m):
+        raise ValueError("moments must be finite (NaN or inf found)")
+    small = min(len(va) for _, va in splits)
+    if small < 2 and scoring != "neg_mse":
+        raise ValueError(f"splits have a validation fold of {small} sample(s): scoring={scoring!r} is undefined")
+    cnt, sx_a, G, sy_a, C, q = m
+    sx, sy, syy = sx_a.sum(0), sy_a.sum(0), q.sum(0)
+    sxx = np.einsum("aii->i", G)
+    mx, my = (sx / n, sy / n) if fit_intercept else (np.zeros(p), np.zeros(T))
+    x_unit = np.sqrt(max(float(np.mean(sxx / n - mx**2)), 0.0)) or 1.0
+    y_var = np.maximum(syy / n - my**2, 0.0)
+    spread = np.maximum(syy / n - (sy / n) ** 2, 0.0)
+    const = spread <= (1e-12 * np.abs(sy / n)) ** 2
+    y_unit = np.where(y_var > 0, np.sqrt(y_var), 1.0)
+    # the moments of (X - mx) / x_unit and (Y - my) / y_unit, atom by atom
+    c = cnt[:, None]
+    sd = (sx_a - c * mx) / x_unit
+    Gs = (G - sx_a[:, :, None] * mx[None, None, :] - mx[None, :, None] * sx_a[:, None, :]
+          + cnt[:, None, None] * np.outer(mx, mx)[None]) / x_unit**2
+    t = (sy_a - c * my) / y_unit
+    Cs = (C - sx_a[:, :, None] * my[None, None, :] - mx[None, :, None] * sy_a[:, None, :]
+          + cnt[:, None, None] * np.outer(mx, my)[None]) / (x_unit * y_unit[None, None, :])
+    qs = (q - 2 * my * sy_a + c * my**2) / y_unit**2
+    return _cv_from_sums((cnt, sd, Gs, t, Cs, qs), splits, train, val, alphas, scoring, fit_intercept,
+                         x_unit=x_unit, y_unit=y_unit, mx=mx, my=my, const=const, precision="float64")

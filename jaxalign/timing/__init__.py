@@ -35,6 +35,10 @@ lagged_gram
     Gram matrix and cross-products of a delayed design, over a set of rows
     (a CV fold), from lagged products of the undelayed features: never
     materialised (40 sample delays of 576 features x 110k samples: 40 GB).
+lagged_ridge_cv, lagged_predict
+    Ridge CV with per-target penalties on that delayed design from those
+    sums (``ridge.ridge_cv_from_moments``), and its predictions, without
+    ever building it.
 """
 
 from jaxalign.timing._fmri import average_per_tr, lanczos_kernel, lanczos_resample, words_to_trs
@@ -46,7 +50,7 @@ from jaxalign.timing._meg import (
     windows_to_targets,
     word_locked_windows,
 )
-from jaxalign.timing._lagged import LaggedGram, lagged_gram
+from jaxalign.timing._lagged import LaggedGram, lagged_gram, lagged_predict, lagged_ridge_cv
 from jaxalign.timing._nuisance import fold_residualizer, nuisance_design
 from jaxalign.timing._preprocess import detrend, fir_delays, run_segments, trim_mask, trim_runs, zscore_per_run
 
@@ -57,6 +61,8 @@ __all__ = [
     "fold_residualizer",
     "LaggedGram",
     "lagged_gram",
+    "lagged_predict",
+    "lagged_ridge_cv",
     "lanczos_kernel",
     "lanczos_resample",
     "nuisance_design",

@@ -48,7 +48,7 @@ import numpy as np
 from jaxalign._core.runs import run_segments
 from jaxalign.timing._preprocess import _array, _delays
 
-__all__ = ["LaggedGram", "lagged_gram"]
+__all__ = ["LaggedGram", "lagged_gram", "lagged_predict", "lagged_ridge_cv"]
 
 
 class LaggedGram(NamedTuple):
@@ -224,3 +224,117 @@ def lagged_gram(X, delays=range(40), runs=None, rows=None, Y=None) -> LaggedGram
     G = G.reshape(K * p, K * p)
     return LaggedGram(G, None if C is None else C.reshape(K * p, -1), s.reshape(-1),
                       int(np.count_nonzero(mask)))
+
+
+def lagged_ridge_cv(X, Y, delays=range(40), runs=None, alphas=np.logspace(-2, 8, 11), cv=5, *, groups=None,
+                    scoring: str = "pearson", fit_intercept: bool = False):
+    """Ridge CV with per-target penalties on the delayed design of ``X``, which is never built.
+
+    The same answer as ``jaxalign.ridge.ridge_cv_moments(fir_delays(X, delays, runs), Y, ...)``
+    (to float64 rounding; tested to 1e-9), with memory of the undelayed ``X``
+    and a few ``(K p)^2`` matrices: the CV splits cut the samples into atoms
+    (``ridge.split_atoms``), each atom's Gram matrix, cross-products and sums
+    of the delayed design come from :func:`lagged_gram` (lagged products of
+    ``X``; rows at fold edges read their delayed features from the
+    neighbouring fold, as the materialised design does, and never across a
+    run), and ``ridge.ridge_cv_from_moments`` runs the spectral CV, the
+    penalty choice (ties within 1e-6 to the larger penalty) and the refit on
+    all samples from them. Float64 throughout, on the host (CPU).
+
+    Parameters
+    ----------
+    X : (n, p) undelayed features (continuous MEG: onset impulses, or
+        word features on the sample grid; p a few dozen after PCA)
+    Y : (n,) or (n, T) targets (any scale: tesla, raw BOLD)
+    delays : sample delays, as :func:`fir_delays` (default 0..39)
+    runs : (n,) run labels: delays never cross a run boundary
+    alphas, cv, groups, scoring, fit_intercept : as ``jaxalign.ridge.ridge_cv``
+        (``cv`` an int: that many contiguous folds)
+
+    Returns
+    -------
+    ``jaxalign.ridge.RidgeCVResult``; ``coef`` (K p, T) delay-major, as the
+    columns of :func:`fir_delays`. Predictions: :func:`lagged_predict`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jaxalign.timing import lagged_ridge_cv
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((600, 3))
+    >>> Y = np.convolve(X[:, 0], [0.0, 1.0, 0.5], mode="full")[:600, None] + rng.standard_normal((600, 1))
+    >>> res = lagged_ridge_cv(X, Y, delays=range(4), alphas=np.logspace(-1, 4, 6), cv=5)
+    >>> res.coef.shape, bool(res.cv_scores.max() > 0.5)
+    ((12, 1), True)
+    """
+    from jaxalign.ridge import AtomMoments, check_cv, ridge_cv_from_moments, split_atoms
+
+    Xa = _array(X)
+    if Xa.ndim != 2:
+        raise ValueError(f"X must be 2-D (samples, features), got shape {Xa.shape}.")
+    n = Xa.shape[0]
+    Ya = _array(Y, "Y")
+    if Ya.shape[0] != n:
+        raise ValueError(f"Y has {Ya.shape[0]} samples but X has {n}.")
+    Ya = Ya.reshape(n, -1).astype(np.float64)
+    if not np.all(np.isfinite(Ya)):
+        raise ValueError("Y must be finite (no NaN or inf).")
+    splits = check_cv(cv, n, groups=groups)
+    atom_of, _, _ = split_atoms(splits, n)
+    n_atoms = int(atom_of.max()) + 1
+    parts = []
+    for a in range(n_atoms):
+        rows = atom_of == a
+        lg = lagged_gram(Xa, delays, runs, rows=rows, Y=Ya)
+        Ys = Ya[rows]
+        parts.append((lg.n, lg.sums, lg.gram, Ys.sum(0), lg.cross, (Ys * Ys).sum(0)))
+    moments = AtomMoments(*(np.stack(v) for v in zip(*parts)))
+    return ridge_cv_from_moments(moments, splits, alphas, scoring=scoring, fit_intercept=fit_intercept)
+
+
+def lagged_predict(X, coef, delays=range(40), runs=None, intercept=None) -> np.ndarray:
+    """``fir_delays(X, delays, runs) @ coef (+ intercept)`` without building the delayed design.
+
+    Parameters
+    ----------
+    X : (n, p) undelayed features
+    coef : (K p,) or (K p, T) delay-major coefficients (:func:`lagged_ridge_cv`'s ``coef``)
+    delays, runs : as :func:`fir_delays`
+    intercept : (T,) or scalar, optional
+
+    Returns
+    -------
+    (n,) or (n, T) float64 predictions, one delay's block at a time (memory of
+    the output, not of the design).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jaxalign.timing import fir_delays, lagged_predict
+    >>> X, B = np.arange(12.0).reshape(6, 2), np.ones((6, 1))
+    >>> bool(np.allclose(lagged_predict(X, B, delays=(0, 1, 2)), fir_delays(X, (0, 1, 2)) @ B))
+    True
+    """
+    Xa = _array(X)
+    if Xa.ndim != 2:
+        raise ValueError(f"X must be 2-D (samples, features), got shape {Xa.shape}.")
+    Xa = Xa.astype(np.float64)
+    n, p = Xa.shape
+    ds = _delays(delays)
+    B = np.asarray(coef, np.float64)
+    ravel = B.ndim == 1
+    B = B[:, None] if ravel else B
+    if B.ndim != 2 or B.shape[0] != len(ds) * p:
+        raise ValueError(f"coef must have {len(ds)} delays x {p} features = {len(ds) * p} rows, got shape "
+                         f"{np.shape(coef)}.")
+    starts, ends = run_segments(runs, n)
+    out = np.zeros((n, B.shape[1]))
+    for k, d in enumerate(ds):
+        Bk = B[k * p:(k + 1) * p]
+        for r0, r1 in zip(starts, ends):
+            lo, hi = max(r0, r0 + d), min(r1, r1 + d)  # rows t whose t - d is in the run
+            if hi > lo:
+                out[lo:hi] += Xa[lo - d:hi - d] @ Bk
+    if intercept is not None:
+        out += np.asarray(intercept, np.float64)
+    return out[:, 0] if ravel else out
