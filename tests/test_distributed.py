@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _subprocess import fast_compile_env
 from jaxalign.ridge import ContiguousKFold, RidgeCV, nested_cv, ridge_cv_moments
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
@@ -30,7 +31,7 @@ def _free_port() -> int:
 
 def _launch(mode, n, data, tmp, devices_per_process=1, timeout=240):
     port = _free_port()
-    env = dict(os.environ)
+    env = fast_compile_env()  # tiny problems: the workers' time is compiling
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     flags = env.get("XLA_FLAGS", "")
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices_per_process}".strip()
