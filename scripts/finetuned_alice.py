@@ -8,13 +8,14 @@ within the folds, one nested ridge CV per model and layer) is run on the base
 model and on each fine-tuned model, in one results store (the base model's
 units are computed once and reused by later runs; a killed run resumes). Then
 per tuned model, layer and ROI: the paired sign-flip test over listeners of
-r(tuned) - r(base), two-sided, Benjamini-Hochberg over layers x ROIs
-(:func:`jaxalign.analysis.compare.listener_change`).
+r(tuned) - r(base), two-sided, Benjamini-Hochberg over layers x ROIs (the
+study file's ``[compare]`` section, which this script adds;
+:func:`jaxalign.analysis.compare.listener_change`).
 
-Writes to ``--out``: the study's own outputs (``results.csv``, figures,
-``store/``), ``change_<name>.csv`` (per layer and ROI: mean r of both models,
-the change, its s.e.m., listeners better, p, p_fdr, direction) and
-``change_<name>.png``.
+Writes to ``--out``: the study's own outputs (``results.csv``,
+``results.json``, figures, ``store/``) and ``compare/<name>_vs_base.csv``
+(per layer and ROI: mean r of both models, the change, its s.e.m.,
+listeners better, p, p_fdr, direction) and ``.png``.
 
 Run (after ``jaxalign finetune examples/finetune_piqa.toml``)::
 
@@ -35,9 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jaxalign._core.files import atomic_write, atomic_write_text
-from jaxalign.analysis.compare import listener_change, plot_listener_change
-from jaxalign.studies import StudyConfig, load_results
+from jaxalign.studies import StudyConfig
 from jaxalign.studies.runner import run_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,31 +55,20 @@ def _named(text: str) -> tuple[str, Path]:
     return name, p
 
 
-def study_config(config: Path, tuned: list[tuple[str, Path]], out: Path, base: Path | None = None) -> StudyConfig:
-    """``config`` with its models replaced by the base model and the tuned ones, writing to ``out``."""
+def study_config(config: Path, tuned: list[tuple[str, Path]], out: Path, base: Path | None = None, *,
+                 n_permutations: int = 10000, seed: int = 0) -> StudyConfig:
+    """``config`` with its models replaced by the base model and the tuned ones, a ``[compare]`` section
+    (each tuned model against the base) and its output folder ``out``."""
     base_model = {"name": BASE_NAME, **({"path": str(base)} if base else {"packaged": "SmolLM2-135M-Instruct"})}
     cfg = StudyConfig.from_toml(config)
     data = cfg.to_dict()
     data["models"] = [base_model] + [{"name": n, "path": str(p)} for n, p in tuned]
+    data["compare"] = {"base": BASE_NAME, "tuned": [n for n, _ in tuned], "n_permutations": n_permutations,
+                       "seed": seed}
     data.setdefault("output", {})["dir"] = str(out)
     new = type(cfg).model_validate(data)
     new._base_dir, new._source = cfg._base_dir, cfg._source
     return new
-
-
-def compare_all(store: Path, names: list[str], out: Path, *, n_permutations: int = 10000,
-                seed: int = 0) -> dict[str, pd.DataFrame]:
-    """``listener_change`` of every tuned model against the base, written as CSV and PNG."""
-    table = load_results(store).table
-    table = table[table.feature_set == "model"] if "feature_set" in table.columns else table
-    results = {}
-    for name in names:
-        res = listener_change(table, BASE_NAME, name, n_permutations=n_permutations, seed=seed)
-        atomic_write_text(out / f"change_{name}.csv", res.to_csv(index=False))
-        fig = plot_listener_change(res)
-        atomic_write(out / f"change_{name}.png", lambda f: fig.savefig(f, format="png", dpi=120))
-        results[name] = res
-    return results
 
 
 def format_change(name: str, res: pd.DataFrame) -> str:
@@ -116,9 +104,9 @@ def main(argv=None):
     if len(set(names)) != len(names):
         ap.error(f"--tuned names must differ, got {names}")
     out = args.out.resolve()
-    cfg = study_config(args.config, args.tuned, out, base=args.base.resolve() if args.base else None)
-    run_study(cfg, progress=not args.quiet)
-    results = compare_all(out / "store", names, out, n_permutations=args.permutations, seed=args.seed)
+    cfg = study_config(args.config, args.tuned, out, base=args.base.resolve() if args.base else None,
+                       n_permutations=args.permutations, seed=args.seed)
+    results = run_study(cfg, progress=not args.quiet).compare
     for name, res in results.items():
         print(format_change(name, res), end="\n\n")
     print(f"written to {out}")

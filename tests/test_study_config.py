@@ -164,7 +164,7 @@ def test_every_dataset_kind_round_trips(kind, tmp_path):
 
 def test_unknown_key_top_level():
     assert only_problem({"datset": {"kind": "alice"}}) == (
-        "datset: unknown key (allowed: dataset, models, layers, features, timing, encoding, stats, output)")
+        "datset: unknown key (allowed: dataset, models, layers, features, timing, encoding, stats, output, compare)")
 
 
 def test_unknown_key_inside_sections():
@@ -344,7 +344,7 @@ def test_every_problem_is_listed_at_once():
         "features.pooling: 'max' is not allowed (allowed: 'last', 'mean')",
         "encoding.outer.gap: expected an integer (got '5')",
         "stats.n_permutations: must be >= 1 (got -1)",
-        "bogus: unknown key (allowed: dataset, models, layers, features, timing, encoding, stats, output)",
+        "bogus: unknown key (allowed: dataset, models, layers, features, timing, encoding, stats, output, compare)",
     ]
     with pytest.raises(ConfigError) as info:
         StudyConfig.model_validate({"bogus": 1, "stats": {"n_permutations": -1}})
@@ -352,7 +352,7 @@ def test_every_problem_is_listed_at_once():
     assert str(info.value) == ("2 problems in the study config:\n"
                                "  stats.n_permutations: must be >= 1 (got -1)\n"
                                "  bogus: unknown key (allowed: dataset, models, layers, features, timing, encoding, "
-                               "stats, output)")
+                               "stats, output, compare)")
 
 
 def test_errors_from_a_file_name_it(tmp_path):

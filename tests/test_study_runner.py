@@ -688,3 +688,41 @@ def test_distributed_flags_are_checked_before_any_work(tmp_path, capsys):
                        (["--coordinator", "nohost"], "--coordinator must be HOST:PORT")):
         assert cli.main(["run", str(cfg), "--out", str(tmp_path / "o"), *flags]) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_compare_section_tests_tuned_against_base_over_subjects(tiny_models, tmp_path):
+    """``[compare]``: after the units, each tuned model against the base per layer x ROI, paired over
+    subjects; equal to ``analysis.compare.listener_change`` on the run's own table, written as CSV and
+    figure, in results.json and in the printed summary; changes no unit key. Refused before any work:
+    an unknown model, one subject."""
+    from jaxalign.analysis.compare import listener_change
+    from jaxalign.studies import ConfigError, StudyConfig
+    from jaxalign.studies.runner import format_summary, run_study
+
+    cfg = StudyConfig.from_toml(_synthetic_config(tmp_path, tiny_models[:2], n_subjects=4))
+    plain = run_study(cfg, out=tmp_path / "plain", progress=False)
+    s = run_study(cfg.updated({"compare": {"base": "tiny0", "n_permutations": 100}}), out=tmp_path / "plain",
+                  progress=False)
+    assert s.computed == [] and sorted(s.reused) == sorted(plain.computed)  # same units: nothing recomputed
+    res = s.compare["tiny1"]
+    ref = listener_change(s.table[s.table.feature_set == "model"], "tiny0", "tiny1", n_permutations=100)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(res, ref)
+    assert len(res) == 6 and (res.n_listeners == 4).all() and res.attrs["exact"]
+    assert pd.read_csv(tmp_path / "plain" / "compare" / "tiny1_vs_tiny0.csv").shape == res.shape
+    assert (tmp_path / "plain" / "compare" / "tiny1_vs_tiny0.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "plain" / "results.json").read_text())
+    assert len(saved["compare"]["tiny1"]) == 6 and saved["settings_hash"] == cfg.hash_settings()
+    assert "tiny1 vs tiny0: r changed in" in format_summary(s)
+    with pytest.raises(ConfigError, match="compare.base: 'nope' is not a model"):
+        cfg.updated({"compare": {"base": "nope"}})
+    with pytest.raises(ConfigError, match="compare.tuned"):
+        cfg.updated({"compare": {"base": "tiny0", "tuned": ["tiny0"]}})
+    from types import SimpleNamespace
+
+    from jaxalign.studies.runner import _check_compare  # called by plan_study, before any unit
+
+    with pytest.raises(ValueError, match=r"at least 2 subjects; the dataset has 1 \(\['S1'\]\)"):
+        _check_compare(cfg.updated({"compare": {"base": "tiny0"}}), SimpleNamespace(subjects=["S1"]))
+    _check_compare(cfg, SimpleNamespace(subjects=["S1"]))  # no [compare]: nothing to check

@@ -774,6 +774,20 @@ class OutputConfig(_Section):
 # -------------------------------------------------------------------- study
 
 
+class CompareConfig(_Section):
+    """Base vs fine-tuned (or any two models): per layer and target, the paired test over subjects."""
+
+    base: Str = Field(description="Label of the base model (a [[models]] name, or its source's name).")
+    tuned: list[Str] | None = Field(None, min_length=1, description=(
+        "Labels of the models compared with the base (absent: every other model)."))
+    alternative: Literal["two-sided", "greater", "less"] = Field("two-sided", description=(
+        "H1 of the sign-flip test of mean r(tuned) - r(base) over subjects ('two-sided': either way)."))
+    n_permutations: Int = Field(10000, ge=1, description="Random sign patterns (all 2^n when fewer).")
+    fdr: Literal["bh", "by"] = Field("bh", description="Over layers x targets of each tuned model.")
+    fdr_alpha: Float = Field(0.05, gt=0, lt=1, description="FDR level.")
+    seed: Int = Field(0, ge=0, description="Seed of the sign patterns.")
+
+
 class StudyConfig(_Section):
     """A whole study: ``StudyConfig.from_toml(path)`` or ``StudyConfig.model_validate(dict)``."""
 
@@ -789,6 +803,9 @@ class StudyConfig(_Section):
     encoding: EncodingConfig = Field(Ridge(), description="[encoding]: the model fitted from features to targets.")
     stats: StatsConfig = Field(StatsConfig(), description="[stats]")
     output: OutputConfig = Field(OutputConfig(), description="[output]")
+    compare: CompareConfig | None = Field(None, description=(
+        "[compare]: base vs tuned models, paired over subjects (jaxalign.analysis.compare.listener_change); "
+        "absent: no comparison."))
 
     _base_dir: Path | None = PrivateAttr(None)
     _source: str | None = PrivateAttr(None)
@@ -865,8 +882,38 @@ class StudyConfig(_Section):
                                                    "method 'correlation'"))
         if self.stats.test == "cv_permutation" and self.encoding.method != "ridge":
             problems.append(("stats.test", "'cv_permutation' refits the ridge model: it needs encoding method 'ridge'"))
+        if self.compare is not None:
+            problems += self._compare_problems(labels)
         _cross(problems)
         return self
+
+    def _compare_problems(self, labels):
+        c, problems = self.compare, []
+        if c.base not in labels:
+            problems.append(("compare.base", f"{c.base!r} is not a model of the study (models: {labels})"))
+        tuned = c.tuned if c.tuned is not None else [m for m in labels if m != c.base]
+        bad = [m for m in tuned if m not in labels]
+        if bad:
+            problems.append(("compare.tuned", f"{bad} are not models of the study (models: {labels})"))
+        if c.base in tuned:
+            problems.append(("compare.tuned", f"the base model {c.base!r} cannot be compared with itself"))
+        if not tuned:
+            problems.append(("compare", "needs a second model: add a [[models]] table for the tuned model"))
+        multi = [m.label for m in self.models if m.revisions and len(m.revisions) > 1 and m.label in [c.base, *tuned]]
+        if multi:
+            problems.append(("compare", f"model(s) {multi} have several revisions: list each revision as its own "
+                                        "[[models]] table with a name to compare them"))
+        if self.features.kind == "surprisal":
+            problems.append(("compare", "compares layers of hidden-state features; features kind is 'surprisal'"))
+        return problems
+
+    @property
+    def compared(self) -> list[str]:
+        """The tuned models of [compare] (every model but the base when ``tuned`` is absent)."""
+        if self.compare is None:
+            return []
+        c = self.compare
+        return list(c.tuned) if c.tuned is not None else [m.label for m in self.models if m.label != c.base]
 
     # ---------------------------------------------------------------- TOML
 
@@ -951,7 +998,8 @@ class StudyConfig(_Section):
         return [x % n_states for x in spec]
 
     def hash_settings(self, *sections: str) -> str:
-        """sha256 (hex) of the canonical JSON of ``sections`` (default: all but ``output``).
+        """sha256 (hex) of the canonical JSON of ``sections`` (default: all but ``output`` and
+        ``compare``, which change what is written from the units, not what they hold).
 
         Canonical: keys sorted, kind-dependent defaults filled in (an absent
         gap and its default value hash the same), alphas as the grid they
@@ -959,7 +1007,7 @@ class StudyConfig(_Section):
         """
         names = list(type(self).model_fields)
         if not sections:
-            sections = tuple(n for n in names if n != "output")
+            sections = tuple(n for n in names if n not in ("output", "compare"))
         unknown = [s for s in sections if s not in names]
         if unknown:
             raise ValueError(f"unknown section(s) {unknown} (allowed: {_choices(names)})")

@@ -408,6 +408,7 @@ def plan_study(cfg: StudyConfig, out=None) -> _Plan:
         ds = load_dataset(cfg)
         _check_supported(cfg, ds)
         models = [] if ds.kind == "features" else _resolve_models(cfg, cache_dir, _words_digest(ds))
+    _check_compare(cfg, ds)
     groups = _groups(ds)
     enc = cfg.encoding
     fit_settings = {
@@ -998,9 +999,48 @@ class RunSummary:
     group: dict | None = None
     fdr_alpha: float = 0.05
     tasks: list = field(default_factory=list)
+    compare: dict | None = None
 
 
 STAGES = ("fit", "stats")
+
+
+def _check_compare(cfg: StudyConfig, ds) -> None:
+    """[compare] pairs subjects: refuse a dataset with fewer than 2 before any work."""
+    if cfg.compare is not None and len(ds.subjects) < 2:
+        raise ValueError(f"compare: the paired test over subjects needs at least 2 subjects; the dataset has "
+                         f"{len(ds.subjects)} ({ds.subjects})")
+
+
+def _compare(cfg: StudyConfig, table) -> dict | None:
+    """[compare]: ``{tuned: listener_change table}`` against the base model (per layer and target)."""
+    if cfg.compare is None or table is None:
+        return None
+    from jaxalign.analysis.compare import listener_change
+
+    c = cfg.compare
+    rows = table[table["feature_set"] == "model"] if "feature_set" in table.columns else table
+    by = ["layer", "target"] + (["window"] if "window" in rows.columns and rows["window"].notna().any() else [])
+    return {name: listener_change(rows, c.base, name, by=by, n_permutations=c.n_permutations,
+                                  alternative=c.alternative, fdr=c.fdr, alpha=c.fdr_alpha, seed=c.seed)
+            for name in cfg.compared}
+
+
+def _write_compare(out: Path, compared: dict) -> list:
+    """``<out>/compare/<tuned>_vs_<base>.csv`` and ``.png`` (the change per layer, a panel per target)."""
+    from jaxalign.analysis.compare import plot_listener_change
+
+    folder = out / "compare"
+    folder.mkdir(exist_ok=True)
+    files = []
+    for name, res in compared.items():
+        stem = f"{_safe(name)}_vs_{_safe(res.attrs['base'])}"
+        files.append(atomic_write_text(folder / f"{stem}.csv", res.to_csv(index=False)))
+        if res["target"].nunique() <= 12 and "window" not in res.columns:  # a panel per target (ROIs);
+            fig = plot_listener_change(res)                                    # voxels, channels: the table
+            files.append(atomic_write(folder / f"{stem}.png", lambda f, fig=fig: fig.savefig(f, format="png",
+                                                                                            dpi=120)))
+    return files
 
 
 def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: float = 3600.0,
@@ -1140,8 +1180,11 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
     files = _write_outputs(plan, table) if writer else []
     if group_keys:
         group = _group_table(table)
+    compared = _compare(cfg, table)
+    if writer and compared:
+        files += _write_compare(plan.out, compared)
     summary = RunSummary(plan.out, computed, reused, feats.loaded_models, table, files,
-                         time.perf_counter() - t0, group, cfg.stats.fdr_alpha)
+                         time.perf_counter() - t0, group, cfg.stats.fdr_alpha, compare=compared)
     if writer:
         atomic_write_text(plan.out / "results.json", json.dumps(_json_summary(plan, summary), indent=1))
         summary.files.append(plan.out / "results.json")
@@ -1244,6 +1287,8 @@ def _json_summary(plan: _Plan, s: RunSummary) -> dict:
                     "features_key": r.features_key} for r in plan.models],
         "units": {"computed": s.computed, "reused": s.reused},
         "group": s.group,
+        "compare": None if not s.compare else {name: json.loads(res.to_json(orient="records"))
+                                                for name, res in s.compare.items()},
         "seconds": s.seconds,
         "jaxalign": __version__,
     }
@@ -1305,6 +1350,12 @@ def format_summary(summary: RunSummary, max_targets: int = 8) -> str:
             win = f"{peak['window']:>8.3f}" if windowed else ""
             lines.append(f"{f'{model} {revision} layer {layer} {subject}':<40}{g['score'].mean():>9.3f}"
                          f"{g['score'].max():>9.3f}{win}{sig}")
+    for name, res in (summary.compare or {}).items():
+        counts = res["direction"].value_counts()
+        lines.append(f"{name} vs {res.attrs['base']}: r changed in {counts.get('better', 0)} (up) and "
+                     f"{counts.get('worse', 0)} (down) of {len(res)} layer x target tests (sign flips over "
+                     f"{int(res['n_listeners'].iloc[0])} subjects, {res.attrs['fdr'].upper()} FDR < "
+                     f"{res.attrs['alpha']}); mean change {res['change'].mean():+.4f}")
     return "\n".join(lines)
 
 
