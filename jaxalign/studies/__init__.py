@@ -37,6 +37,11 @@ natural_stories
     ``analyse_dataset(dataset, surprisal)`` scores a loaded
     ``natural_stories`` dataset, ``analyse(root, out)`` runs the whole study
     (``scripts/natural_stories.py``).
+natural_stories_probing
+    The Pythia study's linguistic properties on Natural Stories: gold-parse
+    labels per reading-time word, SmolLM2 layers, probe accuracy before /
+    after removing each property and the reading-time alignment of the
+    original and residual features (``scripts/probing_natural_stories.py``).
 """
 
 from jaxalign.studies.config import ConfigError, StudyConfig

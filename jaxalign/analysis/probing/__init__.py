@@ -7,7 +7,11 @@
   L-BFGS), :func:`probe_accuracy` (nested CV over C, majority-class chance);
 - removal: :func:`remove_property` / :func:`fit_removal` (ridge residuals on
   one-hot labels, on all words or inside a CV fold), and
-  :func:`removal_successful` (the study's criterion).
+  :func:`removal_successful` (the study's criterion);
+- the study: :func:`removal_effects` (probe accuracy before / after removal
+  per property x layer, chance, the criterion, and the held-out alignment of
+  original vs residual features with a target), :func:`alignment_r`,
+  :func:`plot_removal_effects`.
 """
 
 from jaxalign.analysis.probing._labels import (
@@ -22,6 +26,12 @@ from jaxalign.analysis.probing._labels import (
 from jaxalign.analysis.probing._logistic import LogisticRegression
 from jaxalign.analysis.probing._probe import ProbeResult, probe_accuracy, removal_successful
 from jaxalign.analysis.probing._removal import PropertyRemoval, fit_removal, remove_property
+from jaxalign.analysis.probing._study import (
+    REMOVALS,
+    alignment_r,
+    plot_removal_effects,
+    removal_effects,
+)
 from jaxalign.analysis.probing._trees import Tree, parse_trees, read_trees
 
 __all__ = [
@@ -30,14 +40,18 @@ __all__ = [
     "LogisticRegression",
     "ProbeResult",
     "PropertyRemoval",
+    "REMOVALS",
     "Tree",
+    "alignment_r",
     "fit_removal",
     "labels_from_penn",
     "parse_trees",
+    "plot_removal_effects",
     "probe_accuracy",
     "property_classes",
     "read_conllx",
     "read_trees",
+    "removal_effects",
     "remove_property",
     "removal_successful",
     "sentence_length_bin",
