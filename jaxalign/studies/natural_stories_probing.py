@@ -235,7 +235,8 @@ def analyse(root=DEFAULT_ROOT, out=Path("out/probing_natural_stories"), *, model
                   else str(model_path)) if features is None else "precomputed features"
     atomic_write_text(out / "results.csv", table.to_csv(index=False, float_format="%.6g"))
     story_ids = [int(s) for s in unique_in_order(stim.runs)]
-    plot_removal_effects(table, out / "removal_effects.png", title=_title(story_ids, model_name),
+    plot_removal_effects(table, out / "removal_effects.png",
+                         title=_title(story_ids, model_name, list(classes.columns)),
                          target_name="mean reading time")
     settings = {
         "model": model_name, "stories": story_ids, "layers": [int(x) for x in layers],
@@ -254,9 +255,12 @@ def analyse(root=DEFAULT_ROOT, out=Path("out/probing_natural_stories"), *, model
     return table
 
 
-def _title(stories, model_name):
+def _title(stories, model_name, properties):
+    random = [p for p in properties if str(p).startswith("random_")]
+    what = ("gold-parse properties" if not random else "random sentence-level control properties"
+            if len(random) == len(properties) else "gold-parse properties and random controls")
     return (f"Natural Stories (stories {', '.join(map(str, stories))}), {model_name.split(' (')[0]}: "
-            "gold-parse properties probed in and removed from the hidden states")
+            f"{what} probed in and removed from the hidden states")
 
 
 def replot(out=Path("out/probing_natural_stories")) -> Path:
@@ -271,7 +275,8 @@ def replot(out=Path("out/probing_natural_stories")) -> Path:
     table = pd.read_csv(paths[0])
     settings = json.loads(paths[1].read_text())
     plot_removal_effects(table, out / "removal_effects.png",
-                         title=_title(settings["stories"], settings["model"]),
+                         title=_title(settings["stories"], settings["model"],
+                                      list(dict.fromkeys(table["property"]))),
                          target_name="mean reading time")
     return out / "removal_effects.png"
 
