@@ -53,7 +53,11 @@ def main(argv=None):
     ap.add_argument("--layers", default=None, help="comma-separated hidden states (overrides --layer-step)")
     ap.add_argument("--properties", default=None,
                     help="comma-separated properties (default all eight: sentence_length, tree_depth, "
-                         "top_constituents, tense, subject_number, object, pos, smallest_constituent)")
+                         "top_constituents, tense, subject_number, object, pos, smallest_constituent; "
+                         "'' for none, with --random-controls)")
+    ap.add_argument("--random-controls", type=int, default=0,
+                    help="add K control properties random_1..K: a random 0/1 label per sentence")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random controls")
     ap.add_argument("--stories", default=None, help="comma-separated story ids (default: all)")
     ap.add_argument("--removal", default="all", choices=["all", "fold", "both"],
                     help="fit the removal on all words (published), inside each outer fold, or both")
@@ -70,9 +74,10 @@ def main(argv=None):
         args.root, Path(args.out), model_path=args.model, max_length=args.max_length,
         layers=None if args.layers is None else _ints(args.layers, "layers"),
         layer_step=args.layer_step,
-        properties=None if args.properties is None else args.properties.split(","),
+        properties=None if args.properties is None else [p for p in args.properties.split(",") if p],
         stories=None if args.stories is None else _ints(args.stories, "stories"),
-        removal=("all", "fold") if args.removal == "both" else args.removal, dtype=args.dtype)
+        removal=("all", "fold") if args.removal == "both" else args.removal, dtype=args.dtype,
+        random_controls=args.random_controls, seed=args.seed)
     print("\n" + format_table(table))
     print(f"\nwrote {Path(args.out) / 'results.csv'}, removal_effects.png and settings.json "
           f"({time.time() - t0:.0f} s)")

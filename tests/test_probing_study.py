@@ -143,9 +143,9 @@ def test_fold_internal_removal(planted):
     probe_accuracy on that fold; alignment with the removal refitted per story."""
     d = planted
     n = len(d["sentence"])
-    table = _effects(d, {"planted": d["planted"]}, removal=("all", "fold"), target=d["y"],
-                     target_groups=d["story"])
-    t = table[table.removal == "fold"]
+    t = _effects(d, {"planted": d["planted"]}, removal="fold", target=d["y"],
+                 target_groups=d["story"])
+    assert (t.removal == "fold").all()
     splits = check_cv(GroupKFold(4), n, groups=d["sentence"])
     acc = []
     for tr, te in splits:
@@ -164,7 +164,8 @@ def test_fold_internal_removal(planted):
 
     r = alignment_r(d["X"][:, used], d["y"][used], loso, alphas=ALPHAS, train_features=fold_features)
     np.testing.assert_allclose(t.alignment_after, r, atol=1e-12)
-    np.testing.assert_array_equal(t.alignment_before, table[table.removal == "all"].alignment_before)
+    r0 = alignment_r(d["X"][:, used], d["y"][used], loso, alphas=ALPHAS)
+    np.testing.assert_allclose(t.alignment_before, r0, atol=1e-12)
 
 
 def test_bad_inputs_name_the_argument(planted):
@@ -205,8 +206,9 @@ def _script():
 
 
 def test_pipeline_one_story_tiny_model(tmp_path, capsys):
-    """The script end to end at reduced size: story 1, two binary properties,
-    hidden states 0 and 2 of a tiny random GPT-2 (64-token window)."""
+    """The script end to end at reduced size: story 1, one property and a
+    random control, hidden states 0 and 2 of a tiny random GPT-2 (64-token
+    window)."""
     from tests._shared_data import need
     from tests._tiny_lm import saved_tiny
 
@@ -219,11 +221,12 @@ def test_pipeline_one_story_tiny_model(tmp_path, capsys):
     assert script.analyse is NSP.analyse  # a command line over the package
     out = tmp_path / "out"
     assert script.main(["--root", str(root), "--out", str(out), "--model", str(folder),
-                        "--stories", "1", "--layers", "0,2", "--properties", "tense,object"]) == 0
+                        "--stories", "1", "--layers", "0,2", "--properties", "tense",
+                        "--random-controls", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "tense" in printed and "object" in printed and "results.csv" in printed
+    assert "tense" in printed and "random_1" in printed and "results.csv" in printed
     table = pd.read_csv(out / "results.csv")
-    assert len(table) == 4 and set(table.property) == {"tense", "object"}
+    assert len(table) == 4 and set(table.property) == {"tense", "random_1"}
     assert list(table.layer.unique()) == [0, 2] and (table.removal == "all").all()
     assert (table.n_words == 1073).all()
     assert table[["accuracy_before", "accuracy_after", "alignment_before", "alignment_after"]].notna().all().all()
@@ -241,6 +244,8 @@ def test_pipeline_one_story_tiny_model(tmp_path, capsys):
     tense = labels["tense"].to_numpy()
     assert table[table.property == "tense"].chance.iloc[0] == pytest.approx(
         np.bincount(tense).max() / len(tense), abs=1e-6)
+    # the control: one random 0/1 label per sentence
+    assert table[table.property == "random_1"].n_classes.iloc[0] == 2
     # redraw from the files
     assert script.main(["--out", str(out), "--replot"]) == 0
     with pytest.raises(ValueError, match="properties"):

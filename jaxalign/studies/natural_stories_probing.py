@@ -166,7 +166,7 @@ def story_features(words, runs, layers, *, model_path=None, max_length=None, cac
 def analyse(root=DEFAULT_ROOT, out=Path("out/probing_natural_stories"), *, model_path=None,
             max_length=None, layers=None, layer_step=DEFAULT_LAYER_STEP, properties=None,
             stories=None, removal="all", dtype="float32", features=None, progress=None,
-            **effects_kwargs) -> pd.DataFrame:
+            random_controls=0, seed=0, **effects_kwargs) -> pd.DataFrame:
     """The whole study: words, labels, features (unless given), removal_effects, outputs in ``out``.
 
     ``layers``: hidden-state indices (default every ``layer_step``-th from 0,
@@ -176,6 +176,12 @@ def analyse(root=DEFAULT_ROOT, out=Path("out/probing_natural_stories"), *, model
     :func:`removal_effects`). ``dtype``: the probe solver's. ``features``:
     precomputed (len(layers), n_words, dim) features of the used stories'
     words in story order (skips the LM; ``layers`` then names its rows).
+    ``random_controls``: that many control properties ``random_1``, ...:
+    a label drawn per sentence (0 or 1, probability 1/2, from
+    ``numpy.random.default_rng([seed, k])``) and given to its words, a
+    sentence-level property that nothing in the text carries: its removal
+    shows how much alignment moves when a property the model cannot know is
+    regressed out (``properties=[]`` runs the controls alone).
     Other keywords go to :func:`removal_effects`. Returns the table (also
     written to ``out/results.csv``).
     """
@@ -187,14 +193,22 @@ def analyse(root=DEFAULT_ROOT, out=Path("out/probing_natural_stories"), *, model
     if properties is not None:
         properties = list(properties)
         unknown = sorted(set(properties) - set(STUDY_BINS))
-        if unknown or not properties:
-            raise ValueError(f"properties {unknown or properties} are not among {sorted(STUDY_BINS)}")
+        if unknown:
+            raise ValueError(f"properties {unknown} are not among {sorted(STUDY_BINS)}")
+    if int(random_controls) < 0:
+        raise ValueError(f"random_controls must be >= 0, got {random_controls}")
+    if properties == [] and not random_controls:
+        raise ValueError("properties is empty and there are no random_controls: nothing to probe")
     if layer_step is not None and int(layer_step) < 1:
         raise ValueError(f"layer_step must be >= 1, got {layer_step}")
     dataset = load_data(root, stories)
     stim = dataset.stimulus
     labels = word_labels(dataset)
-    classes = labels[properties if properties is not None else list(STUDY_BINS)]
+    classes = labels[properties if properties is not None else list(STUDY_BINS)].copy()
+    sentence = labels["sentence"].to_numpy()
+    for k in range(1, int(random_controls) + 1):
+        draw = np.random.default_rng([int(seed), k]).integers(0, 2, sentence.max() + 1)
+        classes[f"random_{k}"] = draw[sentence]
     if features is None:
         chosen = layers if layers is not None else (lambda n: list(range(0, n, int(layer_step))))
         X, layers = story_features(stim.words, stim.runs, chosen, model_path=model_path,
@@ -221,12 +235,14 @@ def analyse(root=DEFAULT_ROOT, out=Path("out/probing_natural_stories"), *, model
                   else str(model_path)) if features is None else "precomputed features"
     atomic_write_text(out / "results.csv", table.to_csv(index=False, float_format="%.6g"))
     story_ids = [int(s) for s in unique_in_order(stim.runs)]
-    plot_removal_effects(table, out / "removal_effects.png", title=_title(story_ids, model_name),
+    plot_removal_effects(table, out / "removal_effects.png",
+                         title=_title(story_ids, model_name, list(classes.columns)),
                          target_name="mean reading time")
     settings = {
         "model": model_name, "stories": story_ids, "layers": [int(x) for x in layers],
         "n_words": len(stim), "n_aligned": int(np.isfinite(target).sum()),
         "properties": list(classes.columns), "removal": removal, "probe_dtype": dtype,
+        "random_controls": int(random_controls), "seed": int(seed),
         "labels": "first non-punctuation parse leaf of each word (module docstring)",
         "features": "last token per word, each story its own passage, max_length "
                     f"{max_length or (DEFAULT_MAX_LENGTH if model_path is None else 'model')}",
@@ -239,9 +255,12 @@ def analyse(root=DEFAULT_ROOT, out=Path("out/probing_natural_stories"), *, model
     return table
 
 
-def _title(stories, model_name):
+def _title(stories, model_name, properties):
+    random = [p for p in properties if str(p).startswith("random_")]
+    what = ("gold-parse properties" if not random else "random sentence-level control properties"
+            if len(random) == len(properties) else "gold-parse properties and random controls")
     return (f"Natural Stories (stories {', '.join(map(str, stories))}), {model_name.split(' (')[0]}: "
-            "gold-parse properties probed in and removed from the hidden states")
+            f"{what} probed in and removed from the hidden states")
 
 
 def replot(out=Path("out/probing_natural_stories")) -> Path:
@@ -256,7 +275,8 @@ def replot(out=Path("out/probing_natural_stories")) -> Path:
     table = pd.read_csv(paths[0])
     settings = json.loads(paths[1].read_text())
     plot_removal_effects(table, out / "removal_effects.png",
-                         title=_title(settings["stories"], settings["model"]),
+                         title=_title(settings["stories"], settings["model"],
+                                      list(dict.fromkeys(table["property"]))),
                          target_name="mean reading time")
     return out / "removal_effects.png"
 

@@ -7,7 +7,7 @@ scikit-learn's ``GridSearchCV``), refitted on the outer training rows and
 scored on the outer test rows; ``accuracy`` is the mean over outer folds.
 Every fit of the nested CV (outer x (inner + 1) x len(Cs) problems) shares
 the features and differs in its sample weights (0/1 fold masks) and ``C``:
-one vmapped L-BFGS call per feature set (``_logistic.fit_batch``).
+one batched L-BFGS call per feature set (``_logistic.fit_batch``).
 
 Chance is the share of the most frequent class over all words, the study's
 "proportion of the biggest class". Integer ``outer``/``inner`` mean

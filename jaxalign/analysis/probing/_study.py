@@ -402,7 +402,12 @@ def plot_removal_effects(table: pd.DataFrame, path=None, *, title=None, target_n
                       f"original and\nresidual features (removal {_MODE_LABEL.get(modes[0], modes[0])})",
                       fontsize=9)
         ax1.grid(alpha=0.3)
-        ax1.legend(fontsize=7, ncol=2)
+        rs = np.concatenate([ta["alignment_before"].to_numpy(), ta["alignment_after"].to_numpy()])
+        lo, hi = float(np.nanmin(rs)), float(np.nanmax(rs))
+        span = (hi - lo) or 0.1
+        rows = -(-(len(props) + 1) // 2)  # legend rows: room for them below the curves
+        ax1.set_ylim(lo - span * (0.12 + 0.13 * rows), hi + 0.05 * span)
+        ax1.legend(fontsize=7, ncol=2, loc="lower center")
         grids = [table[table["removal"] == m].pivot(index="property", columns="layer",
                                                      values="alignment_change").loc[props]
                  for m in modes]
