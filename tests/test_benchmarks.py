@@ -43,13 +43,17 @@ def test_ridge_tall_benchmark_small(tmp_path):
     out = tmp_path / "tall.json"
     _run("ridge_tall.py", "--n", 600, "--p", 12, "--targets", 4, "--repeats", 1,
          "--folds-from", "grams", "--skip", "jaxalign rows", "--lagged-n", 300,
-         "--lagged-p", 3, "--lagged-delays", 6, "--output-json", out)
+         "--lagged-p", 3, "--lagged-delays", 6, "--nested-n", 400, "--nested-p", 3, "--nested-targets", 3,
+         "--output-json", out)
     res = json.loads(out.read_text())
     rows = {r["method"]: r for r in res["rows"]}
     assert rows["jaxalign"]["path"].startswith("grams")
     assert rows["jaxalign"]["same_alpha"] == 1.0 and rows["jaxalign"]["max_coef_err"] < 1e-4
     assert rows["jaxalign"]["max_dscore"] < 1e-5
     assert res["lagged"][0]["max_rel_err"] < 1e-12
+    nested = {r["method"]: r for r in res["nested"]}
+    assert set(nested) == {"lagged_nested_cv", "materialised"}
+    assert nested["materialised"]["same_alpha"] >= 0.9 and nested["materialised"]["max_dscore"] < 1e-5
 
 
 def test_permutation_benchmark_small(tmp_path):

@@ -137,3 +137,101 @@ def test_lagged_ridge_cv_and_predict_refuse_bad_input():
                       np.zeros((5, 2, 1)), np.zeros((5, 1)))
     with pytest.raises(ValueError, match=r"moments.x_sums has shape \(5, 2\), expected \(5, 3\) \(5 atoms"):
         ridge_cv_from_moments(bad, splits)
+
+
+def _impulse_problem(rng, scale, offset=0.0, n=700, p=3, T=4, delays=(0, 1, 3, 6)):
+    """Two layers of sparse onset impulses over three runs of unequal length,
+    some samples left out (run edges), targets driven by the delayed layer 1."""
+    runs = np.repeat([0, 1, 2], [260, 240, 200])
+    X = np.zeros((2, n, p))
+    at = rng.choice(n, n // 6, replace=False)
+    X[:, at] = rng.standard_normal((2, at.size, p))
+    D = np.stack([fir_delays(x, delays, runs) for x in X])
+    keep = np.ones(n, bool)
+    keep[[0, 1, 2, 260, 261, 500, 699]] = False
+    Y = D[1][keep] @ rng.standard_normal((len(delays) * p, T)) + 2 * rng.standard_normal((keep.sum(), T))
+    return X, Y * scale + offset, D, runs, keep, list(delays)
+
+
+@pytest.mark.parametrize("standardize", ["separate", "train", None])
+@pytest.mark.parametrize("scale, offset", [(1.0, 0.0), (1e-12, 0.0), (1e4, 3e5)])
+def test_lagged_nested_cv_equals_nested_cv_on_the_materialised_design(standardize, scale, offset):
+    """The study runner's continuous-MEG fit: per-run z-scored delayed design
+    over the kept samples, outer contiguous folds with a gap, inner folds,
+    each ``standardize``; MEG (1e-12) and raw (1e4 + offset) target scales.
+    Fold scores and pooled scores within 5e-6 (float32 pipeline vs float64
+    sums), the same penalties, predictions to 1e-5 of their range."""
+    from jaxalign import ridge, timing
+
+    rng = np.random.default_rng(int(np.log10(scale)) + 40 + len(str(standardize)))
+    X, Y, D, runs, keep, delays = _impulse_problem(rng, scale, offset)
+    alphas = [0.1, 10.0, 1e3, 1e5]
+    outer = ContiguousKFold(4, gap=6)
+    for fit_intercept in (False, True):
+        Dm = timing.zscore_per_run(D[:, keep], runs[keep], axis=-2).astype(np.float32)
+        ref = ridge.nested_cv(Dm, Y, alphas, outer, 3, standardize=standardize, fit_intercept=fit_intercept)
+        res = timing.lagged_nested_cv(X, Y, delays, runs, alphas, outer, 3, rows=keep, zscore_runs=True,
+                                      standardize=standardize, fit_intercept=fit_intercept)
+        assert res.fold_scores.shape == ref.fold_scores.shape == (2, 4, 4)
+        # the same penalties, but for an inner-CV near-tie that the float32 reference resolves
+        # differently (raw scale with a 3e5 offset: 1 of 32 choices; the float64 path's fold scores
+        # then equal a float64 numpy refit with its penalty to 3e-8)
+        same = res.best_alphas == ref.best_alphas
+        assert same.mean() >= (0.96 if offset else 1.0), same.mean()
+        np.testing.assert_allclose(res.fold_scores[same], ref.fold_scores[same], atol=5e-6)
+        np.testing.assert_allclose(res.fold_scores, ref.fold_scores, atol=1e-3)
+        if same.all():
+            np.testing.assert_allclose(res.scores, ref.scores, atol=5e-6)
+            span = np.abs(ref.predictions).max()
+            np.testing.assert_allclose(res.predictions, ref.predictions, rtol=0, atol=1e-5 * span)
+        np.testing.assert_allclose(res.targets, ref.targets, rtol=1e-6, atol=1e-6 * np.abs(ref.targets).max())
+    assert res.scores[1].min() > 0.2 and res.scores[1].mean() > res.scores[0].mean() + 0.2  # layer 1 drives Y
+
+
+def test_lagged_nested_cv_options_as_nested_cv():
+    """Groups for both CVs, a fold_targets hook, neg_mse scoring, one layer,
+    no row selection and no per-run z-scoring: still nested_cv's answer; the
+    progress hook sees every outer fold."""
+    from jaxalign import ridge, timing
+
+    rng = np.random.default_rng(7)
+    X, Y, D, runs, keep, delays = _impulse_problem(rng, 1.0)
+    X1, D1 = X[1], D[1]
+    Yall = D1 @ rng.standard_normal((D1.shape[1], 3)) + rng.standard_normal((len(D1), 3))
+    groups = np.arange(len(D1)) // 35
+
+    def hook(Y, train, test):  # centre on the training mean, as a confound regression would
+        mu = Y[train].mean(0)
+        return Y[train] - mu, Y[test] - mu
+
+    seen = []
+    for scoring in ("neg_mse", "r2"):
+        kw = dict(groups=groups, scoring=scoring, fold_targets=hook, standardize="train")
+        ref = ridge.nested_cv(D1.astype(np.float32), Yall, [1.0, 100.0], ridge.GroupKFold(5), ridge.GroupKFold(3),
+                              **kw)
+        res = timing.lagged_nested_cv(X1, Yall, delays, runs, [1.0, 100.0], ridge.GroupKFold(5),
+                                      ridge.GroupKFold(3), on_fold=lambda k, n: seen.append((k, n)), **kw)
+        assert res.fold_scores.shape == (5, 3) and res.predictions.shape == Yall.shape
+        tol = 1e-4 * np.abs(ref.fold_scores).max() if scoring == "neg_mse" else 5e-6
+        np.testing.assert_allclose(res.fold_scores, ref.fold_scores, atol=tol)
+        np.testing.assert_array_equal(res.best_alphas, ref.best_alphas)
+    assert seen[:5] == [(k, 5) for k in range(1, 6)]
+
+
+def test_lagged_nested_cv_refuses_bad_input():
+    from jaxalign.timing import lagged_nested_cv
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((200, 2)), rng.standard_normal((200, 2))
+    with pytest.raises(ValueError, match="rows"):
+        lagged_nested_cv(X, Y[:150], range(3), rows=np.arange(50, 200)[::-1], outer_cv=3, inner_cv=3)
+    with pytest.raises(ValueError, match="150 rows"):
+        lagged_nested_cv(X, Y, range(3), rows=np.arange(150), outer_cv=3, inner_cv=3)
+    with pytest.raises(ValueError, match="standardize"):
+        lagged_nested_cv(X, Y, range(3), outer_cv=3, inner_cv=3, standardize="both")
+    with pytest.raises(ValueError, match="finite"):
+        lagged_nested_cv(np.where(X > 2, np.nan, X), Y, range(3), outer_cv=3, inner_cv=3)
+    with pytest.raises(ValueError, match="repeated"):
+        lagged_nested_cv(X, Y, (0, 1, 1), outer_cv=3, inner_cv=3)
+    with pytest.raises(ValueError, match="X must be"):
+        lagged_nested_cv(X[0], Y, range(3))

@@ -679,12 +679,9 @@ def _word_pca(per_word, k: int | None) -> np.ndarray:
     return out
 
 
-def _continuous_design(plan: _Plan, per_word, targets: _Targets, subjects) -> np.ndarray:
-    """Continuous MEG/EEG: each word's features as an impulse at its onset sample, delayed by the
-    config's sample delays within runs: (L, n_kept, n_delays * dim), z-scored per run.
-
-    The delayed design is materialised (n_samples x delays x dim per layer, float32): keep ``pca`` and
-    the delays modest for long recordings."""
+def _continuous_impulses(plan: _Plan, per_word, subjects) -> tuple[np.ndarray, np.ndarray | None]:
+    """Continuous MEG/EEG: each word's features (or a 1: the word rate) as an impulse at its onset sample,
+    undelayed: ((L, n_samples, dim) float64, the recording's run labels or None)."""
     from jaxalign import timing
 
     rec = plan.dataset.recordings[subjects[0]]
@@ -692,13 +689,21 @@ def _continuous_design(plan: _Plan, per_word, targets: _Targets, subjects) -> np
     n = rec.data.shape[0]
     t0 = float(rec.times[0]) if rec.times is not None else 0.0
     runs = None if rec.runs is None else np.asarray(rec.runs)
-    F = np.asarray(per_word) if per_word is not None else None
-    layers = [None] if F is None else list(F)
+    layers = [None] if per_word is None else list(np.asarray(per_word))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # words after the recording: counted once, by the reader
-        blocks = [timing.sample_delays(timing.onset_impulses(stim.onsets, f, rec.sfreq, n, t0=t0).reshape(n, -1),
-                                       plan.cfg.timing.delays, runs) for f in layers]
-    X = np.stack(blocks)[:, targets.keep]
+        X = np.stack([timing.onset_impulses(stim.onsets, f, rec.sfreq, n, t0=t0).reshape(n, -1) for f in layers])
+    return X, runs
+
+
+def _continuous_design(plan: _Plan, per_word, targets: _Targets, subjects) -> np.ndarray:
+    """The materialised delayed design of :func:`_continuous_impulses`: (L, n_kept, n_delays * dim), z-scored
+    per run. Only the refitted permutation test uses it (it refits on permuted targets); the fits themselves
+    go through ``timing.lagged_nested_cv`` and never build it (:func:`_fit`)."""
+    from jaxalign import timing
+
+    X0, runs = _continuous_impulses(plan, per_word, subjects)
+    X = np.stack([timing.sample_delays(x, plan.cfg.timing.delays, runs) for x in X0])[:, targets.keep]
     return timing.zscore_per_run(X, targets.groups, axis=-2).astype(np.float32)
 
 
@@ -717,7 +722,7 @@ def _word_rate(plan: _Plan, targets: _Targets, subjects) -> np.ndarray:
 
 def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple[dict, dict, dict, list]:
     """Compute one fit unit: arrays, dims, meta and target names for the store."""
-    from jaxalign import ridge, stats
+    from jaxalign import ridge, stats, timing
 
     cfg, ds = plan.cfg, plan.dataset
     if ds.kind == "behaviour":
@@ -725,6 +730,9 @@ def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple
     enc, scfg = cfg.encoding, cfg.stats
     t0 = time.perf_counter()
     targets = _Targets(plan, unit.subjects)
+    # continuous MEG/EEG: the delayed design is never built for the fit (timing.lagged_nested_cv); the
+    # refitted permutation test refits on permuted targets from the materialised one
+    lagged = cfg.timing.kind == "continuous" and ds.kind != "features" and scfg.test != "cv_permutation"
     if ds.kind == "features":
         X = np.asarray(ds.features, np.float32)
         X = X[None] if X.ndim == 2 else X
@@ -742,17 +750,27 @@ def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple
             if bad.any():
                 raise ValueError(f"{unit.model}: {int(bad.sum())} word(s) have non-finite features (e.g. words "
                                  "skipped by features.min_context): they cannot be averaged into TRs")
-            X = _design(plan, per_word, targets, unit.subjects)
+            X = (_continuous_impulses(plan, _word_pca(per_word, cfg.timing.pca), unit.subjects) if lagged
+                 else _design(plan, per_word, targets, unit.subjects))
         else:
-            X = _word_rate(plan, targets, unit.subjects)
+            X = _continuous_impulses(plan, None, unit.subjects) if lagged else _word_rate(plan, targets, unit.subjects)
     alphas = enc.alpha_grid()
     outer, inner = enc.outer_splitter(), enc.inner_splitter()
     use_groups = targets.groups if "group" in (enc.outer.kind, enc.inner.kind) else None
     common = dict(groups=use_groups, fit_intercept=enc.fit_intercept, standardize=enc.standardize_arg,
                   fold_targets=targets.fold_targets)
     bar = bar_factory(desc="outer folds", unit="fold")
-    res = ridge.nested_cv(X, targets.Y, alphas, outer, inner, scoring=enc.scoring, progress=False,
-                          on_fold=lambda k, total: (setattr(bar, "total", total), bar.update(1)), **common)
+    on_fold = lambda k, total: (setattr(bar, "total", total), bar.update(1))  # noqa: E731
+    if lagged:
+        X, runs = X
+        res = timing.lagged_nested_cv(X, targets.Y, cfg.timing.delays, runs, alphas, outer, inner,
+                                      rows=targets.keep, zscore_runs=True, scoring=enc.scoring, on_fold=on_fold,
+                                      **common)
+        n_features = X.shape[-1] * len(cfg.timing.delays)
+    else:
+        res = ridge.nested_cv(X, targets.Y, alphas, outer, inner, scoring=enc.scoring, progress=False,
+                              on_fold=on_fold, **common)
+        n_features = X.shape[-1]
     bar.close()
     L, S, W = X.shape[0], targets.n_subjects, targets.n_windows
     T = targets.n_targets // W  # targets per window (channels for MEG)
@@ -790,7 +808,7 @@ def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple
             p_fdr[:, i] = np.asarray(adj, np.float64).reshape(p[:, i].shape)
         arrays.update(p=p, p_fdr=p_fdr)
     meta = {"seconds": time.perf_counter() - t0, "n_samples": int(targets.Y.shape[0]),
-            "n_features": int(X.shape[-1]), "feature_set": unit.feature_set,
+            "n_features": int(n_features), "feature_set": unit.feature_set,
             "settings": {"timing": cfg.timing._canonical(), "encoding": enc._canonical(),
                          "stats": cfg.stats._canonical(), "features": cfg.features._canonical()},
             "seeds": {"stats": scfg.seed}}

@@ -50,7 +50,7 @@ from jaxalign.timing._meg import (
     windows_to_targets,
     word_locked_windows,
 )
-from jaxalign.timing._lagged import LaggedGram, lagged_gram, lagged_predict, lagged_ridge_cv
+from jaxalign.timing._lagged import LaggedGram, lagged_gram, lagged_nested_cv, lagged_predict, lagged_ridge_cv
 from jaxalign.timing._nuisance import fold_residualizer, nuisance_design
 from jaxalign.timing._preprocess import detrend, fir_delays, run_segments, trim_mask, trim_runs, zscore_per_run
 
@@ -61,6 +61,7 @@ __all__ = [
     "fold_residualizer",
     "LaggedGram",
     "lagged_gram",
+    "lagged_nested_cv",
     "lagged_predict",
     "lagged_ridge_cv",
     "lanczos_kernel",

@@ -48,7 +48,7 @@ import numpy as np
 from jaxalign._core.runs import run_segments
 from jaxalign.timing._preprocess import _array, _delays
 
-__all__ = ["LaggedGram", "lagged_gram", "lagged_predict", "lagged_ridge_cv"]
+__all__ = ["LaggedGram", "lagged_gram", "lagged_nested_cv", "lagged_predict", "lagged_ridge_cv"]
 
 
 class LaggedGram(NamedTuple):
@@ -338,3 +338,235 @@ def lagged_predict(X, coef, delays=range(40), runs=None, intercept=None) -> np.n
     if intercept is not None:
         out += np.asarray(intercept, np.float64)
     return out[:, 0] if ravel else out
+
+
+# ------------------------------------------------------------ nested CV on the delayed design
+
+
+def _delayed_sums(X, ds, starts, ends, mask):
+    """Column sums and sums of squares of the delayed design over the rows of ``mask``: (K, p) each."""
+    K, p = len(ds), X.shape[1]
+    s, q = np.zeros((K, p)), np.zeros((K, p))
+    for a, b, r0, r1 in _intervals(mask, starts, ends):
+        for k, d in enumerate(ds):
+            lo, hi = max(a, r0 + d), min(b, r1 + d)
+            if hi > lo:
+                seg = X[lo - d:hi - d]
+                s[k] += seg.sum(axis=0)
+                q[k] += np.einsum("up,up->p", seg, seg)
+    return s.ravel(), q.ravel()
+
+
+def _zstats(s, q, n, dtype):
+    """(mean, 1 / sd) of columns from their sums; a constant column gets 1 / sd = 0 (z-scores 0)."""
+    from jaxalign._core.zscore import constant_columns
+
+    mean = s / n
+    sd = np.sqrt(np.maximum(q / n - mean * mean, 0.0))
+    return mean, np.where(constant_columns(mean, sd, dtype), 0.0, 1.0 / np.where(sd > 0, sd, 1.0))
+
+
+def _affine(m, mean, inv):
+    """Moments ``(n, s, G, C, ysum)`` of ``x`` -> those of ``(x - mean) * inv`` (per column)."""
+    n, s, G, C, ysum = m
+    s0 = s - n * mean
+    G = (G - np.outer(s, mean) - np.outer(mean, s) + n * np.outer(mean, mean)) * np.outer(inv, inv)
+    C = (C - np.outer(mean, ysum)) * inv[:, None]
+    return n, s0 * inv, G, C, ysum
+
+
+def lagged_nested_cv(X, Y, delays=range(40), runs=None, alphas=np.logspace(-2, 8, 11), outer_cv=5, inner_cv=5, *,
+                     rows=None, zscore_runs: bool = False, groups=None, scoring: str = "pearson",
+                     fit_intercept: bool = False, standardize: str | None = None, fold_targets=None,
+                     on_fold=None):
+    """``jaxalign.ridge.nested_cv`` on the delayed design of ``X``, which is never built.
+
+    The same answer, to float64 rounding of a float32 pipeline (tested to
+    2e-5 in r), as materialising ``D = fir_delays(X, delays, runs)[rows]``
+    (z-scored per run first with ``zscore_runs``) and calling
+    ``nested_cv(D, Y, alphas, outer_cv, inner_cv, ...)``. In every outer
+    fold the inner CV's atoms (``ridge.split_atoms``), cut further at run
+    boundaries, get their Gram matrices, cross-products and sums from
+    :func:`lagged_gram`; the per-run z-scoring and the fold's
+    ``standardize`` are affine maps of the columns, applied to those sums
+    (``(x - m) / s`` turns ``G`` into ``(G - s m' - m s' + n m m') / s s'``);
+    ``ridge.ridge_cv_from_moments`` picks the penalties and refits; the test
+    rows are predicted by :func:`lagged_predict` over their own stretch of
+    the recording. Memory: the undelayed ``X``, ``Y`` and a few ``(K p)^2``
+    matrices, never ``n x K p``. Float64 on the host.
+
+    Parameters
+    ----------
+    X : (n, p) or (L, n, p) undelayed features on the recording's sample grid
+        (onset impulses of word features; ``L`` layers share the splits)
+    Y : (n_rows, T) targets of the rows used (``rows``)
+    delays, runs : as :func:`fir_delays`, over all ``n`` samples
+    rows : the samples that are modelled (boolean mask or indices, in order;
+        default all): delayed features still read the samples before them
+    zscore_runs : z-score every delayed column within every run over
+        ``rows`` first (``zscore_per_run`` of the materialised design)
+    alphas, outer_cv, inner_cv, groups, scoring, fit_intercept, standardize,
+    fold_targets, on_fold : as ``jaxalign.ridge.nested_cv`` (splits index
+        the used rows)
+
+    Returns
+    -------
+    ``jaxalign.ridge.NestedCVResult``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jaxalign import ridge
+    >>> from jaxalign.timing import fir_delays, lagged_nested_cv
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((400, 2))
+    >>> Y = fir_delays(X, range(3)) @ rng.standard_normal((6, 2)) + rng.standard_normal((400, 2))
+    >>> res = lagged_nested_cv(X, Y, range(3), alphas=[1.0, 100.0], outer_cv=4, inner_cv=3)
+    >>> ref = ridge.nested_cv(fir_delays(X, range(3)), Y, [1.0, 100.0], 4, 3)
+    >>> bool(np.allclose(res.fold_scores, ref.fold_scores, atol=1e-5))
+    True
+    """
+    from jaxalign.ridge import AtomMoments, check_cv, ridge_cv_from_moments, split_atoms
+    from jaxalign.ridge._cv import is_partition
+    from jaxalign.ridge._nested import NestedCVResult, _fold_targets, _score, _standardize
+    from jaxalign.ridge._scores import check_scoring
+
+    Xa = _array(X)
+    if Xa.ndim not in (2, 3):
+        raise ValueError(f"X must be (samples, features) or (layers, samples, features), got shape {Xa.shape}.")
+    layered = Xa.ndim == 3
+    Xl = Xa.astype(np.float64) if layered else Xa.astype(np.float64)[None]
+    if not np.all(np.isfinite(Xl)):
+        raise ValueError("X must be finite (no NaN or inf).")
+    n = Xl.shape[1]
+    ds = _delays(delays)
+    if len(set(ds)) != len(ds):
+        raise ValueError(f"delays has repeated values: {ds}.")
+    K, p = len(ds), Xl.shape[2]
+    used = np.flatnonzero(_row_mask(rows, n)) if rows is None or np.asarray(rows).dtype == bool or isinstance(
+        rows, slice) else np.asarray(rows)
+    if used.size and np.any(np.diff(used) <= 0):
+        raise ValueError("rows must be increasing sample indices (or a boolean mask).")
+    m_rows = used.size
+    Ya = _array(Y, "Y")
+    if Ya.ndim == 1:
+        Ya = Ya[:, None]
+    if Ya.ndim != 2 or Ya.shape[0] != m_rows:
+        raise ValueError(f"Y must be (rows, targets) with {m_rows} rows (the used samples), got shape {Ya.shape}.")
+    if not np.all(np.isfinite(Ya)):
+        raise ValueError("Y must be finite (no NaN or inf).")
+    scoring = check_scoring(scoring)
+    if standardize not in (None, "separate", "train"):
+        raise ValueError(f"standardize must be None, 'separate' or 'train', got {standardize!r}.")
+    starts, ends = run_segments(runs, n)
+    run_of = np.repeat(np.arange(len(starts)), ends - starts)  # run index of every sample
+    T = Ya.shape[1]
+    Y64 = Ya.astype(np.float64)
+    outer = check_cv(outer_cv, m_rows, groups=groups)
+    partition = is_partition(outer, m_rows)
+    L = Xl.shape[0]
+    preds = np.full((L, m_rows, T), np.nan) if partition else None
+    fold_scores = np.empty((L, len(outer), T), np.float64 if scoring == "neg_mse" else np.float32)
+    best_alphas = np.empty((L, len(outer), T), np.float64)
+    y_std = np.empty((m_rows, T), np.float32 if standardize is not None else np.float64) if preds is not None else None
+    # the per-run z-scoring: statistics over the used rows of each run (the whole recording, as the
+    # materialised design is z-scored before the CV)
+    used_mask = np.zeros(n, bool)
+    used_mask[used] = True
+    run_ids = np.unique(run_of[used])
+    per_run = []  # per layer: {run: (mean, inv)}
+    for Xk in Xl:
+        stats = {}
+        for r in run_ids:
+            mr = used_mask & (run_of == r)
+            if zscore_runs:
+                s, q = _delayed_sums(Xk, ds, starts, ends, mr)
+                stats[r] = _zstats(s, q, int(mr.sum()), np.float64)
+            else:
+                stats[r] = (np.zeros(K * p), np.ones(K * p))
+        per_run.append(stats)
+    maxlag, maxlead = max(max(ds), 0), max(-min(ds), 0)
+    for k, (train, test) in enumerate(outer):
+        train, test = np.asarray(train), np.asarray(test)
+        if fold_targets is None:
+            Y_train, Y_test = Y64[train], Y64[test]
+        else:
+            Y_train, Y_test = _fold_targets(fold_targets, Y64, train, test)
+        if standardize is not None:
+            Y_train, Y_test = _standardize(Y_train, Y_test, standardize)
+        Y_train, Y_test = np.asarray(Y_train, np.float64), np.asarray(Y_test)
+        if y_std is not None:
+            y_std[test] = Y_test
+        inner_groups = None if groups is None else np.asarray(groups)[train]
+        inner = check_cv(inner_cv, len(train), groups=inner_groups)
+        atom_of, _, _ = split_atoms(inner, len(train))
+        n_atoms = int(atom_of.max()) + 1
+        Yfull = np.zeros((n, T))
+        Yfull[used[train]] = Y_train
+        test_mask = np.zeros(n, bool)
+        test_mask[used[test]] = True
+        pos = np.full(n, -1)
+        pos[used[test]] = np.arange(len(test))
+        for li, Xk in enumerate(Xl):
+            parts = []
+            for a in range(n_atoms):
+                rows_a = used[train[atom_of == a]]
+                acc = None
+                for r in np.unique(run_of[rows_a]):
+                    mask = np.zeros(n, bool)
+                    mask[rows_a[run_of[rows_a] == r]] = True
+                    lg = lagged_gram(Xk, ds, runs, rows=mask, Y=Yfull)
+                    ysum = Yfull[mask].sum(axis=0)
+                    piece = _affine((lg.n, lg.sums, lg.gram, lg.cross, ysum), *per_run[li][r])
+                    acc = piece if acc is None else tuple(x + y for x, y in zip(acc, piece))
+                Ya_rows = Yfull[rows_a]
+                parts.append(acc + ((Ya_rows * Ya_rows).sum(axis=0),))
+            cnt, sx, G, C, ysum, yy = (np.stack(v) for v in zip(*parts))
+            # the fold's standardize: statistics of the (per-run z-scored) training rows, from the sums
+            mean, inv = np.zeros(K * p), np.ones(K * p)
+            if standardize is not None:
+                ntr = float(cnt.sum())
+                mean, inv = _zstats(sx.sum(0), np.einsum("aii->i", G), ntr, np.float32)
+                sx, G, C = map(np.stack, zip(*[_affine((c, s_, g_, c_, y_), mean, inv)[1:4]
+                                               for c, s_, g_, c_, y_ in zip(cnt, sx, G, C, ysum)]))
+            res = ridge_cv_from_moments(AtomMoments(cnt, sx, G, ysum, C, yy), inner, alphas, scoring=scoring,
+                                        fit_intercept=fit_intercept)
+            coef, intercept = np.asarray(res.coef, np.float64), np.asarray(res.intercept, np.float64)
+            best_alphas[li, k] = res.best_alphas
+            # the test rows' own statistics ("separate"), after the per-run map
+            t_mean, t_inv = mean, inv
+            if standardize == "separate":
+                s_t, q_t = np.zeros(K * p), np.zeros(K * p)
+                for r in np.unique(run_of[used[test]]):
+                    mr = test_mask & (run_of == r)
+                    s, q = _delayed_sums(Xk, ds, starts, ends, mr)
+                    rm, ri = per_run[li][r]
+                    nr = int(mr.sum())
+                    s_t += ri * (s - nr * rm)
+                    q_t += ri * ri * (q - 2 * rm * s + nr * rm * rm)
+                t_mean, t_inv = _zstats(s_t, q_t, len(test), np.float32)
+            pred = np.empty((len(test), T))
+            for a, b, r0, r1 in _intervals(test_mask, starts, ends):
+                rm, ri = per_run[li][run_of[a]]
+                scale = ri * t_inv
+                offset = (rm * ri + t_mean) * t_inv
+                lo, hi = max(r0, a - maxlag), min(r1, b + maxlead)
+                seg = lagged_predict(Xk[lo:hi], coef * scale[:, None], ds)
+                pred[pos[a:b]] = seg[a - lo:b - lo] - offset @ coef + intercept
+            if len(test) < 2 and scoring != "neg_mse":
+                fold_scores[li, k] = np.nan
+            else:
+                fold_scores[li, k] = _score(scoring, Y_test, pred)
+            if preds is not None:
+                preds[li, test] = pred
+        if on_fold is not None:
+            on_fold(k + 1, len(outer))
+    scores = y = None
+    if preds is not None:
+        y = y_std
+        scores = np.stack([_score(scoring, y, pl) for pl in preds])
+    if not layered:
+        preds = None if preds is None else preds[0]
+        scores = None if scores is None else scores[0]
+        fold_scores, best_alphas = fold_scores[0], best_alphas[0]
+    return NestedCVResult(preds, scores, fold_scores, best_alphas, outer, scoring, targets=y)
