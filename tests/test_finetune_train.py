@@ -244,3 +244,28 @@ def test_bad_input_and_another_runs_checkpoints_are_named(tiny, uninterrupted, t
     long = io.MultipleChoice(prompts=["q"], choices=[("a", " ".join(["the cat sat on the mat"] * 30))], labels=[0])
     with pytest.raises(ValueError, match="longer than the model's context of 64 tokens"):
         finetune.fit(model, tok, long)
+
+
+def test_curve_cuts_single_step_spikes_and_says_so():
+    """Single-item steps spike to 100x the running mean: the loss axis stops at
+    1.3x the largest running-mean or validation loss and the legend counts the
+    steps above it; without spikes the axis shows every step."""
+    from jaxalign.finetune._log import curve_figure
+
+    rng = np.random.default_rng(0)
+    loss = rng.exponential(1.0, 400)
+    loss[::50] = 150.0  # 8 spikes
+    records = [{"event": "step", "step": i + 1, "loss": float(v)} for i, v in enumerate(loss)]
+    records += [{"event": "eval", "step": s, "loss": 1.2 - s / 1000, "accuracy": 0.6, "chance": 0.5,
+                 "best": True} for s in (0, 200, 400)]
+    fig = curve_figure(records, "tiny")
+    ax = fig.axes[0]
+    top = ax.get_ylim()[1]
+    assert 1.0 < top < 20.0
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"train (step; {int((loss > top).sum())} above the axis)" in labels and (loss > top).sum() >= 8
+    calm = [dict(r, loss=float(3 + 0.3 * rng.standard_normal())) if r["event"] == "step" else r
+            for r in records]
+    ax = curve_figure(calm).axes[0]
+    assert ax.get_ylim()[1] >= max(r["loss"] for r in calm if r["event"] == "step")
+    assert not any("above the axis" in t.get_text() for t in ax.get_legend().get_texts())

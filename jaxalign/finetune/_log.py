@@ -77,6 +77,19 @@ def _running_mean(x: np.ndarray, n: int) -> np.ndarray:
 
 def plot_curves(records: list[dict], path, title: str = "") -> Path:
     """Draw the loss (and accuracy) curves of a run's records into ``path`` (PNG, written atomically)."""
+    fig = curve_figure(records, title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    data = buffer.getvalue()
+    path = Path(path)
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def curve_figure(records: list[dict], title: str = ""):
+    """The matplotlib Figure of :func:`plot_curves`: loss per step (the axis cut at 1.3 x the largest
+    running mean or validation loss when single steps spike above 3 x that, their count in the legend),
+    its running mean over 1/20 of the steps, validation loss with the kept evaluation, and accuracy
+    against chance for multiple choice."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -101,6 +114,15 @@ def plot_curves(records: list[dict], path, title: str = "") -> Path:
             ax.plot([best[-1]["step"]], [best[-1]["loss"]], "*", ms=14, color="tab:red", label="best (kept)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats)")
+    if steps:  # single-item steps spike far above the means: keep the means readable, say what is cut
+        w = max(1, len(y) // 20)  # full windows only: the first steps' means are of a few items
+        means = [m for m in (_running_mean(y, w)[w - 1:],
+                             np.asarray([r["loss"] for r in evals if r.get("loss") is not None], float))
+                 if np.isfinite(m).any()]
+        top = 1.3 * max(float(np.nanmax(m)) for m in means)
+        if np.isfinite(top) and top > 0 and np.nanmax(y) > 3 * top:
+            ax.set_ylim(0, top)
+            ax.lines[0].set_label(f"train (step; {int(np.sum(y > top))} above the axis)")
     ax.set_title("loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -119,11 +141,7 @@ def plot_curves(records: list[dict], path, title: str = "") -> Path:
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    data = buffer.getvalue()
-    path = Path(path)
-    return atomic_write(path, lambda f: f.write(data))
+    return fig
 
 
 def finite_or_none(x):

@@ -169,7 +169,7 @@ def run_config(cfg: FinetuneConfig, out=None, progress: bool | None = None, max_
     result = fit(model, tokenizer, data["train"], data["eval"], text=data["text"], eval_text=data["eval_text"],
                  lm_ratio=data["lm_ratio"], seq_len=data["seq_len"], settings=cfg.train, out=folder,
                  checkpoint_every=cfg.output.checkpoint_every, keep_checkpoints=cfg.output.keep_checkpoints,
-                 progress=progress, callback=callback)
+                 progress=progress, callback=callback, name=label)
     exported = save_pretrained(result.model, tokenizer, folder / "model") if cfg.output.export else None
     n_train = len(data["train"]) if data["train"] is not None else 0
     n_eval = len(data["eval"]) if data["eval"] is not None else 0

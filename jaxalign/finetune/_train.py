@@ -483,6 +483,7 @@ def fit(
     resume: bool = True,
     progress: bool | None = None,
     callback: Callable[[dict], None] | None = None,
+    name: str | None = None,
 ) -> TrainResult:
     """Fine-tune a causal LM of :mod:`jaxalign.lm` (see the module docstring for the algorithm).
 
@@ -513,6 +514,8 @@ def fit(
         a tqdm bar with loss, accuracy and tokens/s (None: on a terminal).
     callback
         called with every log record (steps, evaluations) as it is written.
+    name
+        the model's name in the curve's title (default: its architecture).
 
     Raises ValueError for an empty or unlabelled data set, a ratio that does
     not fit the data given, options longer than the model's context, or a
@@ -596,7 +599,7 @@ def fit(
     def curve():
         if folder is not None:
             task = {"mc": "multiple-choice", "lm": "causal-LM"}[plan.primary]
-            title = f"{type(model).__module__.rsplit('.', 1)[-1]}: {task} fine-tuning"
+            title = f"{name or type(model).__module__.rsplit('.', 1)[-1]}: {task} fine-tuning"
             plot_curves(log.records(), folder / "curve.png", title=title)
 
     emit({"event": "resume" if resumed_from is not None else "start", "step": start,
