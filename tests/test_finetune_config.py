@@ -20,16 +20,23 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def test_the_example_validates_and_states_the_study_protocol():
-    cfg = FinetuneConfig.from_toml(REPO / "examples" / "finetune_piqa.toml")
-    assert cfg.data.kind == "piqa" and cfg.model.packaged == "SmolLM2-135M-Instruct"
+@pytest.mark.parametrize("task", ["piqa", "siqa"])
+def test_the_example_validates_and_states_the_study_protocol(task):
+    cfg = FinetuneConfig.from_toml(REPO / "examples" / f"finetune_{task}.toml")
+    assert cfg.data.kind == task and cfg.model.packaged == "SmolLM2-135M-Instruct"
     t = cfg.train
     assert (t.lr, t.batch_size, t.epochs, t.patience, t.monitor) == (1e-5, 1, 10, 3, "loss")
-    assert cfg.resolve_path(cfg.data.path) == REPO / "examples" / "../../shared/data/piqa"
+    assert cfg.resolve_path(cfg.data.path) == REPO / "examples" / f"../../shared/data/{task}"
+    assert cfg.resolve_path(cfg.output.dir) == REPO / "examples" / f"../out/finetune_{task}"
     # every key the schema has is written out in the example (a reader sees them all)
-    text = (REPO / "examples" / "finetune_piqa.toml").read_text()
+    text = (REPO / "examples" / f"finetune_{task}.toml").read_text()
     for name in TrainConfig.model_fields:
         assert f"\n{name} = " in text, name
+    # the two examples differ only in the data and the output folder
+    other = (REPO / "examples" / "finetune_piqa.toml").read_text()
+    body = lambda s: [x for x in s[s.index("[model]"):].splitlines()  # noqa: E731
+                      if not x.startswith(("kind =", "path =", "limit =", "dir ="))]
+    assert body(text) == body(other)
 
 
 def test_every_problem_is_named_at_once(tmp_path):
