@@ -49,9 +49,12 @@ conjunct's verb, the clause the gold rules use):
     nominals ``NP``; ``advcl`` ``SBAR`` with a subordinator or wh-word, else
     ``S``; ``ccomp``/``csubj`` ``S`` or ``SBAR``; ``prep`` ``PP``;
     ``advmod`` ``ADVP``; ``cc`` ``CC``; ``intj`` ``INTJ``), the root itself
-    and everything after it ``VP``, punctuation dropped (``"SBAR NP VP"``).
-    A conjunct verb of the root with its own subject makes the sentence
-    ``S CC S`` (``S S`` without a conjunction). An auxiliary before the
+    and everything after it ``VP``, punctuation dropped (``"SBAR NP VP"``);
+    auxiliaries, negation and adverbs between the subject and the verb
+    belong to the VP; a subject after the verb (``'...,' said the Lord``)
+    adds ``NP`` after it (``"S VP NP"``). A conjunct verb of the root with
+    its own subject makes the sentence ``S CC S`` (``S S`` without a
+    conjunction). An auxiliary before the
     subject (a question) gives its tag (``"VBD NP VP"``), and a wh-word
     before that ``WHNP SQ`` / ``WHADVP SQ``. Where a Penn tree puts a
     right-hand clause or adverbial at sentence level, not inside the VP, this
@@ -73,7 +76,9 @@ conjunct's verb, the clause the gold rules use):
     Whether the root verb has a direct object (``dobj``, or a nominal
     ``dative``: "gave *him* a book"); a copular root (be, become, remain)
     never has one, and ``attr``/``acomp``/``oprd`` predicates are not
-    objects. False when the root is not a verb.
+    objects; with an ``oprd`` ("call *it* fog") the ``dobj`` is the subject
+    of a small clause in a Penn tree, not an object. False when the root is
+    not a verb.
 ``pos`` / ``upos``
     spaCy's Penn tag (``tag_``) and Universal POS (``pos_``, from its
     attribute ruler: auxiliaries and copulas AUX, subordinators SCONJ...).
@@ -245,6 +250,8 @@ def _is_copula(tok) -> bool:
 def _has_object(root) -> bool:
     if not _is_verb(root) or _is_copula(root):
         return False
+    if any(c.dep_ == "oprd" for c in root.children):
+        return False  # "call it fog": a small clause (S (NP it) (NP fog)) in a Penn tree
     return any(c.dep_ == "dobj" or (c.dep_ == "dative" and c.tag_ not in ("IN", "TO"))
                for c in root.children)
 
@@ -283,20 +290,22 @@ def _by_pos(c) -> str:
 
 def _top_constituents(root) -> str:
     kids = [c for c in root.children if not _is_punct(c)]
+    subjects = _SUBJECTS | _CLAUSAL_SUBJECTS | {"expl"}
     clauses = [c for c in kids if c.dep_ == "conj" and c.i > root.i and _is_verb(c)
-               and any(g.dep_ in _SUBJECTS | _CLAUSAL_SUBJECTS | {"expl"} for g in c.children)]
-    if clauses:  # S CC S: the first conjunct, then what joins the others
-        out = ["S"]
-        for c in kids:
-            if c.i > root.i and (c in clauses or (c.dep_ == "cc" and c.i < clauses[-1].i)):
-                out.append("S" if c in clauses else "CC")
+               and any(g.dep_ in subjects for g in c.children)]
+    if clauses:  # S CC S: the first conjunct, then each clause with the conjunction before it
+        out, after = ["S"], root.i
+        for c in clauses:
+            if any(k.dep_ == "cc" and after < k.i < c.i for k in kids):
+                out.append("CC")
+            out.append("S")
+            after = c.i
         return " ".join(out)
     if not _is_verb(root):
         left = [_dependent_phrase(c) for c in kids if c.i < root.i]
         return " ".join(left + [_by_pos(root)])
     left = [c for c in kids if c.i < root.i]
-    subj_at = min((c.i for c in left if c.dep_ in _SUBJECTS | _CLAUSAL_SUBJECTS | {"expl"}),
-                  default=None)
+    subj_at = min((c.i for c in left if c.dep_ in subjects), default=None)
     out = []
     inverted = False
     for c in left:
@@ -305,10 +314,14 @@ def _top_constituents(root) -> str:
                 out.append(c.tag_)
                 inverted = True
             continue  # inside the VP
+        if subj_at is not None and c.i > subj_at and c.dep_ == "advmod":
+            continue  # an adverb between the subject and the verb: inside the VP
         out.append(_dependent_phrase(c))
     out.append("VP")
     if inverted and out[0] in ("WHNP", "WHADVP"):  # what did he see: WHNP SQ
         return f"{out[0]} SQ"
+    if subj_at is None and any(c.dep_ in _SUBJECTS for c in kids if c.i > root.i):
+        out.append("NP")  # '..., ' said the Lord: the subject after the verb (SINV)
     return " ".join(out)
 
 
