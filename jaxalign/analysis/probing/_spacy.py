@@ -77,8 +77,10 @@ conjunct's verb, the clause the gold rules use):
     ``dative``: "gave *him* a book"); a copular root (be, become, remain)
     never has one, and ``attr``/``acomp``/``oprd`` predicates are not
     objects; with an ``oprd`` ("call *it* fog") the ``dobj`` is the subject
-    of a small clause in a Penn tree, not an object. False when the root is
-    not a verb.
+    of a small clause in a Penn tree, not an object. Only objects after the
+    verb count: a fronted or wh-object ("*What* did he see?") leaves a trace
+    in the verb phrase of a Penn tree, not a noun phrase. False when the
+    root is not a verb.
 ``pos`` / ``upos``
     spaCy's Penn tag (``tag_``) and Universal POS (``pos_``, from its
     attribute ruler: auxiliaries and copulas AUX, subordinators SCONJ...).
@@ -86,7 +88,8 @@ conjunct's verb, the clause the gold rules use):
     Approximated from the token's tag, relation and head (a dependency parse
     has no phrase nodes): nouns, pronouns, numbers, determiners and bare
     adjectives inside a noun phrase ``NP``; verbs, auxiliaries, infinitival
-    "to" and negation ``VP``; prepositions ``PP``; particles ``PRT``;
+    "to" and negation ``VP`` (an auxiliary before the subject, directly
+    under a question's SQ: ``none``); prepositions ``PP``; particles ``PRT``;
     wh-determiners/pronouns ``WHNP``, wh-adverbs ``WHADVP``; predicative or
     modified adjectives ``ADJP``; adverbs ``ADVP`` (inside an adjective or
     adverb phrase, or a noun phrase, that phrase); interjections ``INTJ``;
@@ -253,7 +256,7 @@ def _has_object(root) -> bool:
     if any(c.dep_ == "oprd" for c in root.children):
         return False  # "call it fog": a small clause (S (NP it) (NP fog)) in a Penn tree
     return any(c.dep_ == "dobj" or (c.dep_ == "dative" and c.tag_ not in ("IN", "TO"))
-               for c in root.children)
+               for c in root.rights)
 
 
 def _clause_phrase(tok) -> str:
@@ -266,6 +269,8 @@ def _clause_phrase(tok) -> str:
 
 def _dependent_phrase(c) -> str:
     dep, pos = c.dep_, c.pos_
+    if c.tag_ in ("WDT", "WP", "WP$") and dep != "det":
+        return "WHNP"
     if dep in ("nsubj", "nsubjpass", "expl", "dobj", "attr", "npadvmod", "dative"):
         return "NP" if pos in _NOMINAL_POS | {"DET", "X"} or c.tag_ in ("EX", "DT") else (
             "S" if _is_verb(c) else "NP")
@@ -358,6 +363,8 @@ def _smallest(tok) -> str:
         return _phrase_of(clause.head)
     if tag in ("IN", "TO") and dep in ("prep", "agent", "dative", "pcomp", "conj", "ROOT"):
         return "PP"
+    if dep in ("aux", "auxpass") and any(c.dep_ in _SUBJECTS and c.i > tok.i for c in head.children):
+        return "none"  # an auxiliary before the subject sits in the question's SQ
     if tag == "TO" or dep in ("aux", "auxpass", "neg"):
         return "VP"
     if _is_verb(tok):
