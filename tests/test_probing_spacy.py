@@ -292,3 +292,23 @@ def test_natural_stories_spacy_labels_vary(nlp):
     # spaCy's own segmentation of story 1: about as many sentences as the
     # gold trees' 57 (it finds 56)
     assert abs(labels.sentence.nunique() - 57) <= 4
+
+
+def test_script_agreement_flag(nlp, tmp_path, capsys):
+    """scripts/probing_natural_stories.py --agreement: the table on screen and as CSV."""
+    import importlib.util
+    from pathlib import Path
+
+    root = need("natural_stories", "parses").parent
+    path = Path(__file__).resolve().parents[1] / "scripts" / "probing_natural_stories.py"
+    spec = importlib.util.spec_from_file_location("probing_natural_stories_script_agreement", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "out"
+    assert script.main(["--root", str(root), "--out", str(out), "--agreement", "--stories", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "smallest_constituent" in printed and "kappa" in printed
+    table = pd.read_csv(out / "parser_agreement.csv")
+    assert len(table) == 16 and set(table.segmentation) == {"gold", "parser"}
+    assert (table.n == (table.n.iloc[0])).all() and table.n.iloc[0] > 500  # story 2's words
+    assert not (out / "results.csv").exists()  # no probing run
