@@ -92,6 +92,17 @@ def _fold_targets(fn, Y, train, test):
     return Y_train.astype(dtype, copy=False), Y_test.astype(dtype, copy=False)
 
 
+def _fold_y(Y, train, test, fold_targets, standardize):
+    """An outer fold's training and test targets: ``fold_targets`` (or row selection), then ``standardize``."""
+    if fold_targets is None:
+        Y_train, Y_test = Y[train], Y[test]
+    else:
+        Y_train, Y_test = _fold_targets(fold_targets, Y, train, test)
+    if standardize is not None:
+        Y_train, Y_test = _standardize(Y_train, Y_test, standardize)
+    return Y_train, Y_test
+
+
 def nested_cv(
     X,
     Y,
@@ -182,13 +193,9 @@ def nested_cv(
     for k, (train, test) in enumerate(outer):
         inner_groups = None if groups is None else np.asarray(groups)[train]
         X_train, X_test = X[..., train, :], X[..., test, :]
-        if fold_targets is None:
-            Y_train, Y_test = Y[train], Y[test]
-        else:
-            Y_train, Y_test = _fold_targets(fold_targets, Y, train, test)
+        Y_train, Y_test = _fold_y(Y, train, test, fold_targets, standardize)
         if standardize is not None:
             X_train, X_test = _standardize(X_train, X_test, standardize)
-            Y_train, Y_test = _standardize(Y_train, Y_test, standardize)
         res = ridge_cv(
             X_train, Y_train, alphas, inner_cv, groups=inner_groups,
             scoring=scoring, fit_intercept=fit_intercept, **engine_kwargs,

@@ -428,7 +428,7 @@ def lagged_nested_cv(X, Y, delays=range(40), runs=None, alphas=np.logspace(-2, 8
     """
     from jaxalign.ridge import AtomMoments, check_cv, ridge_cv_from_moments, split_atoms
     from jaxalign.ridge._cv import is_partition
-    from jaxalign.ridge._nested import NestedCVResult, _fold_targets, _score, _standardize
+    from jaxalign.ridge._nested import NestedCVResult, _fold_y, _score
     from jaxalign.ridge._scores import check_scoring
 
     Xa = _array(X)
@@ -488,12 +488,7 @@ def lagged_nested_cv(X, Y, delays=range(40), runs=None, alphas=np.logspace(-2, 8
     maxlag, maxlead = max(max(ds), 0), max(-min(ds), 0)
     for k, (train, test) in enumerate(outer):
         train, test = np.asarray(train), np.asarray(test)
-        if fold_targets is None:
-            Y_train, Y_test = Y64[train], Y64[test]
-        else:
-            Y_train, Y_test = _fold_targets(fold_targets, Y64, train, test)
-        if standardize is not None:
-            Y_train, Y_test = _standardize(Y_train, Y_test, standardize)
+        Y_train, Y_test = _fold_y(Y64, train, test, fold_targets, standardize)
         Y_train, Y_test = np.asarray(Y_train, np.float64), np.asarray(Y_test)
         if y_std is not None:
             y_std[test] = Y_test
