@@ -295,6 +295,7 @@ def plot_removal(removal):
         for ax in (left, right):
             ax.grid(alpha=0.3)
             ax.set_xlabel("layer")
+            ax.set_xticks(sorted(set(g["layer"])))
         left.set_ylabel("held-out r")
         right.set_ylabel("r(residual) - r(original)")
         if i == 0:

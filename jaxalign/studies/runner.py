@@ -480,16 +480,20 @@ def plan_study(cfg: StudyConfig, out=None) -> _Plan:
                        "output.dir (or --out)")
     cache_dir = out / "cache"
     writable_dir(cache_dir / "features", "features cache")
+    removed = list(getattr(cfg.features, "remove", None) or [])
+    label_source = None
     if _synthetic_alice_wanted(cfg):
+        if removed:  # the labeller before the planted features are extracted
+            _label_source(cfg)
         cfg, ds, models = _synthetic_alice(cfg, out, cache_dir)
         _check_supported(cfg, ds)
+        label_source = _check_removal(cfg, ds) if removed else None
     else:
         ds = load_dataset(cfg)
         _check_supported(cfg, ds)
+        label_source = _check_removal(cfg, ds) if removed else None
         models = [] if ds.kind == "features" else _resolve_models(cfg, cache_dir, _words_digest(ds))
     _check_compare(cfg, ds)
-    removed = list(getattr(cfg.features, "remove", None) or [])
-    label_source = _check_removal(cfg, ds) if removed else None
     groups = _groups(ds)
     enc = cfg.encoding
     fit_settings = {
