@@ -30,7 +30,10 @@ description):
 ``[features]``
     ``kind = "hidden_states"`` (pooling last|mean, context
     passage|tokens|words with ``context_size``) or ``"surprisal"`` (bits per
-    word, whole passage as context); the baseline and control feature sets.
+    word, whole passage as context); the baseline and control feature sets;
+    ``remove`` (hidden states only): linguistic properties regressed out of
+    the word features, each fitted as a feature set of its own, with
+    ``labels = "spacy"`` (see :mod:`jaxalign.studies.runner`).
 ``[timing]``
     ``kind = "fmri"`` (per-TR average or Lanczos, FIR delays, run-edge
     trimming), ``"meg"`` (word-locked windows start/stop/width),

@@ -28,6 +28,25 @@
      get a unit each. The baseline (word rate) and the random control are
      units of their own. A per-target test (``stats.test =
      "cv_permutation"``) runs inside the fit unit.
+   * property removal (``[features] remove``): for every model unit, one
+     unit per removed property (``feature_set = "removed"``, label
+     ``property``) whose per-word features are the ridge residuals of the
+     unit's features on the property's one-hot labels (METHODS.md section 5:
+     intercept, per-feature penalty by 4-fold CV over 10^-3..10^5, all
+     layers in one engine call, :data:`REMOVAL`), fitted on all words of the
+     stimulus, the published convention; everything after that is the model
+     unit's fit. The labels come from ``[features] labels`` ("spacy": a
+     spaCy parse of the stimulus words, each run its own text), checked
+     before any work and cached per stimulus in ``<out>/cache/labels/``.
+     The leak-free variant (the removal refitted inside each outer training
+     fold, ``analysis.probing.removal_effects(removal="fold")``) is in the
+     library, not here: the runner builds its per-TR design once, after the
+     removal. Removal units are not in the group units' FDR family (a study
+     keeps its group rows with or without removal); after the units,
+     :func:`_removal_table` tests original vs residual alignment per layer x
+     property (two-sided paired t-test over subjects, over targets with one
+     subject; BH/BY FDR) into ``<out>/removal/removal.csv``, ``removal.png``,
+     ``results.json`` ("removal") and lines of :func:`format_summary`.
    * group statistics: with ``stats.test = "sign_flip"``, one unit per
      feature set with ``subject = "group"``: the mean r over subjects, its
      SEM, the one-sided sign-flip p over subjects and BH/BY FDR over every
