@@ -20,6 +20,10 @@ and writes, into ``<results_dir>/figures/`` unless told otherwise:
     (:func:`heatmap_colormap`). Skipped, with a logged note, beyond
     :data:`MAX_HEATMAP_TARGETS` targets.
 
+Units of ``[features] remove`` (``feature_set = "removed"``) are left out of
+these figures; the runner draws them apart with :func:`plot_removal`
+(``<study>/removal/removal.png``).
+
 What the store holds (the runner's conventions): per-subject fit units
 (labels ``model, revision, layer, subject, target`` and ``feature_set`` in
 model | baseline | control; arrays ``score``, optionally ``p``, ``p_fdr``) and
