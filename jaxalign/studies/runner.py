@@ -133,8 +133,12 @@ CONTROL_STREAM = "alice random control"
 _MOTION = ("rp_x", "rp_y", "rp_z", "rp_pitch", "rp_roll", "rp_yaw")
 _WAIT_S = 2.0
 #: [features] remove: the removal fit of every removed property (METHODS.md 5: ridge on one-hot labels with an
-#: intercept, penalty chosen per feature by 4-fold CV over 10^-3..10^5), part of the removal units' keys
-REMOVAL = {"alphas": [float(a) for a in np.logspace(-3, 5, 9)], "cv": 4, "scoring": "r2", "fit_on": "all_words"}
+#: intercept, penalty chosen per feature by 4-fold CV over 10^-3..10^5), part of the removal units' keys.
+#: keep_mean: the words' mean is added back to the residuals, so that only the property's class differences go:
+#: centring alone changes a per-TR design (a TR without words averages to 0, which is the mean after centring
+#: but not before) and, on Alice, cost every property the same 0.01 of r at layers 0 and 30.
+REMOVAL = {"alphas": [float(a) for a in np.logspace(-3, 5, 9)], "cv": 4, "scoring": "r2", "fit_on": "all_words",
+           "keep_mean": True}
 REMOVED = "removed"
 
 
@@ -612,7 +616,8 @@ class _Features:
             t0 = time.perf_counter()
             fit = fit_removal(per_word, classes[props], np.asarray(REMOVAL["alphas"]), REMOVAL["cv"],
                               scoring=REMOVAL["scoring"])
-            res = fit.transform(per_word, classes[props]).astype(np.float32)  # (P, L, n, dim)
+            res = fit.transform(per_word, classes[props])  # (P, L, n, dim), centred
+            res = (res + per_word.mean(axis=1, keepdims=True, dtype=np.float64)).astype(np.float32)  # keep_mean
             log.info("%s (%s): %d propert%s regressed out of %d layer(s) in %.1f s", run.label, run.revision,
                      len(props), "y" if len(props) == 1 else "ies", per_word.shape[0], time.perf_counter() - t0)
             self.removed = {run.features_key: res}  # one run's residuals in memory at a time
