@@ -201,8 +201,8 @@ def test_config_errors(tmp_path, monkeypatch):
         StudyConfig.model_validate({"features": {"remove": "all", "labels": "gold"}})
     cfg = StudyConfig.model_validate({"features": {"remove": "all"}})
     # a dataset without words
-    arrays = LoadedDataset("features", None, {"s": io.Recording(np.zeros((4, 2)), "fmri")},
-                           features=np.zeros((4, 3)))
+    rec = {"s": io.Recording(np.zeros((4, 2)), "fmri", times=np.arange(4) * 2.0)}
+    arrays = LoadedDataset("features", None, rec, features=np.zeros((4, 3)))
     with pytest.raises(ConfigError, match="has no words"):
         runner._check_removal(cfg, arrays)
 
@@ -211,7 +211,7 @@ def test_config_errors(tmp_path, monkeypatch):
         raise ImportError(f"labels_from_spacy needs spaCy, which is not installed: {_spacy._INSTALL}")
 
     monkeypatch.setattr(_spacy, "load_english", missing)
-    words = LoadedDataset("fmri", _stimulus(), {"s": io.Recording(np.zeros((4, 2)), "fmri")})
+    words = LoadedDataset("fmri", _stimulus(), rec)
     with pytest.raises(ConfigError, match=r'features.labels: .*pip install "jaxalign\[parse\]"'):
         runner._check_removal(cfg, words)
 

@@ -214,6 +214,15 @@ def _weights_fingerprint(source, cache_dir: Path) -> str:
     return settings_hash(parts)
 
 
+def _extraction_settings(cfg: StudyConfig) -> dict:
+    """The ``[features]`` settings the extracted features depend on (not ``remove`` / ``labels``, which act on
+    them afterwards: a study with removal shares the features cache and the model units of one without)."""
+    out = cfg.features._canonical()
+    out.pop("remove", None)
+    out.pop("labels", None)
+    return out
+
+
 def _model_path(spec, cfg: StudyConfig) -> str:
     from jaxalign import lm
 
@@ -258,7 +267,7 @@ def _resolve_models(cfg: StudyConfig, cache_dir: Path, words: str) -> list[_Mode
             run = _ModelRun(spec.label, revision or "main", source, spec.dtype, layers)
             run.features_key = settings_hash({
                 "weights": _weights_fingerprint(source, cache_dir), "dtype": spec.dtype,
-                "features": cfg.features._canonical(), "layers": layers, "format": RUNNER_FORMAT,
+                "features": _extraction_settings(cfg), "layers": layers, "format": RUNNER_FORMAT,
                 "words": words,
             })
             runs.append(run)
@@ -597,7 +606,7 @@ class _Features:
             atomic_write_text(path.with_suffix(".json"), json.dumps({
                 "model": run.label, "revision": run.revision, "source": str(run.source.path),
                 "dtype": run.dtype, "layers": run.layers, "shape": list(per_word.shape),
-                "features": self.plan.cfg.features._canonical()}, indent=1))
+                "features": _extraction_settings(self.plan.cfg)}, indent=1))
         self.memory = {run.features_key: per_word}  # one model's features in memory at a time
         return per_word
 
