@@ -237,3 +237,15 @@ def test_spacy_labels_of_a_real_text(tmp_path):
     cached = list((tmp_path / "cache" / "labels").glob("*_words.csv"))
     assert len(cached) == 1 and pd.read_csv(cached[0])["run"].tolist() == runs.tolist()
     pd.testing.assert_frame_equal(runner._property_labels(plan), classes)  # from the cache
+
+
+def test_alice_removal_example_is_the_alice_study_plus_removal():
+    from jaxalign.analysis.probing import STUDY_BINS
+    from jaxalign.studies import StudyConfig
+
+    from test_study_runner import REPO
+
+    alice = StudyConfig.from_toml(REPO / "examples" / "alice.toml")
+    removal = StudyConfig.from_toml(REPO / "examples" / "alice_removal.toml")
+    assert removal.features.remove == list(STUDY_BINS) and removal.features.labels == "spacy"
+    assert removal.updated({"features": {"remove": None}}).hash_settings() == alice.hash_settings()
