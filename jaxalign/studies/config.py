@@ -30,7 +30,10 @@ description):
 ``[features]``
     ``kind = "hidden_states"`` (pooling last|mean, context
     passage|tokens|words with ``context_size``) or ``"surprisal"`` (bits per
-    word, whole passage as context); the baseline and control feature sets.
+    word, whole passage as context); the baseline and control feature sets;
+    ``remove`` (hidden states only): linguistic properties regressed out of
+    the word features, each fitted as a feature set of its own, with
+    ``labels = "spacy"`` (see :mod:`jaxalign.studies.runner`).
 ``[timing]``
     ``kind = "fmri"`` (per-TR average or Lanczos, FIR delays, run-edge
     trimming), ``"meg"`` (word-locked windows start/stop/width),
@@ -313,6 +316,27 @@ def _check_devices(value):
     raise _custom("must be 'auto' or a number of devices >= 1 (got {value})", value=repr(value))
 
 
+def _check_remove(value):
+    from jaxalign.analysis.probing._labels import STUDY_BINS
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value == "all":
+            return list(STUDY_BINS)
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise _custom("must be a list of property names or 'all' (got {value})", value=repr(value))
+    bad = [v for v in value if v not in STUDY_BINS]
+    if bad:
+        raise _custom("unknown propert{ies} {bad} (allowed: {allowed}, or 'all')",
+                      ies="y" if len(bad) == 1 else "ies", bad=", ".join(map(repr, bad)),
+                      allowed=", ".join(STUDY_BINS))
+    if not value:
+        raise _custom("is empty: name at least one property, or leave remove out")
+    return list(dict.fromkeys(value))
+
+
 class _Features(_Section):
     baseline: Literal["none", "word_rate"] = Field("none", description=(
         "Extra feature set fitted and tested like the layers: 'word_rate' = words per TR with the same "
@@ -344,6 +368,23 @@ class HiddenStates(_Features):
     min_context: Int | None = Field(None, ge=0, description=(
         "Skip words whose window has fewer tokens (the Pythia study: = context_size). Absent: none."))
     max_length: Int | None = Field(None, ge=2, description="Override the model's max length (tokens).")
+    remove: Annotated[object, AfterValidator(_check_remove)] = Field(None, description=(
+        "Linguistic properties to regress out of the per-word features, each fitted as its own feature set "
+        "(feature_set 'removed', label 'property'): names of jaxalign.analysis.probing.STUDY_BINS "
+        "(sentence_length, tree_depth, top_constituents, tense, subject_number, object, pos, "
+        "smallest_constituent) or 'all' for the eight. Ridge residuals on one-hot labels (intercept, 4-fold "
+        "CV, 10^-3..10^5; METHODS.md 5) fitted on all words of the stimulus (the published convention). "
+        "Absent: no removal."))
+    labels: Literal["spacy"] = Field("spacy", description=(
+        "Where the property labels of the stimulus words come from with remove: 'spacy' (a spaCy parse of "
+        "the words, each run its own text; pip install \"jaxalign[parse]\")."))
+
+    def _canonical(self):  # a study without removal hashes as before; the removal never changes the features
+        out = super()._canonical()
+        if not self.remove:
+            out.pop("remove")
+            out.pop("labels")
+        return out
 
     @model_validator(mode="after")
     def _combos(self):

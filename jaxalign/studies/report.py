@@ -20,6 +20,10 @@ and writes, into ``<results_dir>/figures/`` unless told otherwise:
     (:func:`heatmap_colormap`). Skipped, with a logged note, beyond
     :data:`MAX_HEATMAP_TARGETS` targets.
 
+Units of ``[features] remove`` (``feature_set = "removed"``) are left out of
+these figures; the runner draws them apart with :func:`plot_removal`
+(``<study>/removal/removal.png``).
+
 What the store holds (the runner's conventions): per-subject fit units
 (labels ``model, revision, layer, subject, target`` and ``feature_set`` in
 model | baseline | control; arrays ``score``, optionally ``p``, ``p_fdr``) and
@@ -88,6 +92,7 @@ __all__ = [
     "N_TOPOMAPS",
     "heatmap_colormap",
     "make_report",
+    "plot_removal",
     "report_figures",
     "write_nifti_maps",
 ]
@@ -218,7 +223,7 @@ def report_figures(results_dir, *, geometry=None) -> dict:
     if len(res) == 0:
         raise ValueError(f"results store {root} has no finished units: nothing to plot "
                          "(has the study run? units appear under units/ as they finish)")
-    table = res.table
+    table = _without_removed(res.table)
     figs = {}
     if "window" in table.columns and table["window"].notna().any():
         collected = _collect_windows(table[table["window"].notna()])
@@ -246,6 +251,72 @@ def report_figures(results_dir, *, geometry=None) -> dict:
 
 
 # ------------------------------------------------------------------ data
+
+
+def _without_removed(table):
+    """The table without the units of ``[features] remove`` (drawn apart, :func:`plot_removal`)."""
+    if "feature_set" in table.columns:
+        table = table[table["feature_set"].astype(str) != "removed"]
+        if "property" in table.columns:
+            table = table.drop(columns="property")
+    return table
+
+
+def plot_removal(removal):
+    """The runner's property-removal figure (``<out>/removal/removal.png``) from its table
+    (``RunSummary.removal``, ``<out>/removal/removal.csv``), one row of two panels per model x revision:
+    left, the mean r over targets along the layers of the original features (black) and of each
+    property's residual features; right, the change (residual - original), a filled marker where the
+    FDR-corrected paired test rejects. Returns a Figure with its own Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = removal[removal["target"] == "mean"]
+    runs = list(dict.fromkeys(zip(rows["model"], rows["revision"])))
+    props = list(dict.fromkeys(rows["property"]))
+    fig = Figure(figsize=(11, 3.8 * len(runs)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(runs), 2, squeeze=False)
+    colours = [_colour(k) for k in range(len(props))]
+    a = removal.attrs
+    for i, (model, revision) in enumerate(runs):
+        g = rows[(rows["model"] == model) & (rows["revision"] == revision)]
+        name = model if revision in ("main", "-") else f"{model} ({revision})"
+        left, right = axes[i]
+        orig = g.groupby("layer")["r_original"].mean()
+        left.plot(orig.index, orig.to_numpy(), color="k", lw=2.4, marker="o", ms=4, label="original", zorder=4)
+        for k, prop in enumerate(props):
+            h = g[g["property"] == prop].sort_values("layer")
+            sig = h["significant"].to_numpy(bool)
+            for ax, y in ((left, h["r_removed"]), (right, h["change"])):
+                ax.plot(h["layer"], y, color=colours[k], lw=1.3, label=f"minus {prop}" if ax is left else None)
+                ax.scatter(h["layer"][sig], y[sig], color=colours[k], s=30, zorder=3)
+                ax.scatter(h["layer"][~sig], y[~sig], facecolor="white", edgecolor=colours[k], s=18, zorder=3)
+        right.axhline(0, color="k", lw=0.8)
+        left.set_title(f"{name}: mean r over targets", fontsize=10)
+        right.set_title("change, residual - original (filled: FDR < "
+                        f"{a.get('alpha', 0.05):g})", fontsize=10)
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+            ax.set_xlabel("layer")
+            ax.set_xticks(sorted(set(g["layer"])))
+        left.set_ylabel("held-out r")
+        right.set_ylabel("r(residual) - r(original)")
+        if i == 0:
+            left.legend(fontsize=7, ncol=2, loc="best")
+    n = a.get("n_subjects")
+    fig.suptitle(f"linguistic property removal: {a.get('test', 'paired t-test')}"
+                 + (f" ({n} subjects)" if n and n > 1 else "") + f", {str(a.get('fdr', 'bh')).upper()} FDR",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _colour(k: int):
+    """The k-th colour of matplotlib's tab10 (tab20 beyond 10)."""
+    from matplotlib import colormaps
+
+    return colormaps["tab10"](k) if k < 10 else colormaps["tab20"](k % 20)
 
 
 def _check_formats(formats, supported) -> tuple:
@@ -870,7 +941,7 @@ def write_nifti_maps(results_dir, out=None, *, geometry=None) -> list[Path]:
     if len(res) == 0:
         raise ValueError(f"results store {root} has no finished units: nothing to map "
                          "(has the study run? units appear under units/ as they finish)")
-    table = res.table
+    table = _without_removed(res.table)
     if "window" in table.columns:
         table = table[table["window"].isna()]
     if "features" in table.columns:

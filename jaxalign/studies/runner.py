@@ -28,6 +28,25 @@
      get a unit each. The baseline (word rate) and the random control are
      units of their own. A per-target test (``stats.test =
      "cv_permutation"``) runs inside the fit unit.
+   * property removal (``[features] remove``): for every model unit, one
+     unit per removed property (``feature_set = "removed"``, label
+     ``property``) whose per-word features are the ridge residuals of the
+     unit's features on the property's one-hot labels (METHODS.md section 5:
+     intercept, per-feature penalty by 4-fold CV over 10^-3..10^5, all
+     layers in one engine call, :data:`REMOVAL`), fitted on all words of the
+     stimulus, the published convention; everything after that is the model
+     unit's fit. The labels come from ``[features] labels`` ("spacy": a
+     spaCy parse of the stimulus words, each run its own text), checked
+     before any work and cached per stimulus in ``<out>/cache/labels/``.
+     The leak-free variant (the removal refitted inside each outer training
+     fold, ``analysis.probing.removal_effects(removal="fold")``) is in the
+     library, not here: the runner builds its per-TR design once, after the
+     removal. Removal units are not in the group units' FDR family (a study
+     keeps its group rows with or without removal); after the units,
+     :func:`_removal_table` tests original vs residual alignment per layer x
+     property (two-sided paired t-test over subjects, over targets with one
+     subject; BH/BY FDR) into ``<out>/removal/removal.csv``, ``removal.png``,
+     ``results.json`` ("removal") and lines of :func:`format_summary`.
    * group statistics: with ``stats.test = "sign_flip"``, one unit per
      feature set with ``subject = "group"``: the mean r over subjects, its
      SEM, the one-sided sign-flip p over subjects and BH/BY FDR over every
@@ -113,6 +132,14 @@ NO_REVISION = "-"
 CONTROL_STREAM = "alice random control"
 _MOTION = ("rp_x", "rp_y", "rp_z", "rp_pitch", "rp_roll", "rp_yaw")
 _WAIT_S = 2.0
+#: [features] remove: the removal fit of every removed property (METHODS.md 5: ridge on one-hot labels with an
+#: intercept, penalty chosen per feature by 4-fold CV over 10^-3..10^5), part of the removal units' keys.
+#: keep_mean: the words' mean is added back to the residuals, so that only the property's class differences go:
+#: centring alone changes a per-TR design (a TR without words averages to 0, which is the mean after centring
+#: but not before) and, on Alice, cost every property the same 0.01 of r at layers 0 and 30.
+REMOVAL = {"alphas": [float(a) for a in np.logspace(-3, 5, 9)], "cv": 4, "scoring": "r2", "fit_on": "all_words",
+           "keep_mean": True}
+REMOVED = "removed"
 
 
 # ---------------------------------------------------------------- planning
@@ -138,7 +165,8 @@ class _FitUnit:
     revision: str
     layers: list[int]
     subjects: list[str]
-    run: _ModelRun | None = None  # feature_set "model" (and "control": the shape it copies)
+    run: _ModelRun | None = None  # feature_set "model" / "removed" (and "control": the shape it copies)
+    property: str | None = None  # feature_set "removed": the property regressed out of run's features
 
 
 @dataclass
@@ -150,6 +178,7 @@ class _Plan:
     groups: list[list[str]]  # subjects fitted together
     fits: list[_FitUnit]
     group_keys: dict = field(default_factory=dict)  # (model, revision) -> key of the group unit
+    label_source: str | None = None  # [features] remove: who labels the words (e.g. the spaCy pipeline)
 
 
 def _sha256_file(path: Path, memo: dict) -> str:
@@ -183,6 +212,15 @@ def _weights_fingerprint(source, cache_dir: Path) -> str:
     if memo != before:
         atomic_write_text(memo_path, json.dumps(memo, indent=1, sort_keys=True))
     return settings_hash(parts)
+
+
+def _extraction_settings(cfg: StudyConfig) -> dict:
+    """The ``[features]`` settings the extracted features depend on (not ``remove`` / ``labels``, which act on
+    them afterwards: a study with removal shares the features cache and the model units of one without)."""
+    out = cfg.features._canonical()
+    out.pop("remove", None)
+    out.pop("labels", None)
+    return out
 
 
 def _model_path(spec, cfg: StudyConfig) -> str:
@@ -229,7 +267,7 @@ def _resolve_models(cfg: StudyConfig, cache_dir: Path, words: str) -> list[_Mode
             run = _ModelRun(spec.label, revision or "main", source, spec.dtype, layers)
             run.features_key = settings_hash({
                 "weights": _weights_fingerprint(source, cache_dir), "dtype": spec.dtype,
-                "features": cfg.features._canonical(), "layers": layers, "format": RUNNER_FORMAT,
+                "features": _extraction_settings(cfg), "layers": layers, "format": RUNNER_FORMAT,
                 "words": words,
             })
             runs.append(run)
@@ -392,6 +430,79 @@ def _check_devices(cfg: StudyConfig) -> None:
                                f"({jax.local_devices()[0].platform}); use 'auto' for all of them"], cfg._source)
 
 
+def _check_removal(cfg: StudyConfig, ds: LoadedDataset) -> str:
+    """``[features] remove``, before any work: words to label, hidden states, a labeller that loads.
+
+    Returns the label source's identity (part of the removal units' keys), e.g. the spaCy pipeline and version.
+    """
+    problems = []
+    if ds.stimulus is None or ds.kind == "features":
+        problems.append(f"features.remove: the {cfg.dataset.kind!r} dataset has no words (its features are "
+                        "given), so there is nothing to label and no word features to remove a property from")
+    elif ds.kind == "behaviour" or cfg.features.kind != "hidden_states":
+        problems.append("features.remove: properties are removed from per-word hidden states (features kind "
+                        "'hidden_states', an fMRI or MEG dataset)")
+    if problems:
+        raise ConfigError(problems, cfg._source)
+    return _label_source(cfg)
+
+
+def _label_source(cfg: StudyConfig) -> str:
+    """The labeller of ``[features] labels``, loaded once here so that a missing one fails before any work."""
+    from jaxalign.analysis.probing._spacy import load_english
+
+    try:
+        nlp = load_english()
+    except ImportError as error:
+        raise ConfigError([f"features.labels: 'spacy' labels the words of features.remove with a spaCy parse: "
+                           f"{error}"], cfg._source) from None
+    meta = nlp.meta
+    return f"spacy {meta.get('lang', '')}_{meta.get('name', '')} {meta.get('version', '')}"
+
+
+def _label_words(plan: _Plan):
+    """The stimulus words' labels from the study's label source (one text per run): labels_from_spacy's
+    DataFrame, one row per word."""
+    import pandas as pd
+
+    from jaxalign.analysis.probing import labels_from_spacy
+
+    stim = plan.dataset.stimulus
+    # spaCy reads presented words, one whitespace-free token each
+    words = np.asarray([("_".join(str(w).split()) or "_") for w in stim.words], dtype=object)
+    runs = np.zeros(len(words), np.int64) if stim.runs is None else np.asarray(stim.runs)
+    parts = []
+    for run in dict.fromkeys(runs.tolist()):
+        idx = np.flatnonzero(runs == run)
+        part = labels_from_spacy(list(words[idx]))
+        part.index = idx
+        part["run"] = run
+        parts.append(part)
+    return pd.concat(parts).sort_index()
+
+
+def _property_labels(plan: _Plan):
+    """(n_words, 8) int classes of every STUDY_BINS property (``property_classes``), cached per stimulus and
+    label source in ``<out>/cache/labels`` (the words' labels beside them, for reading)."""
+    import pandas as pd
+
+    from jaxalign.analysis.probing import property_classes
+
+    key = settings_hash({"words": _words_digest(plan.dataset), "labels": plan.label_source,
+                         "format": RUNNER_FORMAT})
+    path = plan.out / "cache" / "labels" / f"{key}.csv"
+    if path.is_file():
+        return pd.read_csv(path)
+    t0 = time.perf_counter()
+    labels = _label_words(plan)
+    classes = property_classes(labels).reset_index(drop=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path.with_name(f"{key}_words.csv"), labels.to_csv(index=False))
+    atomic_write_text(path, classes.to_csv(index=False))
+    log.info("labelled %d words with %s in %.1f s", len(classes), plan.label_source, time.perf_counter() - t0)
+    return classes
+
+
 def plan_study(cfg: StudyConfig, out=None) -> _Plan:
     """Stage 1 and 2 of :func:`run_study`: every check, every unit's key; nothing computed."""
     if not isinstance(cfg, StudyConfig):
@@ -401,12 +512,18 @@ def plan_study(cfg: StudyConfig, out=None) -> _Plan:
                        "output.dir (or --out)")
     cache_dir = out / "cache"
     writable_dir(cache_dir / "features", "features cache")
+    removed = list(getattr(cfg.features, "remove", None) or [])
+    label_source = None
     if _synthetic_alice_wanted(cfg):
+        if removed:  # the labeller before the planted features are extracted
+            _label_source(cfg)
         cfg, ds, models = _synthetic_alice(cfg, out, cache_dir)
         _check_supported(cfg, ds)
+        label_source = _check_removal(cfg, ds) if removed else None
     else:
         ds = load_dataset(cfg)
         _check_supported(cfg, ds)
+        label_source = _check_removal(cfg, ds) if removed else None
         models = [] if ds.kind == "features" else _resolve_models(cfg, cache_dir, _words_digest(ds))
     _check_compare(cfg, ds)
     groups = _groups(ds)
@@ -440,11 +557,17 @@ def plan_study(cfg: StudyConfig, out=None) -> _Plan:
         if cfg.features.control == "random":
             fits.append(_FitUnit(key(control="random", seed=cfg.stats.seed, shape_of=models[0].features_key),
                                  "control", CONTROL_MODEL, NO_REVISION, [0], subjects, models[0]))
-    plan = _Plan(cfg, out, ds, models, groups, fits)
-    if cfg.stats.test == "sign_flip":
-        family = settings_hash({"fits": sorted(u.key for u in fits), "stats": cfg.stats._canonical(),
+        for run in models:  # [features] remove: one unit per model x property, after the others
+            for prop in removed:
+                fits.append(_FitUnit(key(features=run.features_key, removed=prop, labels=label_source,
+                                         removal=REMOVAL), "removed", run.label, run.revision, run.layers,
+                                     subjects, run, prop))
+    plan = _Plan(cfg, out, ds, models, groups, fits, label_source=label_source)
+    if cfg.stats.test == "sign_flip":  # the removal units are compared with their model's in _removal_table
+        tested = [u for u in fits if u.feature_set != "removed"]
+        family = settings_hash({"fits": sorted(u.key for u in tested), "stats": cfg.stats._canonical(),
                                 "format": RUNNER_FORMAT})
-        for u in fits:
+        for u in tested:
             plan.group_keys.setdefault((u.model, u.revision), settings_hash({"family": family, "model": u.model,
                                                                           "revision": u.revision}))
     return plan
@@ -461,6 +584,7 @@ class _Features:
         self.dir = plan.out / "cache" / "features"
         self.progress = progress
         self.memory: dict[str, np.ndarray] = {}
+        self.removed: dict[str, np.ndarray] = {}
         self.loaded_models = 0
 
     def path(self, run: _ModelRun) -> Path:
@@ -482,9 +606,31 @@ class _Features:
             atomic_write_text(path.with_suffix(".json"), json.dumps({
                 "model": run.label, "revision": run.revision, "source": str(run.source.path),
                 "dtype": run.dtype, "layers": run.layers, "shape": list(per_word.shape),
-                "features": self.plan.cfg.features._canonical()}, indent=1))
+                "features": _extraction_settings(self.plan.cfg)}, indent=1))
         self.memory = {run.features_key: per_word}  # one model's features in memory at a time
         return per_word
+
+    def residuals(self, run: _ModelRun, prop: str) -> np.ndarray:
+        """(L, n_words, dim) features of ``run`` with property ``prop`` regressed out (``[features] remove``).
+
+        Every removed property of the study is fitted in one engine call over all the run's layers (each
+        feature its own penalty), on all words of the stimulus; one run's residuals are kept in memory."""
+        from jaxalign.analysis.probing import fit_removal
+
+        props = list(self.plan.cfg.features.remove)
+        if run.features_key not in self.removed:
+            per_word = self.get(run)
+            _check_finite_words(per_word, run.label)
+            classes = _property_labels(self.plan)
+            t0 = time.perf_counter()
+            fit = fit_removal(per_word, classes[props], np.asarray(REMOVAL["alphas"]), REMOVAL["cv"],
+                              scoring=REMOVAL["scoring"])
+            res = fit.transform(per_word, classes[props])  # (P, L, n, dim), centred
+            res = (res + per_word.mean(axis=1, keepdims=True, dtype=np.float64)).astype(np.float32)  # keep_mean
+            log.info("%s (%s): %d propert%s regressed out of %d layer(s) in %.1f s", run.label, run.revision,
+                     len(props), "y" if len(props) == 1 else "ies", per_word.shape[0], time.perf_counter() - t0)
+            self.removed = {run.features_key: res}  # one run's residuals in memory at a time
+        return self.removed[run.features_key][props.index(prop)]
 
     def _compute(self, run: _ModelRun) -> np.ndarray:
         import jax.numpy as jnp
@@ -743,13 +889,12 @@ def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple
         elif unit.feature_set == "control":
             shape = features.get(unit.run).shape[1:]
             per_word = seeds.rng(scfg.seed, CONTROL_STREAM).standard_normal((1,) + shape).astype(np.float32)
+        elif unit.feature_set == REMOVED:
+            per_word = features.residuals(unit.run, unit.property)
         else:
             per_word = features.get(unit.run)
         if per_word is not None:
-            bad = ~np.isfinite(per_word).all(axis=(0, 2))
-            if bad.any():
-                raise ValueError(f"{unit.model}: {int(bad.sum())} word(s) have non-finite features (e.g. words "
-                                 "skipped by features.min_context): they cannot be averaged into TRs")
+            _check_finite_words(per_word, unit.model)
             X = (_continuous_impulses(plan, _word_pca(per_word, cfg.timing.pca), unit.subjects) if lagged
                  else _design(plan, per_word, targets, unit.subjects))
         else:
@@ -812,11 +957,20 @@ def _fit(plan: _Plan, unit: _FitUnit, features: _Features, bar_factory) -> tuple
             "settings": {"timing": cfg.timing._canonical(), "encoding": enc._canonical(),
                          "stats": cfg.stats._canonical(), "features": cfg.features._canonical()},
             "seeds": {"stats": scfg.seed}}
-    if unit.run is not None and unit.feature_set == "model":
+    if unit.feature_set == REMOVED:
+        meta["removal"] = dict(REMOVAL, property=unit.property, labels=plan.label_source)
+    if unit.run is not None and unit.feature_set in ("model", REMOVED):
         meta["model"] = {"source": str(unit.run.source.path), "format": unit.run.source.format,
                          "model_type": unit.run.source.model_type, "n_layers": unit.run.source.n_layers,
                          "features_key": unit.run.features_key, "dtype": unit.run.dtype}
     return arrays, dims, meta, (targets.target_names, targets.windows)
+
+
+def _check_finite_words(per_word, model: str) -> None:
+    bad = ~np.isfinite(per_word).all(axis=(0, 2))
+    if bad.any():
+        raise ValueError(f"{model}: {int(bad.sum())} word(s) have non-finite features (e.g. words "
+                         "skipped by features.min_context): they cannot be averaged into TRs")
 
 
 def _fit_reading_times(plan: _Plan, unit: _FitUnit, features: _Features):
@@ -861,6 +1015,8 @@ def _labels(plan: _Plan, unit: _FitUnit, names) -> dict:
     target_names, windows = names
     subject = GROUP if plan.dataset.kind == "behaviour" else list(unit.subjects)
     extra = {} if windows is None else {"window": list(windows)}
+    if unit.property is not None:
+        extra["property"] = unit.property
     return {**extra, "model": unit.model, "revision": unit.revision, "layer": list(unit.layers),
             "subject": subject, "target": list(target_names), "feature_set": unit.feature_set,
             "dataset": plan.cfg.dataset.kind,
@@ -916,7 +1072,8 @@ def _group_units(plan: _Plan, store: ResultsStore) -> list[tuple[str, dict, dict
     from jaxalign import stats
 
     scfg = plan.cfg.stats
-    units = [(u, store.read_unit(u.key)) for u in plan.fits]
+    tested = [u for u in plan.fits if u.feature_set != REMOVED]
+    units = [(u, store.read_unit(u.key)) for u in tested]
     # one row block per (model, revision): (S, L, T); a study's subjects are in every fit unit's group
     blocks: dict[tuple, list] = {}
     for u, done in units:
@@ -969,7 +1126,7 @@ def _group_units(plan: _Plan, store: ResultsStore) -> list[tuple[str, dict, dict
             labels["window"] = list(done.labels["window"])
         meta = {"test": "sign_flip over subjects", "fdr": f"{scfg.fdr} over all feature sets x targets",
                 "settings": {"stats": scfg._canonical()}, "seeds": {"stats": scfg.seed},
-                "from_units": sorted(x.key for x in plan.fits)}
+                "from_units": sorted(x.key for x in tested)}
         if ceiling is not None:
             meta["ceiling"] = plan.cfg.stats.ceiling._canonical()
         out.append((plan.group_keys[(model, revision)], arrays, labels, meta, dims))
@@ -1018,6 +1175,7 @@ class RunSummary:
     fdr_alpha: float = 0.05
     tasks: list = field(default_factory=list)
     compare: dict | None = None
+    removal: object = None  # [features] remove: the table of _removal_table (pandas), else None
 
 
 STAGES = ("fit", "stats")
@@ -1042,6 +1200,87 @@ def _compare(cfg: StudyConfig, table) -> dict | None:
     return {name: listener_change(rows, c.base, name, by=by, n_permutations=c.n_permutations,
                                   alternative=c.alternative, fdr=c.fdr, alpha=c.fdr_alpha, seed=c.seed)
             for name in cfg.compared}
+
+
+def _removal_table(cfg: StudyConfig, table):
+    """``[features] remove``: the alignment of each property's residual features vs the original ones.
+
+    One row per model, revision, layer, property and target, plus a row ``target = "mean"`` (the mean over
+    targets): mean r of the original and residual features, their change, and a two-sided paired t-test of
+    the change (METHODS.md 5): over subjects (each subject's r, or its mean over targets for the "mean" row)
+    when there are several, over targets when there is one subject (then only the "mean" row). FDR
+    (``stats.fdr``, ``stats.fdr_alpha``) over the "mean" rows of the study, and apart over the per-target rows.
+    """
+    import pandas as pd
+    from scipy import stats as st
+
+    from jaxalign import stats
+
+    if table is None or "feature_set" not in table.columns or not (table["feature_set"] == REMOVED).any():
+        return None
+    rows = table[table["subject"] != GROUP]
+    on = ["model", "revision", "layer", "subject", "target"]
+    if "window" in rows.columns and rows["window"].notna().any():
+        on.append("window")
+    orig = rows[rows["feature_set"] == "model"][on + ["score"]].rename(columns={"score": "r_original"})
+    rem = rows[rows["feature_set"] == REMOVED][on + ["property", "score"]].rename(columns={"score": "r_removed"})
+    both = rem.merge(orig, on=on, how="inner")
+    n_subjects = both["subject"].nunique()
+    over = "subjects" if n_subjects > 1 else "targets"
+    spots = [c for c in ("target", "window") if c in on]
+
+    def test(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if len(a) < 2 or not np.isfinite(a).all() or not np.isfinite(b).all() or np.allclose(a, b):
+            return np.nan, np.nan
+        res = st.ttest_rel(b, a, alternative="two-sided")
+        return float(res.statistic), float(res.pvalue)
+
+    out = []
+    for (model, revision, layer, prop), g in both.groupby(["model", "revision", "layer", "property"], sort=False):
+        head = {"model": model, "revision": revision, "layer": int(layer), "property": prop}
+        if n_subjects > 1:
+            per = g.groupby("subject", sort=False)[["r_original", "r_removed"]].mean()
+        else:
+            per = g[["r_original", "r_removed"]]
+        t, p = test(per["r_original"], per["r_removed"])
+        out.append({**head, "target": "mean", "n": len(per), "over": over, "r_original": per["r_original"].mean(),
+                    "r_removed": per["r_removed"].mean(), "t": t, "p": p})
+        if n_subjects > 1:
+            for spot, h in g.groupby(spots, sort=False):
+                t, p = test(h["r_original"], h["r_removed"])
+                where = dict(zip(spots, spot if isinstance(spot, tuple) else (spot,)))
+                out.append({**head, **where, "n": len(h), "over": over, "r_original": h["r_original"].mean(),
+                            "r_removed": h["r_removed"].mean(), "t": t, "p": p})
+    res = pd.DataFrame(out)
+    res["change"] = res["r_removed"] - res["r_original"]
+    res["p_fdr"] = np.nan
+    for mean in (True, False):
+        sel = (res["target"] == "mean") == mean
+        if sel.any():
+            _, adj = stats.fdr_correction(res.loc[sel, "p"].to_numpy(np.float64), alpha=cfg.stats.fdr_alpha,
+                                          method=cfg.stats.fdr)
+            res.loc[sel, "p_fdr"] = np.asarray(adj, np.float64)
+    res["significant"] = res["p_fdr"] < cfg.stats.fdr_alpha
+    cols = ["model", "revision", "layer", "property", "target"] + (["window"] if "window" in res.columns else [])
+    res = res[cols + ["n", "over", "r_original", "r_removed", "change", "t", "p", "p_fdr", "significant"]]
+    res.attrs.update(test=f"two-sided paired t-test over {over}", over=over, n_subjects=n_subjects,
+                     fdr=cfg.stats.fdr, alpha=cfg.stats.fdr_alpha)
+    return res
+
+
+def _write_removal(plan: _Plan, removal) -> list:
+    """``<out>/removal/removal.csv`` (every row of :func:`_removal_table`) and, with ``png`` in
+    ``output.formats``, ``removal.png`` (alignment per layer, original and each residual; the change)."""
+    folder = plan.out / "removal"
+    folder.mkdir(exist_ok=True)
+    files = [atomic_write_text(folder / "removal.csv", removal.to_csv(index=False))]
+    if "png" in plan.cfg.output.formats:
+        from jaxalign.studies.report import plot_removal
+
+        fig = plot_removal(removal)
+        files.append(atomic_write(folder / "removal.png", lambda f: fig.savefig(f, format="png", dpi=130)))
+    return files
 
 
 def _write_compare(out: Path, compared: dict) -> list:
@@ -1201,8 +1440,11 @@ def run_study(cfg, out=None, *, progress: bool | None = None, lease_seconds: flo
     compared = _compare(cfg, table)
     if writer and compared:
         files += _write_compare(plan.out, compared)
+    removal = _removal_table(cfg, table)
+    if writer and removal is not None:
+        files += _write_removal(plan, removal)
     summary = RunSummary(plan.out, computed, reused, feats.loaded_models, table, files,
-                         time.perf_counter() - t0, group, cfg.stats.fdr_alpha, compare=compared)
+                         time.perf_counter() - t0, group, cfg.stats.fdr_alpha, compare=compared, removal=removal)
     if writer:
         atomic_write_text(plan.out / "results.json", json.dumps(_json_summary(plan, summary), indent=1))
         summary.files.append(plan.out / "results.json")
@@ -1307,6 +1549,9 @@ def _json_summary(plan: _Plan, s: RunSummary) -> dict:
         "group": s.group,
         "compare": None if not s.compare else {name: json.loads(res.to_json(orient="records"))
                                                 for name, res in s.compare.items()},
+        "removal": None if s.removal is None else {
+            "test": s.removal.attrs["test"], "fdr": s.removal.attrs["fdr"], "labels": plan.label_source,
+            "removal": REMOVAL, "rows": json.loads(s.removal.to_json(orient="records"))},
         "seconds": s.seconds,
         "jaxalign": __version__,
     }
@@ -1315,6 +1560,8 @@ def _json_summary(plan: _Plan, s: RunSummary) -> dict:
 def format_summary(summary: RunSummary, max_targets: int = 8) -> str:
     """The table printed at the end of a run: group rows when there are some, else per subject."""
     table = summary.table
+    if "feature_set" in table.columns:  # the removal units: their own lines, below
+        table = table[table["feature_set"] != REMOVED]
     group = table[table["subject"] == GROUP]
     rows = group if len(group) else table
     order = {"baseline": 0, "model": 1, "control": 2}
@@ -1374,6 +1621,25 @@ def format_summary(summary: RunSummary, max_targets: int = 8) -> str:
                      f"{counts.get('worse', 0)} (down) of {len(res)} layer x target tests (sign flips over "
                      f"{int(res['n_listeners'].iloc[0])} subjects, {res.attrs['fdr'].upper()} FDR < "
                      f"{res.attrs['alpha']}); mean change {res['change'].mean():+.4f}")
+    if summary.removal is not None:
+        lines += _removal_lines(summary.removal)
     return "\n".join(lines)
+
+
+def _removal_lines(removal) -> list[str]:
+    """format_summary's removal block: per model and layer, each property's change in mean r (* FDR)."""
+    rows = removal[removal["target"] == "mean"]
+    props = list(dict.fromkeys(rows["property"]))
+    a = removal.attrs
+    lines = [f"property removal: change in mean r over targets, residual - original ({a['test']}, "
+             f"{a['fdr'].upper()} FDR < {a['alpha']}: *)"]
+    width = max(12, max(len(p) for p in props) + 1)
+    lines.append(f"{'':<28}" + "".join(f"{p:>{width}}" for p in props))
+    for (model, revision, layer), g in rows.groupby(["model", "revision", "layer"], sort=False):
+        rev = "" if revision in ("main", NO_REVISION) else f"@{revision}"
+        cells = {r["property"]: f"{r['change']:+.4f}{'*' if r['significant'] else ' '}" for _, r in g.iterrows()}
+        lines.append(f"{f'{model}{rev} layer {int(layer)}':<28}"
+                     + "".join(f"{cells.get(p, ''):>{width}}" for p in props))
+    return lines
 
 
