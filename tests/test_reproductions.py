@@ -159,14 +159,17 @@ def _write_hp_fmri(folder: Path, subjects, planted, *, kept=25, trim=(20, 15), n
 
 def test_pythia_dynamics_example_in_reduced_form(tmp_path, offline_hub):
     """stepN revisions of a tiny GPT-NeoX in a Hugging Face cache, read offline, x every 2nd layer x 3 subjects
-    of an HP-format fMRI folder, with the random-features control: the planted checkpoint and layer score
-    best, the random control about 0, every checkpoint its own line in the layer figure."""
+    of an HP-format fMRI folder, with the random-features control and the property removal (one property
+    here, spaCy labels): the planted checkpoint and layer score best, the random control about 0, every
+    checkpoint its own line in the layer figure, a removal row per checkpoint x layer."""
     from jaxalign import features, io, lm
     from jaxalign.studies import StudyConfig, load_results
     from jaxalign.studies.encode import word_design
     from jaxalign.studies.runner import run_study
 
+    pytest.importorskip("spacy", reason="the example's property removal labels words with spaCy (extra parse)")
     shipped = StudyConfig.from_toml(EXAMPLES / "pythia_dynamics.toml")
+    assert shipped.features.remove is not None and shipped.features.labels == "spacy"
     _hub_cache(offline_hub, PYTHIA, {step: ("gpt_neox", seed) for seed, step in enumerate(STEPS)})
     hp = tmp_path / "hp"
     hp.mkdir()
@@ -191,6 +194,7 @@ def test_pythia_dynamics_example_in_reduced_form(tmp_path, offline_hub):
     cfg = shipped.updated({"dataset": {"root": str(hp)},
                            "models": [{"hub": PYTHIA, "name": "pythia-160m", "revisions": list(STEPS)}],
                            # reduced: 100 kept scans in equal folds without gaps (one shape to compile), fewer penalties
+                           "features": {"remove": ["tense"]},  # reduced: one of the eight
                            "encoding": {"alphas": {"logspace": [-2, 6, 5]}, "outer": {"gap": 0},
                                         "inner": {"n_splits": 5}},
                            "stats": {"n_permutations": 100}, "output": {"formats": ["json", "csv", "png"]}})
@@ -206,6 +210,11 @@ def test_pythia_dynamics_example_in_reduced_form(tmp_path, offline_hub):
     assert abs(mean.loc["control"].iloc[0]) < 0.1
     assert set(t[t.subject != "group"].subject) == set(subjects)
     assert (s.out / "figures" / "layers.png").stat().st_size > 10_000
+    import pandas as pd
+
+    removal = pd.read_csv(s.out / "removal" / "removal.csv")
+    assert set(removal.property) == {"tense"}
+    assert set(zip(removal.revision, removal.layer)) == {(step, layer) for step in STEPS for layer in (0, 2)}
 
 
 # ------------------------------------------------------------------ instruction tuning
