@@ -1,14 +1,20 @@
 """Test-session settings.
 
-The ``jaxalign`` command keeps a persistent XLA compilation cache
-(jaxalign/_compile_cache.py). Tests call ``cli.main`` in-process, so the cache
-is off here unless a test turns it on (in a subprocess), and no test writes
-to the user's ~/.cache.
+The tests run on two processes (pytest-xdist, ``-n 2 --dist loadfile`` in
+pyproject.toml: a module's tests, and so its module-scoped fixtures, stay on
+one process; ``-n 0`` runs them in this one). Most of the suite's time is
+XLA compiling and single-threaded Python, which one core each serves.
+
+Compiled XLA programs are kept in a folder of this session (jaxalign's
+persistent compilation cache, ``jaxalign/_compile_cache.py``; removed at
+exit): the test processes, and every ``jaxalign`` command a test starts as a
+subprocess, load a program another one compiled instead of compiling it
+again (the same program, so the same numbers). No test writes to the user's
+~/.cache. Set ``JAXALIGN_COMPILE_CACHE=off`` to run without it.
 
 Dequantized GGUF files (jaxalign/lm/_gguf_cache.py) are cached in a folder
-of this session (removed at exit; subprocesses inherit it through the
-environment), so the packaged SmolLM2 is dequantized once per session and no
-test writes to the user's ~/.cache either.
+of this session too (subprocesses inherit both folders through the
+environment), so the packaged SmolLM2 is dequantized once per session.
 """
 
 import atexit
@@ -16,7 +22,10 @@ import os
 import shutil
 import tempfile
 
-os.environ.setdefault("JAXALIGN_COMPILE_CACHE", "off")
+if "JAXALIGN_COMPILE_CACHE" not in os.environ:
+    _xla_cache = tempfile.mkdtemp(prefix="jaxalign-test-xla-")
+    os.environ["JAXALIGN_COMPILE_CACHE"] = _xla_cache
+    atexit.register(shutil.rmtree, _xla_cache, ignore_errors=True)
 if "JAXALIGN_GGUF_CACHE" not in os.environ:
     _gguf_cache = tempfile.mkdtemp(prefix="jaxalign-test-gguf-")
     os.environ["JAXALIGN_GGUF_CACHE"] = _gguf_cache
@@ -26,6 +35,10 @@ if "JAXALIGN_GGUF_CACHE" not in os.environ:
 import gc  # noqa: E402
 
 import pytest  # noqa: E402
+
+from jaxalign._compile_cache import enable_compilation_cache  # noqa: E402
+
+enable_compilation_cache(min_compile_secs=0.3)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -96,6 +96,6 @@ def test_command_line_uses_the_cache(tmp_path):
     assert _python(code, {_compile_cache.ENV: "off"}, tmp_path)[-2:] == ["0", "None"]
 
 
-@pytest.mark.parametrize("value", ["off"])
-def test_test_session_keeps_the_cache_off(value):
-    assert os.environ.get(_compile_cache.ENV) == value  # tests/conftest.py
+def test_test_session_caches_in_a_folder_of_its_own():
+    folder = os.environ.get(_compile_cache.ENV)  # tests/conftest.py: a folder of this session, removed at exit
+    assert folder and "jaxalign-test-xla-" in folder
