@@ -141,13 +141,15 @@ def test_cost_model_passes_through_its_points_and_scales(tmp_path):
 
 
 def test_finetune_benchmark_small(tmp_path):
-    """benchmarks/finetune.py on the tiny GPT-2: the torch loop and fit() take the same first step."""
+    """benchmarks/finetune.py on the tiny GPT-2: the torch loop and fit() (packed or not) take the same
+    first step; the packed step runs fewer tokens than one text per option."""
     pytest.importorskip("torch")
     out = tmp_path / "finetune.json"
     _run("finetune.py", "--model", "tiny", "--steps", 3, "--output-json", out)
     res = json.loads(out.read_text())
     rows = {r["method"]: r for r in res["rows"]}
-    assert set(rows) == {"torch + transformers loop", "jaxalign finetune.fit"}
+    assert set(rows) == {"torch + transformers loop", "jaxalign finetune.fit, pack=False", "jaxalign finetune.fit"}
+    assert rows["jaxalign finetune.fit"]["ran_per_step"] < rows["jaxalign finetune.fit, pack=False"]["ran_per_step"]
     assert res["loss_diff"] < 1e-4  # the same base model, items and loss on both sides
     # warm steps only: torch's first warms up; fit() reports every step that compiled a new shape apart
     assert rows["torch + transformers loop"]["steps"] == 2

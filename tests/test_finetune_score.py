@@ -59,10 +59,11 @@ def tiny():
     return model, tokenizer, torch_model
 
 
-def test_scores_equal_pytorch_on_each_text_alone(tiny):
+@pytest.mark.parametrize("pack", [True, False], ids=["packed", "one-text-per-option"])
+def test_scores_equal_pytorch_on_each_text_alone(tiny, pack):
     model, tokenizer, torch_model = tiny
     mc = _mc()
-    got = finetune.score_choices(model, tokenizer, mc)
+    got = finetune.score_choices(model, tokenizer, mc, pack=pack)
     assert got.shape == (3, 2)
     np.testing.assert_allclose(got, torch_scores(torch_model, tokenizer, mc), atol=1e-4, rtol=0)
 
@@ -174,21 +175,24 @@ def test_smollm2_on_real_piqa_items_equals_a_direct_computation():
     assert np.isfinite(got).all() and np.all(got < 0)
 
 
-def test_multiple_choice_loss_and_gradients_equal_pytorch(tiny):
+@pytest.mark.parametrize("packed", [False, True], ids=["one-text-per-option", "packed"])
+def test_multiple_choice_loss_and_gradients_equal_pytorch(tiny, packed):
     """The training step's gradient (finetune._train._gradients: 2 micro-batches of 2 items, accumulated)
     against PyTorch: the mean cross-entropy over the options of the 4 items, and the gradient of every
     parameter (mapped to its Hugging Face name through the export's inverted name table). Tolerance: 1e-5
-    on the loss, 1e-4 relative + 1e-6 absolute on gradients (float32)."""
+    on the loss, 1e-4 relative + 1e-6 absolute on gradients (float32). Both layouts of the step: one
+    padded text per option, and each item's options packed after its prompt (TrainConfig.pack)."""
     pytest.importorskip("optax")
     from _tiny_lm import toy_choices
 
     from jaxalign.finetune._export import hf_tensors
-    from jaxalign.finetune._train import _gradients, _mc_arrays
+    from jaxalign.finetune._train import _gradients, _mc_arrays, _mc_packed_arrays
 
     model, tokenizer, torch_model = tiny
     mc = toy_choices(4, 2)  # the toy task's shapes: the compiled gradient of the training tests is reused
     enc = finetune.encode_choices(tokenizer, mc)
-    batch = {k: jnp.asarray(v) for k, v in _mc_arrays(enc, np.array([[0, 1], [2, 3]]), 64).items()}
+    arrays = (_mc_packed_arrays if packed else _mc_arrays)(enc, np.array([[0, 1], [2, 3]]), 64)
+    batch = {k: jnp.asarray(v) for k, v in arrays.items()}
     graphdef, state = nnx.split(model, nnx.Param)
     grads, stats = _gradients(graphdef, nnx.to_pure_dict(state), batch, jnp.array([1 / 4, 0.0]))
     loss = float(stats["mc_sum"]) / float(stats["mc_n"])

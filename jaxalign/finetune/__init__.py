@@ -11,7 +11,8 @@
     AdamW (warmup + constant / linear / cosine decay), gradient accumulation,
     global-norm clipping, bfloat16 compute on float32 master weights and
     rematerialised blocks (``TrainConfig.compute_dtype``, ``remat``),
-    jit-compiled steps over bucketed lengths, an
+    jit-compiled steps over bucketed lengths (each item's shared prompt run
+    once, its options packed after it: ``TrainConfig.pack``), an
     evaluation per epoch (accuracy and loss for multiple choice, loss and
     perplexity for text), early stopping, the best evaluation kept; a JSON-lines
     log, a curve PNG and Orbax checkpoints in ``out``, from which a killed run
@@ -43,6 +44,7 @@ _EXPORTS = {
     "EncodedText": "_encode",
     "encode_choices": "_encode",
     "encode_text": "_encode",
+    "pack_choices": "_encode",
     "FinetuneConfig": "_config",
     "FinetuneConfigError": "_config",
     "TrainConfig": "_config",

@@ -183,13 +183,18 @@ class TrainConfig(_Section):
     eval_before: Bool = Field(True, description="Evaluate the model before training (step 0: the base model).")
     monitor: Literal["loss", "accuracy"] = Field("loss", description=(
         "Validation metric that picks the best evaluation (loss: lower is better; accuracy: multiple choice)."))
-    eval_batch_size: Int = Field(0, ge=0, description="Texts per evaluation forward pass (0: automatic).")
+    eval_batch_size: Int = Field(0, ge=0, description=(
+        "Items (packed) or texts per evaluation forward pass (0: automatic)."))
     compute_dtype: Literal["float32", "bfloat16"] = Field("float32", description=(
         "Dtype of the training steps' forward and backward passes; the parameters (master weights), "
         "gradients and optimizer state stay float32, evaluations run in float32. bfloat16 needs no loss scaling."))
     remat: Bool = Field(False, description=(
         "Rematerialise each transformer block in training steps (jax.checkpoint): activations recomputed "
         "in the backward pass instead of stored; less memory, about a third more compute, same gradients."))
+    pack: Bool = Field(True, description=(
+        "Multiple choice: run each item's shared prompt once, its options packed after it in one row "
+        "(each option token sees the prompt and its own option: the same scores and gradients as one "
+        "text per option, for fewer tokens); false: one padded text per option."))
     devices: Int | Literal["auto"] = Field(1, description=(
         "Data parallel over this host's devices: 'auto' (all) or a count; each micro-batch is split over "
         "them (batch_size must be a multiple of the count) and the gradients are summed across them; "

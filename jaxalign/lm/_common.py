@@ -44,19 +44,36 @@ def attention_mask_4d(
     """Boolean mask (batch or 1, 1, seq, seq): True where query q may see key k.
 
     ``attention_mask`` is transformers' (batch, seq) 0/1 padding mask (None:
-    no padding). Keys at padded positions are hidden; with ``causal`` keys
-    after the query are too. Queries at padded positions are not masked
-    themselves (like transformers); their rows may be all False, which
-    ``dot_product_attention`` turns into a finite uniform average, so no NaN
-    ever reaches the real positions.
+    no padding), or a (batch, seq, seq) mask of which keys each query may
+    see (nonzero: visible), e.g. several continuations packed after one
+    shared prompt (``jaxalign.finetune``). Keys at padded positions are
+    hidden; with ``causal`` keys after the query are too. Queries at padded
+    positions are not masked themselves (like transformers); their rows may
+    be all False, which ``dot_product_attention`` turns into a finite uniform
+    average, so no NaN ever reaches the real positions.
     """
     mask = jnp.ones((1, 1, seq_len, seq_len), dtype=bool)
     if causal:
         mask = jnp.tril(mask)
     if attention_mask is not None:
-        keys = jnp.asarray(attention_mask).astype(bool)[:, None, None, :]
-        mask = mask & keys
+        am = jnp.asarray(attention_mask).astype(bool)
+        mask = mask & (am[:, None, None, :] if am.ndim == 2 else am[:, None])
     return mask
+
+
+def check_inputs(ids: jax.Array, attention_mask, position_ids) -> None:
+    """Shape checks of a causal LM's inputs: ids (batch, seq), a (batch, seq) or (batch, seq, seq) mask,
+    position_ids (batch, seq) or (seq,)."""
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be (batch, seq), got shape {ids.shape}")
+    if attention_mask is not None:
+        shape = tuple(jnp.shape(attention_mask))
+        if shape not in (ids.shape, (*ids.shape, ids.shape[1])):
+            raise ValueError(f"attention_mask shape {shape} is neither input_ids' shape {ids.shape} nor "
+                             f"(batch, seq, seq) = {(*ids.shape, ids.shape[1])}")
+    if position_ids is not None and tuple(jnp.shape(position_ids)) not in (ids.shape, ids.shape[1:]):
+        raise ValueError(f"position_ids shape {tuple(jnp.shape(position_ids))} differs from input_ids shape "
+                         f"{ids.shape}")
 
 
 #: Query rows per block in :func:`dot_product_attention` on CPU (0: never block).
@@ -154,14 +171,16 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
     x_rot * cos + rotate_half(x_rot) * sin with rotate_half([a, b]) = [-b, a]
     (the "rotate half" layout of GPT-NeoX and Llama); the remaining dims pass
-    through (GPT-NeoX's partial rotary). cos/sin, (seq, n_rot) with every
-    frequency repeated twice ([f_0..f_{n/2-1}, f_0..f_{n/2-1}]), are cast to
-    x's dtype first, as transformers does.
+    through (GPT-NeoX's partial rotary). cos/sin, (seq, n_rot) or (batch,
+    seq, n_rot) with every frequency repeated twice ([f_0..f_{n/2-1},
+    f_0..f_{n/2-1}]), are cast to x's dtype first, as transformers does.
     """
     n = cos.shape[-1]
     rot, rest = x[..., :n], x[..., n:]
-    cos = cos[None, :, None, :].astype(x.dtype)
-    sin = sin[None, :, None, :].astype(x.dtype)
+    if cos.ndim == 2:
+        cos, sin = cos[None], sin[None]
+    cos = cos[:, :, None, :].astype(x.dtype)
+    sin = sin[:, :, None, :].astype(x.dtype)
     a, b = rot[..., : n // 2], rot[..., n // 2 :]
     rotated = rot * cos + jnp.concatenate([-b, a], axis=-1) * sin
     return jnp.concatenate([rotated, rest], axis=-1) if n < x.shape[-1] else rotated

@@ -27,6 +27,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxalign.lm._common import (
@@ -35,6 +36,7 @@ from jaxalign.lm._common import (
     Target,
     attention_mask_4d,
     check_activation,
+    check_inputs,
     dot_product_attention,
     fill_params,
     in_row_chunks,
@@ -176,12 +178,21 @@ class Model(nnx.Module):
         if not config.tie_word_embeddings:
             self.lm_head = nnx.Linear(d, config.vocab_size, use_bias=False, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> LMOutput:
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
+                 position_ids: jax.Array | None = None) -> LMOutput:
+        """See :meth:`jaxalign.lm.llama.Model.__call__` (the same inputs and outputs)."""
         cfg = self.config
+        input_ids = jnp.asarray(input_ids)
+        check_inputs(input_ids, attention_mask, position_ids)
         seq = input_ids.shape[1]
-        if seq > cfg.n_positions:
+        if position_ids is None and seq > cfg.n_positions:
             raise ValueError(f"sequence length {seq} exceeds GPT-2's n_positions={cfg.n_positions}")
-        x = self.wte(input_ids) + self.wpe(jnp.arange(seq))[None]
+        if position_ids is not None and not isinstance(position_ids, jax.core.Tracer) and (
+                np.size(position_ids) and int(np.max(position_ids)) >= cfg.n_positions):
+            raise ValueError(f"position_ids reach {int(np.max(position_ids))}, beyond GPT-2's "
+                             f"n_positions={cfg.n_positions}")
+        positions = jnp.arange(seq)[None] if position_ids is None else jnp.asarray(position_ids)
+        x = self.wte(input_ids) + self.wpe(positions)
         mask = attention_mask_4d(attention_mask, seq)
 
         head_dim = cfg.n_embd // cfg.n_head
@@ -197,8 +208,11 @@ class Model(nnx.Module):
         out, per_block = run(x, self.h, scale)
         final = self.ln_f(out)
         hidden = jnp.concatenate([x[None], per_block[:-1], final[None]], axis=0)
-        logits = self.wte.attend(final) if cfg.tie_word_embeddings else self.lm_head(final)
-        return LMOutput(hidden, logits)
+        return LMOutput(hidden, self.unembed(final))
+
+    def unembed(self, final: jax.Array) -> jax.Array:
+        """Logits of final hidden states (``hidden_states[-1]``): (..., hidden) -> (..., vocab)."""
+        return self.wte.attend(final) if self.config.tie_word_embeddings else self.lm_head(final)
 
 
 # Linear projections of a block by group (LoRA targets, ``jaxalign.finetune.add_lora``):

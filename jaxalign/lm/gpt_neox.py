@@ -40,6 +40,7 @@ from jaxalign.lm._common import (
     apply_rotary,
     attention_mask_4d,
     check_activation,
+    check_inputs,
     dot_product_attention,
     fill_params,
     in_row_chunks,
@@ -140,13 +141,13 @@ class Config:
 
 
 def rotary_cos_sin(positions: jax.Array, ndims: int, base: float) -> tuple[jax.Array, jax.Array]:
-    """cos, sin of shape (seq, ndims) for rotating the first ``ndims`` dims.
+    """cos, sin of shape (*positions.shape, ndims) for rotating the first ``ndims`` dims.
 
     inv_freq_j = base^(-2j / ndims), angle = position * inv_freq, repeated
     twice ([f_0..f_{n/2-1}, f_0..f_{n/2-1}]) to pair dim j with dim j + n/2.
     """
     inv_freq = 1.0 / (base ** (jnp.arange(0, ndims, 2, dtype=jnp.float32) / ndims))
-    angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
 
@@ -215,12 +216,17 @@ class Model(nnx.Module):
         if not config.tie_word_embeddings:
             self.embed_out = nnx.Linear(d, config.vocab_size, use_bias=False, dtype=dtype, param_dtype=dtype, rngs=rngs)
 
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> LMOutput:
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
+                 position_ids: jax.Array | None = None) -> LMOutput:
+        """See :meth:`jaxalign.lm.llama.Model.__call__` (the same inputs and outputs)."""
         cfg = self.config
+        input_ids = jnp.asarray(input_ids)
+        check_inputs(input_ids, attention_mask, position_ids)
         seq = input_ids.shape[1]
         x = self.embed_in(input_ids)
         mask = attention_mask_4d(attention_mask, seq)
-        cos, sin = rotary_cos_sin(jnp.arange(seq), cfg.rotary_ndims, cfg.rotary_emb_base)
+        positions = jnp.arange(seq) if position_ids is None else jnp.asarray(position_ids)
+        cos, sin = rotary_cos_sin(positions, cfg.rotary_ndims, cfg.rotary_emb_base)
 
         @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
         def run(h, block):
@@ -230,8 +236,11 @@ class Model(nnx.Module):
         out, per_block = run(x, self.layers)
         final = self.final_layer_norm(out)
         hidden = jnp.concatenate([x[None], per_block[:-1], final[None]], axis=0)
-        logits = self.embed_in.attend(final) if cfg.tie_word_embeddings else self.embed_out(final)
-        return LMOutput(hidden, logits)
+        return LMOutput(hidden, self.unembed(final))
+
+    def unembed(self, final: jax.Array) -> jax.Array:
+        """Logits of final hidden states (``hidden_states[-1]``): (..., hidden) -> (..., vocab)."""
+        return self.embed_in.attend(final) if self.config.tie_word_embeddings else self.embed_out(final)
 
 
 # Linear projections of a block by group (LoRA targets, ``jaxalign.finetune.add_lora``):

@@ -47,6 +47,7 @@ from jaxalign.lm._common import (
     Target,
     apply_rotary,
     attention_mask_4d,
+    check_inputs,
     dot_product_attention,
     fill_params,
     in_row_chunks,
@@ -262,11 +263,13 @@ def rope_inv_freq(config: Config) -> np.ndarray:
 _init = nnx.initializers.normal(0.02)
 
 
-def rotary_cos_sin(config: Config, seq: int) -> tuple[jax.Array, jax.Array]:
-    """cos, sin (seq, head_dim), float32, of positions ``0 .. seq-1`` times
-    :func:`rope_inv_freq`, every frequency repeated twice (rotate-half layout)."""
+def rotary_cos_sin(config: Config, seq: int, positions: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """cos, sin (seq, head_dim), float32, of positions ``0 .. seq-1`` (or of ``positions``, (..., seq):
+    then (..., seq, head_dim)) times :func:`rope_inv_freq`, every frequency repeated twice (rotate-half
+    layout)."""
     inv_freq = jnp.asarray(rope_inv_freq(config))
-    freqs = jnp.arange(seq, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    pos = jnp.arange(seq) if positions is None else jnp.asarray(positions)
+    freqs = pos.astype(jnp.float32)[..., None] * inv_freq
     angles = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
 
@@ -369,26 +372,23 @@ class Model(nnx.Module):
         if not config.tie_word_embeddings:
             self.lm_head = _linear(d, v, False, dtype=dtype, rngs=rngs)
 
-    def __call__(self, input_ids: Any, attention_mask: Any = None) -> LMOutput:
+    def __call__(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None) -> LMOutput:
         """Run the model on ``input_ids`` (batch, seq) of token ids.
 
         ``attention_mask`` (batch, seq), 1 for real tokens and 0 for padding,
-        defaults to all ones. Returns ``LMOutput(hidden_states, logits)`` with
-        hidden_states (n_layers + 1, batch, seq, hidden) and logits
+        defaults to all ones; or (batch, seq, seq), which keys each query may
+        see (on top of the causal mask). ``position_ids`` (batch, seq)
+        default to ``0 .. seq-1``. Returns ``LMOutput(hidden_states, logits)``
+        with hidden_states (n_layers + 1, batch, seq, hidden) and logits
         (batch, seq, vocab), both in the model dtype.
         """
         cfg = self.config
         ids = jnp.asarray(input_ids)
-        if ids.ndim != 2:
-            raise ValueError(f"input_ids must be (batch, seq), got shape {ids.shape}")
-        if attention_mask is not None and jnp.shape(attention_mask) != ids.shape:
-            raise ValueError(
-                f"attention_mask shape {jnp.shape(attention_mask)} differs from input_ids shape {ids.shape}"
-            )
+        check_inputs(ids, attention_mask, position_ids)
         seq = ids.shape[1]
         x = self.embed_tokens(ids)
         mask = attention_mask_4d(attention_mask, seq)
-        cos, sin = rotary_cos_sin(cfg, seq)
+        cos, sin = rotary_cos_sin(cfg, seq, position_ids)
 
         @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
         def run(h, block):
@@ -398,8 +398,11 @@ class Model(nnx.Module):
         out, per_block = run(x, self.layers)
         final = self.norm(out)
         hidden = jnp.concatenate([x[None], per_block[:-1], final[None]], axis=0)
-        logits = self.embed_tokens.attend(final) if cfg.tie_word_embeddings else self.lm_head(final)
-        return LMOutput(hidden_states=hidden, logits=logits)
+        return LMOutput(hidden_states=hidden, logits=self.unembed(final))
+
+    def unembed(self, final: jax.Array) -> jax.Array:
+        """Logits of final hidden states (``hidden_states[-1]``): (..., hidden) -> (..., vocab)."""
+        return self.embed_tokens.attend(final) if self.config.tie_word_embeddings else self.lm_head(final)
 
 
 # Linear projections of a decoder layer by group (LoRA targets, ``jaxalign.finetune.add_lora``):
