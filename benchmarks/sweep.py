@@ -316,11 +316,12 @@ def run_runner(cfg, out):
     return run_study(cfg, out, progress=False)
 
 
-def runner_answers(plan, args):
-    """{revision label: (r (L, S, T), alpha (L, S, K, T), fold r (L, S, K, T))} from the store; unit seconds."""
+def runner_answers(plan, args, store_dir=None):
+    """{revision label: (r (L, S, T), alpha (L, S, K, T), fold r (L, S, K, T))} from the store (``plan``'s,
+    or ``store_dir``); unit seconds."""
     from jaxalign.studies import ResultsStore
 
-    store = ResultsStore(plan.out / "store")
+    store = ResultsStore(plan.out / "store" if store_dir is None else store_dir)
     out, seconds = {}, []
     subjects = [subject_name(s) for s in range(args.subjects)]
     for u in plan.fits:
@@ -331,13 +332,17 @@ def runner_answers(plan, args):
     return out, seconds
 
 
-def run_workers(cfg, out, work, args, log):
+def run_workers(cfg, out, work, args, log, plan=None):
     """The study as a job array of N local workers (``jaxalign.studies.launch``) for each N in
     ``args.processes``, each on a fresh folder holding a copy of the feature cache; rows with the
-    time, parallel efficiency vs one worker, and the largest score difference vs ``out``'s run."""
+    time, parallel efficiency vs one worker, and the largest score difference vs ``out``'s run: over
+    every target, and over the targets whose penalties agree in every outer fold (another process
+    runs other thread counts, so float32 sums round otherwise; where two penalties' inner scores
+    nearly tie, that can flip the choice, and r moves by the two penalties' difference)."""
     from jaxalign.studies import launch, load_results
 
     ref = load_results(out / "store").table.sort_values(["model", "layer", "subject", "target"])
+    ref_answers = None if plan is None else runner_answers(plan, args)[0]
     rows, base = [], None
     for n in args.processes:
         dest = work / f"workers{n}"
@@ -346,16 +351,27 @@ def run_workers(cfg, out, work, args, log):
         got = load_results(dest / "store").table.sort_values(["model", "layer", "subject", "target"])
         assert len(got) == len(ref), (len(got), len(ref))
         dr = float(np.max(np.abs(got["score"].to_numpy() - ref["score"].to_numpy())))
+        same, dr_same = None, None
+        if ref_answers is not None:
+            mine = runner_answers(plan, args, dest / "store")[0]
+            agree = [(np.all(mine[k][1] == ref_answers[k][1], axis=2), np.abs(mine[k][0] - ref_answers[k][0]))
+                     for k in ref_answers]
+            same = float(np.mean(np.concatenate([a.ravel() for a, _ in agree])))
+            dr_same = max((float(d[a].max()) for a, d in agree if a.any()), default=0.0)
         base = m.seconds if n == 1 else base
         eff = base / (n * m.seconds)
         busy = [len(t["computed"]) for t in m.result.tasks]
+        penalties = "" if same is None else (f"; the same penalties in every fold for {100 * same:.2f}% of targets, "
+                                             f"max |dr| among them {dr_same:.1e}")
         log(f"{n} worker(s)        : {m.seconds:9.2f} s  (units per worker {busy}; parallel efficiency "
-            f"{100 * eff:.0f}% vs 1 worker; max |dr| vs the in-process run {dr:.1e})")
+            f"{100 * eff:.0f}% vs 1 worker; max |dr| vs the in-process run {dr:.1e}{penalties})")
         rows.append(dict(method=f"jaxalign launch, {n} local worker(s)", time_s=m.seconds, cpu_s=m.cpu_s,
                          peak_mib=m.peak_mib, cores_used=m.cores_used, other_cores=m.other_cores,
                          workers=n, efficiency=eff, max_dr_vs_inprocess=dr, units_per_worker=busy,
+                         same_penalties_vs_inprocess=same, max_dr_same_penalties=dr_same,
                          note=f"parallel efficiency {100 * eff:.0f}% (T(1) / (N T(N)), target >= 80%); "
-                              f"units per worker {busy}; scores vs the in-process run: max |dr| {dr:.1e}"))
+                              f"units per worker {busy}; scores vs the in-process run: max |dr| {dr:.1e}"
+                              f"{penalties}"))
     return rows
 
 
@@ -776,7 +792,7 @@ def _run(args, work, info, idle, sizes, log):
     # ------------------------------------------------------------ workers
     workers = []
     if args.processes:
-        workers = run_workers(cfg, out, work, args, log)
+        workers = run_workers(cfg, out, work, args, log, plan)
         rows.extend(workers)
 
     # ------------------------------------------------------------ peers

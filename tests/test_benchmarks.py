@@ -107,6 +107,7 @@ def test_sweep_benchmark_small(tmp_path):
     # the job-array path (one local worker process): the same scores as the in-process run
     worker = rows["jaxalign launch, 1 local worker(s)"]
     assert worker["units_per_worker"] == [1] and worker["max_dr_vs_inprocess"] < 1e-6
+    assert worker["same_penalties_vs_inprocess"] == 1.0 and worker["max_dr_same_penalties"] < 1e-6
     assert worker["efficiency"] == pytest.approx(1.0)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
-from jaxalign import features, lm
+from jaxalign import lm
 from jaxalign.lm import _gguf_cache
 
 try:
@@ -30,14 +32,15 @@ def test_cached_load_equals_reading_the_file(tmp_path, monkeypatch):
     cfg, tensors, tok = _gguf_cache.load_gguf_cached(SMOLLM2)
     assert calls == []  # from the cache: the file is not dequantized again
     assert cfg == ref_cfg and sorted(tensors) == sorted(ref_tensors)
-    for name in ("model.layers.3.self_attn.q_proj.weight", "model.embed_tokens.weight"):
-        np.testing.assert_array_equal(np.asarray(tensors[name]), ref_tensors[name])
+    for name in ref_tensors:  # every tensor, bit for bit
+        np.testing.assert_array_equal(np.asarray(tensors[name]), ref_tensors[name], err_msg=name)
     text = " ".join(WORDS)
     assert tok(text)["input_ids"] == ref_tok(text)["input_ids"]
-    second = lm.load(SMOLLM2)
-    a = np.asarray(features.word_features(*first, WORDS, layers=[0, 15, 30]))
-    b = np.asarray(features.word_features(*second, WORDS, layers=[0, 15, 30]))
-    np.testing.assert_array_equal(a, b)
+    second = lm.load(SMOLLM2)  # from the cache: the same model, parameter for parameter
+    a, b = (jax.tree.leaves(nnx.to_pure_dict(nnx.state(m, nnx.Param))) for m, _ in (first, second))
+    assert len(a) == len(b) > 0 and calls == []
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @needs
