@@ -68,6 +68,8 @@ def test_layout_by_hand():
     mask = np.asarray(packed_mask(jnp.asarray(p["segment"][0])))
     assert mask[4].tolist() == [True, True, False, False, True, False, False, False]  # option 1 skips option 0
     assert mask[3].tolist() == [True, True, True, True, False, False, False, False]
+    rounded = finetune.pack_choices(enc, np.array([0, 1]), bucket=lambda n: 2 * n)  # needs L = 5, S = 3
+    assert rounded["ids"].shape == (2, 10) and rounded["source"].shape == (2, 6)
     with pytest.raises(ValueError, match="length >= 5"):
         finetune.pack_choices(enc, np.array([0]), length=4)
 

@@ -154,20 +154,19 @@ def fine_bucket(n: int) -> int:
     return max(8, _round_rows(n))
 
 
-def packed_sizes(enc: EncodedChoices, items) -> tuple[np.ndarray, np.ndarray]:
-    """(row length, scored tokens) of each item's packed row (:func:`pack_choices`), without padding."""
+def packed_lengths(enc: EncodedChoices, items) -> np.ndarray:
+    """Each item's packed row length (:func:`pack_choices`), without padding."""
     k = enc.n_options
-    length, scored = [], []
+    out = []
     for i in np.asarray(items, np.int64).ravel():
         seqs = [enc.ids[i * k + o] for o in range(k)]
         p = _shared_prefix(seqs)
-        length.append(p + sum(x.size - p for x in seqs))
-        scored.append(sum(int(enc.target[i * k + o].sum()) for o in range(k)))
-    return np.array(length, np.int64), np.array(scored, np.int64)
+        out.append(p + sum(x.size - p for x in seqs))
+    return np.array(out, np.int64)
 
 
 def pack_choices(enc: EncodedChoices, items: np.ndarray, length: int | None = None,
-                 scored: int | None = None) -> dict:
+                 scored: int | None = None, bucket=None) -> dict:
     """Packed rows of ``items`` (int array of any shape; -1 = padding): the module docstring's layout.
 
     Returns host arrays, each with ``items.shape`` leading:
@@ -178,7 +177,8 @@ def pack_choices(enc: EncodedChoices, items: np.ndarray, length: int | None = No
     whose final hidden state predicts scored token s; ``token`` (..., S)
     int32: that token; ``option`` (..., S, n_options) float32: one-hot of
     its option (all 0 for padding). L and S are the longest of ``items``
-    unless given (larger: more padding).
+    unless given (larger: more padding), rounded up by ``bucket`` (a function,
+    e.g. :func:`fine_bucket`) when it is given.
     """
     items = np.asarray(items, np.int64)
     k = enc.n_options
@@ -204,8 +204,9 @@ def pack_choices(enc: EncodedChoices, items: np.ndarray, length: int | None = No
     real = [r for r in rows if r is not None]
     need_l = max(r[0].size for r in real)
     need_s = max(r[3].size for r in real)
-    length = need_l if length is None else length
-    scored = need_s if scored is None else scored
+    fit = (lambda n: n) if bucket is None else bucket
+    length = fit(need_l) if length is None else length
+    scored = fit(need_s) if scored is None else scored
     if length < need_l or scored < need_s:
         raise ValueError(f"packed rows need length >= {need_l} and scored >= {need_s}, got {length}, {scored}")
     n = len(rows)

@@ -29,8 +29,8 @@ from jaxalign.finetune._encode import (
     encode_choices,
     fine_bucket,
     pack_choices,
+    packed_lengths,
     packed_mask,
-    packed_sizes,
 )
 from jaxalign.finetune._losses import sequence_logprob
 from jaxalign.lm import is_causal, max_length
@@ -105,7 +105,7 @@ def score_encoded(graphdef, state, enc: EncodedChoices, *, vocab_size: int, cont
 def _score_packed(graphdef, state, enc: EncodedChoices, vocab_size: int, batch_size, progress) -> np.ndarray:
     """score_encoded with packed rows: items sorted into batches of one padded row length (make_batches),
     scored tokens padded to ``fine_bucket``."""
-    length, scored = packed_sizes(enc, np.arange(enc.n_items))
+    length = packed_lengths(enc, np.arange(enc.n_items))
     out = np.zeros((enc.n_items, enc.n_options), np.float64)
     batches = make_batches(length, int(length.max()), check_batch_size(batch_size),
                            budget=_token_budget(vocab_size))
@@ -113,7 +113,7 @@ def _score_packed(graphdef, state, enc: EncodedChoices, vocab_size: int, batch_s
         for size, rows, members in batches:
             items = np.full(rows, -1, np.int64)
             items[: len(members)] = members
-            arrays = pack_choices(enc, items, size, fine_bucket(int(scored[members].max())))
+            arrays = pack_choices(enc, items, size, bucket=fine_bucket)
             got = _packed_scores(graphdef, state, {k: jnp.asarray(v) for k, v in arrays.items()})
             out[members] = np.asarray(got)[: len(members)]
             bar.update(1)

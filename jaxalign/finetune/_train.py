@@ -92,7 +92,6 @@ from jaxalign.finetune._encode import (
     encode_text,
     fine_bucket,
     pack_choices,
-    packed_sizes,
 )
 from jaxalign.finetune._log import RunLog, finite_or_none, plot_curves
 from jaxalign.finetune._losses import sequence_logprob, token_logprobs
@@ -263,8 +262,7 @@ def _mc_arrays(enc: EncodedChoices, items: np.ndarray, context: int) -> dict:
 
 def _mc_packed_arrays(enc: EncodedChoices, items: np.ndarray, context: int) -> dict:
     """``_mc_arrays``' items as packed rows (``_encode.pack_choices``), sizes in ``_encode.fine_bucket``."""
-    length, scored = packed_sizes(enc, items[items >= 0])
-    packed = pack_choices(enc, items, fine_bucket(int(length.max())), fine_bucket(int(scored.max())))
+    packed = pack_choices(enc, items, bucket=fine_bucket)
     labels = np.where(items >= 0, enc.labels[np.maximum(items, 0)], 0).astype(np.int32)
     return {"mc_ids": packed["ids"], "mc_segment": packed["segment"], "mc_positions": packed["positions"],
             "mc_source": packed["source"], "mc_token": packed["token"], "mc_option": packed["option"],
@@ -311,7 +309,8 @@ def _decay_mask(params):
 def global_norm(tree) -> jax.Array:
     """sqrt(sum of every leaf's squared entries), float32: each leaf's sum of squares as a dot product with
     itself. ``optax.tree.norm`` squares every leaf into a temporary array first, which XLA:CPU fills in
-    freshly allocated memory each step: 0.33 s of a SmolLM2 step's 0.9 s went to the update, 0.08 s now."""
+    freshly allocated memory each step (with :func:`clip_by_global_norm`, SmolLM2's AdamW update took
+    0.26 s instead of 0.33 s)."""
     leaves = [jnp.ravel(x).astype(jnp.float32) for x in jax.tree.leaves(tree)]
     return jnp.sqrt(sum(jnp.dot(x, x, precision=jax.lax.Precision.HIGHEST) for x in leaves))
 
