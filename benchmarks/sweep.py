@@ -93,6 +93,8 @@ Examples
     .venv/bin/python benchmarks/sweep.py --preset reduced --probe-only   # per-fit vs per-target cost
     .venv/bin/python benchmarks/sweep.py --preset reduced --revisions 4 --peers none --processes 1,2
         # the same study by 1 and 2 local worker processes (jaxalign run --launcher local): efficiency
+    .venv/bin/python benchmarks/sweep.py --preset reduced --peers none --processes 1,2 --cpus-per-job 1
+        # ... with one core per worker, as a job array's tasks each get their own
     .venv/bin/python benchmarks/sweep.py                     # the full size (hours on 2 cores)
 """
 
@@ -347,7 +349,8 @@ def run_workers(cfg, out, work, args, log, plan=None):
     for n in args.processes:
         dest = work / f"workers{n}"
         shutil.copytree(out / "cache" / "features", dest / "cache" / "features")
-        m = H.measure(lambda dest=dest, n=n: launch(cfg, dest, launcher="local", jobs=n, progress=False))
+        m = H.measure(lambda dest=dest, n=n: launch(cfg, dest, launcher="local", jobs=n, progress=False,
+                                                    cpus_per_job=args.cpus_per_job))
         got = load_results(dest / "store").table.sort_values(["model", "layer", "subject", "target"])
         assert len(got) == len(ref), (len(got), len(ref))
         dr = float(np.max(np.abs(got["score"].to_numpy() - ref["score"].to_numpy())))
@@ -361,13 +364,14 @@ def run_workers(cfg, out, work, args, log, plan=None):
         base = m.seconds if n == 1 else base
         eff = base / (n * m.seconds)
         busy = [len(t["computed"]) for t in m.result.tasks]
+        cpus = [t.get("cpus") for t in m.result.tasks]
         penalties = "" if same is None else (f"; the same penalties in every fold for {100 * same:.2f}% of targets, "
                                              f"max |dr| among them {dr_same:.1e}")
-        log(f"{n} worker(s)        : {m.seconds:9.2f} s  (units per worker {busy}; parallel efficiency "
+        log(f"{n} worker(s)        : {m.seconds:9.2f} s  (units per worker {busy}, CPUs {cpus}; parallel efficiency "
             f"{100 * eff:.0f}% vs 1 worker; max |dr| vs the in-process run {dr:.1e}{penalties})")
         rows.append(dict(method=f"jaxalign launch, {n} local worker(s)", time_s=m.seconds, cpu_s=m.cpu_s,
                          peak_mib=m.peak_mib, cores_used=m.cores_used, other_cores=m.other_cores,
-                         workers=n, efficiency=eff, max_dr_vs_inprocess=dr, units_per_worker=busy,
+                         workers=n, efficiency=eff, max_dr_vs_inprocess=dr, units_per_worker=busy, cpus=cpus,
                          same_penalties_vs_inprocess=same, max_dr_same_penalties=dr_same,
                          note=f"parallel efficiency {100 * eff:.0f}% (T(1) / (N T(N)), target >= 80%); "
                               f"units per worker {busy}; scores vs the in-process run: max |dr| {dr:.1e}"
@@ -648,6 +652,9 @@ def parse_args(argv=None):
                          "(jaxalign.studies.launch, launcher 'local') for each N, on fresh copies of the "
                          "feature cache, and report parallel efficiency T(1) / (N T(N)) against one worker "
                          "and the answers against the in-process run (e.g. 1,2,4)")
+    ap.add_argument("--cpus-per-job", type=int, default=None, metavar="C",
+                    help="with --processes: CPUs each worker is pinned to (default: the launcher's even "
+                         "share of this machine's CPUs; 1 measures efficiency at a fixed core per worker)")
     ap.add_argument("--output-json", default=None, help="write every number to this file")
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
     args = ap.parse_args(argv)

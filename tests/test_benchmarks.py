@@ -91,7 +91,7 @@ def test_sweep_benchmark_small(tmp_path):
     out = tmp_path / "sweep.json"
     proc = _run("sweep.py", "--preset", "smoke", "--revisions", 1, "--layers", 2, "--subjects", 2,
                 "--voxels", 50, "--trs", 200, "--dim", 16, "--workdir", tmp_path / "work", "--output-json", out,
-                "--processes", 1)
+                "--processes", 1, "--cpus-per-job", 1)
     assert "| jaxalign run_study " in proc.stdout and "| himalaya-numpy loop " in proc.stdout
     res = json.loads(out.read_text())
     assert res["models_loaded"] == 0
@@ -106,9 +106,12 @@ def test_sweep_benchmark_small(tmp_path):
     assert (tmp_path / "work" / "study" / "results.csv").is_file()
     # the job-array path (one local worker process): the same scores as the in-process run
     worker = rows["jaxalign launch, 1 local worker(s)"]
-    assert worker["units_per_worker"] == [1] and worker["max_dr_vs_inprocess"] < 1e-6
-    assert worker["same_penalties_vs_inprocess"] == 1.0 and worker["max_dr_same_penalties"] < 1e-6
+    # (pinned to one core, the worker's XLA runs on other thread counts: float32 sums round otherwise,
+    # and a near-tie of two penalties' inner scores can flip; r hardly moves then)
+    assert worker["units_per_worker"] == [1] and worker["max_dr_vs_inprocess"] < 1e-5
+    assert worker["same_penalties_vs_inprocess"] >= 0.98 and worker["max_dr_same_penalties"] < 1e-5
     assert worker["efficiency"] == pytest.approx(1.0)
+    assert worker["cpus"] == [[min(os.sched_getaffinity(0))]]  # the worker pinned to one core
 
 
 def test_cost_model_passes_through_its_points_and_scales(tmp_path):

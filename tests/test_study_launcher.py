@@ -124,6 +124,15 @@ def test_job_array_survives_a_killed_worker_and_equals_one_process(study, tmp_pa
         np.testing.assert_array_equal(a[col].to_numpy(float), b[col].to_numpy(float), err_msg=col)
     assert (out / "results.csv").read_text() == (ref / "results.csv").read_text()
 
+    # each task was pinned to its own share of the CPUs (3 tasks: an even share, or one CPU each in turn)
+    usable = sorted(os.sched_getaffinity(0))
+    for t in tasks:
+        if t["state"] == "done":
+            share = max(1, len(usable) // 3)
+            expected = (usable[t["task"] * share:(t["task"] + 1) * share] if len(usable) >= 3
+                        else [usable[t["task"] % len(usable)]])
+            assert t["cpus"] == expected, (t, usable)
+
     # resubmitting a finished study submits nothing and computes nothing
     from jaxalign.studies import launch
 
@@ -201,6 +210,14 @@ def test_bad_launcher_options_are_refused_before_any_work(tmp_path, monkeypatch,
     refused(["--launcher", "local", "--partition", "gpu"], "partition (--partition): for launcher (--launcher) "
                                                            "'slurm' only")
     refused(["--launcher", "local", "--lease", "0"], "--lease must be a positive number of minutes")
+    refused(["--launcher", "local", "--cpus-per-job", "-1"], "cpus_per_job (--cpus-per-job) must be an integer "
+                                                             ">= 0, got -1")
+    refused(["--launcher", "slurm", "--cpus-per-job", "0"], "cpus_per_job (--cpus-per-job) must be an integer "
+                                                            ">= 1, got 0")
+    n_cpus = len(os.sched_getaffinity(0))
+    refused(["--launcher", "local", "--jobs", "2", "--cpus-per-job", str(n_cpus)],
+            f"cpus_per_job (--cpus-per-job) = {n_cpus} for 2 local job(s) needs {2 * n_cpus} CPUs, but this "
+            f"process may use {n_cpus} (")
     refused(["--launcher", "local", "--slurm-option", "account"], "--slurm-option 'account': expected KEY=VALUE")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no sbatch here
     refused(["--launcher", "slurm", "--jobs", "4"], "'slurm' needs SLURM's sbatch and srun on PATH")
@@ -212,6 +229,8 @@ def test_bad_launcher_options_are_refused_before_any_work(tmp_path, monkeypatch,
         launch(cfg, out, launcher="local", jobs=-2)
     with pytest.raises(ValueError, match=r"gpus_per_job \(--gpus-per-job\).*'local' or 'slurm', not 'none'"):
         launch(cfg, out, launcher="none", gpus_per_job=1)
+    with pytest.raises(ValueError, match=r"cpus_per_job \(--cpus-per-job\): for launcher .*'local' or 'slurm'"):
+        launch(cfg, out, launcher="none", cpus_per_job=1)
     assert not out.exists()
 
 
@@ -227,6 +246,55 @@ def test_unknown_slurm_options_name_the_allowed_ones(tmp_path, fake_slurm, capsy
     assert main(["run", str(cfg), "--launcher", "slurm", "--slurm-option", "partition=gpu"]) == 2
     assert "slurm option 'partition' (--slurm-option): set it with partition (--partition)" in capsys.readouterr().err
     assert not fake_slurm.exists()
+
+
+def test_local_tasks_get_their_own_cpus(monkeypatch, caplog):
+    """How the CPUs are shared among local tasks: an even share by default, ``cpus_per_job`` each when
+    given, one each in turn with more tasks than CPUs, nothing pinned with 0 or on another launcher;
+    BLAS/OpenMP thread counts set for the tasks' processes (unless the user set them) and put back."""
+    from jaxalign.studies import launcher as L
+
+    monkeypatch.setattr(L, "_usable_cpus", lambda: [0, 1, 2, 3, 8, 9, 10, 11])
+    opts = {"launcher": "local", "cpus_per_job": None}
+    assert L._local_cpus(opts, 1) == [(0, 1, 2, 3, 8, 9, 10, 11)]
+    assert L._local_cpus(opts, 3) == [(0, 1), (2, 3), (8, 9)]
+    assert L._local_cpus(opts, 8) == [(c,) for c in (0, 1, 2, 3, 8, 9, 10, 11)]
+    with caplog.at_level("WARNING", logger="jaxalign.studies.launcher"):
+        assert L._local_cpus(opts, 10) == [(c,) for c in (0, 1, 2, 3, 8, 9, 10, 11, 0, 1)]
+    assert "10 local tasks on 8 CPUs: tasks share CPUs" in caplog.text
+    assert L._local_cpus(opts | {"cpus_per_job": 3}, 2) == [(0, 1, 2), (3, 8, 9)]
+    assert L._local_cpus(opts | {"cpus_per_job": 0}, 2) is None
+    assert L._local_cpus({"launcher": "slurm", "cpus_per_job": 4}, 2) is None
+    assert L._cpu_ranges([0, 1, 2, 3, 8, 10, 11]) == "0-3,8,10-11"
+    with pytest.raises(ValueError, match=r"= 3 for 3 local job\(s\) needs 9 CPUs, but this process may use 8 "
+                                         r"\(0-3,8-11\)"):
+        L._check_options("local", 3, 60.0, None, None, 3, None, None, None)
+
+    monkeypatch.setenv("MKL_NUM_THREADS", "5")  # the user's own setting is kept
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with L._thread_environment([(0, 1), (2, 3)]):
+        assert (os.environ["OPENBLAS_NUM_THREADS"], os.environ["OMP_NUM_THREADS"]) == ("2", "2")
+        assert os.environ["MKL_NUM_THREADS"] == "5"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ
+    with L._thread_environment(None):
+        assert "OPENBLAS_NUM_THREADS" not in os.environ
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning is seen only with 2 or more CPUs")
+def test_a_local_task_runs_on_the_cpus_it_was_given(tmp_path):
+    """A real local task (a subprocess) pinned to one CPU of several: every thread of it, the BLAS threads
+    numpy started before the task ran included, runs on that CPU only; its summary records it."""
+    from jaxalign.studies import launch
+
+    cfg = _arrays_study(tmp_path)
+    usable = sorted(os.sched_getaffinity(0))
+    summary = launch(cfg, tmp_path / "o", launcher="local", jobs=1, cpus_per_job=1, progress=False)
+    (task,) = summary.tasks
+    assert task["state"] == "done" and task["cpus"] == [usable[0]], task
+    assert task["threads_off_cpus"] == 0, task
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert doc["launcher"]["cpus_per_job"] == 1 and doc["launcher"]["tasks"][0]["cpus"] == [usable[0]]
 
 
 def test_a_read_only_store_is_refused_before_submitting(tmp_path, monkeypatch):

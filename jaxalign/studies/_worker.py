@@ -35,13 +35,17 @@ class StudyWorker(submitit.helpers.Checkpointable):
     summary.
     """
 
-    def __init__(self, cfg, out, lease_seconds: float, cuda_devices: tuple | None = None):
+    def __init__(self, cfg, out, lease_seconds: float, cuda_devices: tuple | None = None,
+                 cpus: tuple | None = None):
         self.cfg, self.out, self.lease_seconds = cfg, str(out), float(lease_seconds)
         # local tasks: (CUDA_VISIBLE_DEVICES for this task, None = unset), since submitit's local
         # executor sets it to its own choice ("" without gpus_per_node: no GPU at all)
         self.cuda_devices = cuda_devices
+        self.cpus = cpus  # local tasks: the CPUs this task is pinned to (None: not pinned)
 
     def __call__(self, task: int) -> dict:
+        if self.cpus is not None:  # before JAX starts its backends: XLA sizes its thread pool to these
+            pin_process(self.cpus)
         if self.cuda_devices is not None:  # before JAX starts its backends
             (value,) = self.cuda_devices
             if value is None:
@@ -62,12 +66,36 @@ class StudyWorker(submitit.helpers.Checkpointable):
                  len(summary.reused), time.perf_counter() - t0)
         return {"task": task, "job_id": job, "host": host_tag(), "pid": os.getpid(), "computed": summary.computed,
                 "reused": summary.reused, "models_loaded": summary.models_loaded,
-                "seconds": time.perf_counter() - t0}
+                "seconds": time.perf_counter() - t0,
+                "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                "threads_off_cpus": None if self.cpus is None else _threads_off(self.cpus)}
 
     def checkpoint(self, *args, **kwargs):
         log.warning("preempted or near the time limit: requeued (finished units are kept; the unit in progress "
                     "is released for any task to take over)")
         return super().checkpoint(*args, **kwargs)
+
+
+def pin_process(cpus) -> None:
+    """Pin every thread of this process (BLAS's pool, started when numpy was imported, included) and
+    every thread it starts later to ``cpus`` (Linux)."""
+    cpus = set(cpus)
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, FileNotFoundError):  # a thread that has just ended
+            pass
+
+
+def _threads_off(cpus) -> int:
+    """How many of this process's threads may run outside ``cpus`` (0 when pinning held)."""
+    cpus, n = set(cpus), 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            n += not os.sched_getaffinity(int(tid)) <= cpus
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+    return n
 
 
 def _job_id() -> str:

@@ -88,7 +88,9 @@ def _launch_arguments(p):
     g.add_argument("--partition", default=None, help="SLURM partition")
     g.add_argument("--gpus-per-job", type=int, default=None, metavar="G",
                    help="GPUs per task (SLURM --gpus-per-node; local: task i sees GPUs i*G .. i*G+G-1)")
-    g.add_argument("--cpus-per-job", type=int, default=None, metavar="C", help="SLURM --cpus-per-task")
+    g.add_argument("--cpus-per-job", type=int, default=None, metavar="C",
+                   help="CPUs per task (SLURM --cpus-per-task; local: task i is pinned to its own C CPUs, "
+                        "default an even share of this machine's; 0: no pinning)")
     g.add_argument("--mem", type=float, default=None, metavar="GB", help="SLURM memory per task, in GB")
     g.add_argument("--time", type=float, default=None, metavar="MINUTES",
                    help="time limit per task (default 120 on SLURM); a task near it is requeued and resumes")

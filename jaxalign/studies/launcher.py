@@ -43,12 +43,15 @@ task's stdout and stderr log, with the runner's log lines) are in
 
 ``launcher="local"`` runs the same path on this machine: N real
 subprocesses (submitit's ``LocalExecutor``), e.g. N GPUs of one node with
-``gpus_per_job=1`` (task i sees GPU i). ``launcher="none"`` is
-``run_study`` in this process.
+``gpus_per_job=1`` (task i sees GPU i). Each local task is pinned to its
+own share of the machine's CPUs (``cpus_per_job``; by default an even
+share), so that N processes do not each start a thread per core.
+``launcher="none"`` is ``run_study`` in this process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -117,14 +120,15 @@ def _check_options(launcher, jobs, lease_seconds, partition, gpus_per_job, cpus_
         raise ValueError(f"jobs (--jobs) = {jobs} needs launcher (--launcher) 'local' or 'slurm'; with 'none' the "
                          "study runs in this process")
     _positive(lease_seconds, "lease_seconds (--lease)")
-    given = {"partition (--partition)": partition, "cpus_per_job (--cpus-per-job)": cpus_per_job,
-             "mem_gb (--mem)": mem_gb, "slurm_options (--slurm-option)": slurm_options or None}
+    given = {"partition (--partition)": partition, "mem_gb (--mem)": mem_gb,
+             "slurm_options (--slurm-option)": slurm_options or None}
     if launcher != "slurm":
         wrong = [name for name, value in given.items() if value is not None]
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: for launcher (--launcher) 'slurm' only, not {launcher!r}")
     if launcher == "none":
         wrong = [n for n, v in (("gpus_per_job (--gpus-per-job)", gpus_per_job),
+                                ("cpus_per_job (--cpus-per-job)", cpus_per_job),
                                 ("time_minutes (--time)", time_minutes)) if v is not None]
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: for launcher (--launcher) 'local' or 'slurm', not 'none'")
@@ -132,8 +136,14 @@ def _check_options(launcher, jobs, lease_seconds, partition, gpus_per_job, cpus_
         raise ValueError(f"partition (--partition) must be a non-empty string, got {partition!r}")
     if gpus_per_job is not None:
         _positive(gpus_per_job, "gpus_per_job (--gpus-per-job)", integer=True, strict=False)
-    if cpus_per_job is not None:
-        _positive(cpus_per_job, "cpus_per_job (--cpus-per-job)", integer=True, minimum=1, strict=False)
+    if cpus_per_job is not None:  # local: 0 = no pinning, every task may use every CPU
+        _positive(cpus_per_job, "cpus_per_job (--cpus-per-job)", integer=True,
+                  minimum=0 if launcher == "local" else 1, strict=False)
+        cpus = _usable_cpus() if launcher == "local" else None
+        if cpus is not None and cpus_per_job * jobs > len(cpus):
+            raise ValueError(f"cpus_per_job (--cpus-per-job) = {cpus_per_job} for {jobs} local job(s) needs "
+                             f"{cpus_per_job * jobs} CPUs, but this process may use {len(cpus)} "
+                             f"({_cpu_ranges(cpus)}); use fewer jobs or CPUs per job, or 0 to pin nothing")
     if time_minutes is not None:
         _positive(time_minutes, "time_minutes (--time)")
     if mem_gb is not None:
@@ -204,6 +214,70 @@ def _local_devices(opts: dict, n: int) -> list[str | None] | None:
     return [",".join(pool[i * g:(i + 1) * g]) for i in range(n)]
 
 
+def _usable_cpus() -> list[int] | None:
+    """The CPUs this process may run on (its affinity), or None where the OS cannot pin (not Linux)."""
+    if not (hasattr(os, "sched_getaffinity") and hasattr(os, "sched_setaffinity")):
+        return None
+    return sorted(os.sched_getaffinity(0))
+
+
+def _local_cpus(opts: dict, n: int) -> list[tuple[int, ...] | None] | None:
+    """The CPUs each local task is pinned to (None: not pinned).
+
+    N JAX processes on one machine would each start a thread per core (XLA's
+    pool, BLAS) and fight over the cores. So each local task gets its own
+    ``cpus_per_job`` of this process's CPUs, by default an even share
+    (``len(cpus) // n``; with more tasks than CPUs, one CPU each, in turn);
+    ``cpus_per_job=0`` pins nothing. XLA sizes its thread pool to the CPUs
+    the task may use.
+    """
+    if opts["launcher"] != "local" or opts["cpus_per_job"] == 0:
+        return None
+    cpus, c = _usable_cpus(), opts["cpus_per_job"]
+    if cpus is None:
+        if c is not None:
+            log.warning("cpus_per_job (--cpus-per-job) = %d: this OS cannot pin processes to CPUs; the local "
+                        "tasks share every CPU", c)
+        return None
+    if c is None:
+        if n > len(cpus):
+            log.warning("%d local tasks on %d CPUs: tasks share CPUs (one each, in turn)", n, len(cpus))
+            return [(cpus[i % len(cpus)],) for i in range(n)]
+        c = len(cpus) // n
+    return [tuple(cpus[i * c:(i + 1) * c]) for i in range(n)]
+
+
+def _cpu_ranges(cpus) -> str:
+    """[0, 1, 2, 5] -> '0-2,5' (taskset's notation)."""
+    parts, start = [], None
+    for i, cpu in enumerate(cpus):
+        if start is None:
+            start = cpu
+        if i + 1 == len(cpus) or cpus[i + 1] != cpu + 1:
+            parts.append(str(start) if start == cpu else f"{start}-{cpu}")
+            start = None
+    return ",".join(parts)
+
+
+# BLAS and OpenMP read their thread counts when the library loads (a task imports numpy before it runs):
+# set for the tasks' processes at submission, unless the user set them
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _thread_environment(cpus: list | None):
+    added = []
+    if cpus:
+        count = str(min(len(c) for c in cpus))
+        added = [k for k in _THREAD_VARIABLES if k not in os.environ]
+        os.environ.update({k: count for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def _error_line(error: BaseException) -> str:
     lines = [x.strip() for x in str(error).strip().splitlines() if x.strip()]
     return lines[-1] if lines else type(error).__name__
@@ -269,7 +343,10 @@ def launch(cfg, out=None, *, launcher: str = "local", jobs: int | None = None,
         taken over after at most this long (at once on this machine)
     partition, gpus_per_job, cpus_per_job, mem_gb : SLURM resources per task
         (sbatch --partition, --gpus-per-node, --cpus-per-task, --mem in GB);
-        ``gpus_per_job`` also for "local" (task i sees GPUs i*g .. i*g+g-1)
+        ``gpus_per_job`` also for "local" (task i sees GPUs i*g .. i*g+g-1),
+        and ``cpus_per_job``: local task i is pinned to CPUs i*c .. i*c+c-1
+        of this process's CPUs (default: an even share, so that N tasks
+        do not each start a thread per core; 0: no pinning)
     time_minutes : each task's time limit (SLURM --time; default 120 min,
         local 7 days); a task near it is requeued and resumes
     slurm_options : other SLURM parameters by submitit's name
@@ -320,13 +397,16 @@ def launch(cfg, out=None, *, launcher: str = "local", jobs: int | None = None,
 
         executor = _executor(opts, folder, n)
         devices = _local_devices(opts, n)
-        workers = [StudyWorker(cfg, out, opts["lease_seconds"], None if devices is None else (devices[i],))
+        cpus = _local_cpus(opts, n)
+        workers = [StudyWorker(cfg, out, opts["lease_seconds"], None if devices is None else (devices[i],),
+                               None if cpus is None else cpus[i])
                    for i in range(n)]
-        if n == 1:
-            submitted = [executor.submit(workers[0], 0)]
-        else:
-            with executor.batch():
-                submitted = [executor.submit(w, i) for i, w in enumerate(workers)]
+        with _thread_environment(cpus):
+            if n == 1:
+                submitted = [executor.submit(workers[0], 0)]
+            else:
+                with executor.batch():
+                    submitted = [executor.submit(w, i) for i, w in enumerate(workers)]
         log.info("%d fit unit(s) to compute: submitted %d %s job(s) (%s); logs in %s", len(pending), n,
                  opts["launcher"], str(submitted[0].job_id).split("_")[0], folder)
         tasks = _wait(submitted, store, keys, opts["launcher"], progress, poll_seconds)
