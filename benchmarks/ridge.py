@@ -141,6 +141,7 @@ def fit_jaxalign(X, Y, alphas, cv, memory_budget=None, progress=False, precision
         precision=m.result_.precision,
         penalty_sweep=m.result_.penalty_sweep,
         shared_folds=m.result_.shared_folds,
+        stacked_folds=m.result_.stacked_folds,
         batch_size=m.result_.batch_size,
     )
 
@@ -627,15 +628,17 @@ def main(argv=None):
         flops, flops64, precision, sweep = None, None, None, None
         jx = results.get("jaxalign") or {}
         shared_folds = jx.get("shared_folds", 0)
+        stacked_folds = jx.get("stacked_folds", 0)
         if ridge_cv_flops is not None and jx:
             precision = jx["precision"]
             sweep = jx.get("penalty_sweep", "direct")
             flops, flops64 = ridge_cv_flops(args.n, args.p, T, len(alphas), splits,
                                             precision=precision, penalty_sweep=sweep,
-                                            float64_part=True, shared_folds=shared_folds)
+                                            float64_part=True, shared_folds=shared_folds,
+                                            stacked_folds=stacked_folds)
         size_info = dict(T=T, flops=flops, flops64=flops64, precision=precision,
                          penalty_sweep=sweep, himalaya_batches=hb, reference=ref_name,
-                         shared_folds=shared_folds)
+                         shared_folds=shared_folds, stacked_folds=stacked_folds)
         for row in size_rows:
             if row["method"].startswith("jaxalign") and flops and "time_s" in row:
                 row["gflops"] = flops / row["time_s"] / 1e9
@@ -703,6 +706,7 @@ def main(argv=None):
             if r.get("T") == s["T"] and r["method"].startswith("jaxalign") and "time_s" in r:
                 path = s["precision"] + (f', {s["shared_folds"]} shared folds'
                                          if s.get("shared_folds") else "")
+                path += f', {s["stacked_folds"]} stacked folds' if s.get("stacked_folds") else ""
                 if s.get("penalty_sweep") not in (None, "direct"):
                     path += f', {s["penalty_sweep"]}'
                 trows.append(dict(T=s["T"], method=r["method"], path=path,

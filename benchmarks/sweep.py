@@ -369,11 +369,14 @@ def run_workers(cfg, out, work, args, log, plan=None):
                                              f"max |dr| among them {dr_same:.1e}")
         log(f"{n} worker(s)        : {m.seconds:9.2f} s  (units per worker {busy}, CPUs {cpus}; parallel efficiency "
             f"{100 * eff:.0f}% vs 1 worker; max |dr| vs the in-process run {dr:.1e}{penalties})")
+        # the workers are processes of their own: the machine's busy cores are theirs (and ours, waiting)
+        busy_cores = None if m.other_cores is None else m.other_cores + m.cores_used
         rows.append(dict(method=f"jaxalign launch, {n} local worker(s)", time_s=m.seconds, cpu_s=m.cpu_s,
-                         peak_mib=m.peak_mib, cores_used=m.cores_used, other_cores=m.other_cores,
+                         peak_mib=m.peak_mib, cores_used=busy_cores, other_cores=None,
                          workers=n, efficiency=eff, max_dr_vs_inprocess=dr, units_per_worker=busy, cpus=cpus,
                          same_penalties_vs_inprocess=same, max_dr_same_penalties=dr_same,
                          note=f"parallel efficiency {100 * eff:.0f}% (T(1) / (N T(N)), target >= 80%); "
+                              f"CPUs per worker {cpus}; cores used: the machine's busy cores, the workers'; "
                               f"units per worker {busy}; scores vs the in-process run: max |dr| {dr:.1e}"
                               f"{penalties}"))
     return rows

@@ -583,3 +583,87 @@ def test_flop_count_of_shared_folds():
     # once per fold: K = V^T V_ref and (X_out V)^T instead of (X_train V)^T
     saved += 5 * 2 * 768 * 768 * (2400 - 600 - 768)
     assert abs((per_fold - shared) - saved) < 1e-6 * saved
+
+
+# ------------------------------------------------------------ stacked sweep
+
+
+@pytest.mark.parametrize("n,p,scoring,fit_intercept,layers", [
+    (120, 300, "pearson", False, False),  # dual
+    (120, 300, "r2", True, True),  # dual, intercept, two layers vmapped
+    (150, 110, "neg_mse", True, False),  # primal, accurate path
+])
+def test_stacked_sweep_equals_unstacked_and_float64(monkeypatch, n, p, scoring, fit_intercept, layers):
+    """Every penalty's validation predictions straight from the training targets
+    (``B[a] @ Y_train``, no spectral coordinates) score like the sweep through ``Z``
+    and like the float64 loop; the refit is the same."""
+    import jaxalign.ridge._engine as engine
+
+    monkeypatch.setattr(engine, "_MIN_SAVED_FLOPS", 0)  # 400 targets: worth it only here
+    rng = np.random.default_rng(n + p + 7 * fit_intercept)
+    X, Y = planted(rng, n, p, 400, spectrum=2.0)
+    Y = Y + 300.0 * fit_intercept
+    if layers:
+        X = np.stack([X, planted(rng, n, p, 1, spectrum=1.0)[0]])
+    splits = list(ContiguousKFold(5, gap=2).split(n))
+    kw = dict(scoring=scoring, fit_intercept=fit_intercept, precision="accurate", penalty_sweep="direct")
+    stacked = ridge_cv(X, Y, ALPHAS, splits, **kw)
+    assert stacked.stacked_folds == 5
+    monkeypatch.setattr(engine, "_stack_pays", lambda *a, **k: False)
+    plain = ridge_cv(X, Y, ALPHAS, splits, **kw)
+    assert plain.stacked_folds == 0
+    scale = 1.0 if scoring != "neg_mse" else np.nanmax(np.abs(plain.cv_scores))
+    np.testing.assert_allclose(stacked.cv_scores, plain.cv_scores, atol=1e-5 * scale, rtol=0)
+    assert_same_choices(stacked, plain)
+    for layer in range(2 if layers else 1):
+        Xl = X[layer] if layers else X
+        ref = cv_scores64(Xl, Y, ALPHAS, splits, scoring, fit_intercept)
+        got = stacked.cv_scores[layer] if layers else stacked.cv_scores
+        np.testing.assert_allclose(got, ref, atol=2e-4 * scale, rtol=0)
+        idx = stacked.best_alpha_index[layer] if layers else stacked.best_alpha_index
+        assert np.all(ref[idx, np.arange(400)] >= ref.max(0) - 5e-4 * scale)  # the float64 best, up to rounding
+    same = (stacked.best_alpha_index == plain.best_alpha_index)[..., None, :]  # the refit: same penalty, same coefs
+    np.testing.assert_allclose(np.where(same, stacked.coef, 0), np.where(same, plain.coef, 0), rtol=0,
+                               atol=1e-6 * np.abs(plain.coef).max())
+
+
+def test_stacked_sweep_at_extreme_scales_and_rank_deficient_design(monkeypatch):
+    """MEG-sized targets (1e-12) on a rank-deficient dual design (z-scored per run, penalties
+    down to 1e-6, below its rounding level) and fMRI-sized ones (1e4): the stacked sweep gives
+    the unstacked sweep's scores and choices."""
+    import jaxalign.ridge._engine as engine
+
+    monkeypatch.setattr(engine, "_MIN_SAVED_FLOPS", 0)
+    rng = np.random.default_rng(5)
+    n, p = 160, 400
+    X = rng.standard_normal((n, p))
+    X = np.concatenate([(b - b.mean(0)) / b.std(0) for b in np.split(X, 4)]).astype(np.float32)
+    Y = X[:, :20] @ rng.standard_normal((20, 600)) * 0.1 + rng.standard_normal((n, 600))
+    alphas = np.logspace(-6, 9, 16)
+    splits = list(ContiguousKFold(4, gap=3).split(n))
+    for unit in (1e-12, 1e4):
+        Yu = (Y * unit).astype(np.float32)
+        stacked = ridge_cv(X, Yu, alphas, splits, penalty_sweep="direct")
+        assert stacked.stacked_folds == 4 and np.all(np.isfinite(stacked.cv_scores))
+        with monkeypatch.context() as m:
+            m.setattr(engine, "_stack_pays", lambda *a, **k: False)
+            plain = ridge_cv(X, Yu, alphas, splits, penalty_sweep="direct")
+        np.testing.assert_allclose(stacked.cv_scores, plain.cv_scores, atol=1e-5, rtol=0)
+        assert_same_choices(stacked, plain)
+
+
+def test_stacked_sweep_chosen_where_it_saves_flops():
+    """The dual method with many targets stacks (the sweep benchmark's inner folds); few targets, or
+    a primal fold with a large validation block, do not; the flop count follows."""
+    from jaxalign.ridge._engine import _stack_pays
+
+    # 13 layers x 395 training rows x 1,024 features (dual), 45 validation rows, 16 penalties
+    assert _stack_pays(16, 45, 395, 395, 6000, 13)
+    assert not _stack_pays(16, 45, 395, 395, 10, 13)  # forming B would not be paid back
+    assert not _stack_pays(11, 600, 768, 2400, 20000)  # primal: A m n_train > n_train r + A m r
+    splits = list(ContiguousKFold(10).split(440))
+    plain = ridge_cv_flops(440, 1024, 6000, 16, splits)
+    stacked = ridge_cv_flops(440, 1024, 6000, 16, splits, stacked_folds=10)
+    # per target and fold: 2 A m n_train instead of 2 n_train^2 + 2 n_train m + 2 A m n_train
+    saved = 10 * (2 * 396 * 396 + 2 * 396 * 44) * 6000
+    assert 0.85 * saved < plain - stacked < saved  # less forming B once per fold (~10%)

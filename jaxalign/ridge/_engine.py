@@ -28,6 +28,8 @@ from jaxalign.ridge._solve import (
     cv_batch_layers,
     fold_plan,
     fold_plan_layers,
+    stack_plan,
+    stack_plan_layers,
 )
 from jaxalign.ridge._spectral import choose_method, fast_path_ok, spectral_basis
 from jaxalign.ridge._validation import (
@@ -117,6 +119,10 @@ class RidgeCVResult:
     penalty_sweep : how the penalty grid was scored: "partial_fractions"
         (every fold, every penalty), "direct", or "mixed" (some folds or
         penalties direct; see :func:`ridge_cv`)
+    stacked_folds : number of folds whose direct sweep was stacked: every
+        penalty's validation predictions straight from the training targets
+        (``_solve.stack_plan``; chosen where it saves flops, e.g. the dual
+        method with many targets)
     """
 
     best_alphas: np.ndarray
@@ -134,6 +140,7 @@ class RidgeCVResult:
     penalty_sweep: str = "direct"
     shared_folds: int = 0
     folds_from: str = "rows"
+    stacked_folds: int = 0
 
 
 PENALTY_SWEEPS = ("auto", "partial_fractions", "direct")
@@ -203,6 +210,40 @@ def _plan_sweeps(plans, alphas, penalty_sweep, platform, n_targets=None):
     else:
         kind = "mixed"
     return tuple(out), tuple(direct), kind
+
+
+# Stacked sweep matrices (A x m x n_train float32 per fold and layer) kept on the device, all folds.
+_STACK_MAX_BYTES = 1 << 30
+
+
+def _stack_pays(A, m, r, n_train, n_targets, n_layers=1) -> bool:
+    """Whether the stacked sweep (``_solve.stack_plan``) saves at least ``_MIN_SAVED_FLOPS`` on a
+    fold: per target ``2 A m n_train`` flops instead of ``2 (n_train r + r m + A m r)``, for
+    ``2 A m r n_train`` once."""
+    per_target = 2 * (n_train * r + r * m + A * m * r - A * m * n_train)
+    return per_target > 0 and (per_target * n_targets - 2 * A * m * r * n_train) * n_layers >= _MIN_SAVED_FLOPS
+
+
+def _plan_stacks(plans, alphas_j, n_targets, max_bytes=_STACK_MAX_BYTES):
+    """Stack the direct sweep of each fold where it pays (see :func:`_stack_pays`) and its matrices
+    fit in ``max_bytes`` (all folds): folds projected through ``projT`` (dual, primal accurate)
+    whose every penalty is swept directly. Returns ``(plans, count)``."""
+    A = int(alphas_j.shape[0])
+    out, total, count = [], 0, 0
+    for plan in plans:
+        ok = plan.fr is None and plan.projT is not None and plan.K is None
+        if ok:
+            m, r = plan.R.shape[-2:]
+            n_train = plan.projT.shape[-1]
+            n_layers = plan.R.shape[0] if plan.R.ndim == 3 else 1
+            nbytes = 4 * A * (m + 1) * n_train * n_layers
+            ok = _stack_pays(A, m, r, n_train, n_targets, n_layers) and total + nbytes <= max_bytes
+        if ok:
+            plan = (stack_plan_layers if plan.R.ndim == 3 else stack_plan)(plan, alphas_j)
+            total += nbytes
+            count += 1
+        out.append(plan)
+    return tuple(out), count
 
 
 def _resolve_devices(devices):
@@ -555,6 +596,11 @@ def ridge_cv(
     shared_folds = sum(plan.K is not None for plan in plans)
     plans, direct, sweep_kind = _plan_sweeps(plans, alphas_s, penalty_sweep, devs[0].platform,
                                              n_targets)
+    stacked_folds = 0
+    if layout is None:
+        # (a budget from free memory may differ between processes; their decisions must not)
+        max_bytes = _STACK_MAX_BYTES if budget is None or multi else min(_STACK_MAX_BYTES, budget // 4)
+        plans, stacked_folds = _plan_stacks(plans, jnp.asarray(alphas_s, jnp.float32), n_targets, max_bytes)
     use_x64 = sweep_kind != "direct" or layout is not None
     if batch_size is None:
         if layout is not None:
@@ -566,7 +612,8 @@ def ridge_cv(
     if multi:  # one program in every process: the same batches and the same plan
         batch_size = _agree_across_processes(
             batch_size, (precision, sweep_kind, direct, shared_folds,
-                         tuple(plan.K is not None for plan in plans)))
+                         tuple(plan.K is not None for plan in plans),
+                         tuple(plan.B is not None for plan in plans)))
     alphas_j = jnp.asarray(alphas_s, jnp.float32)
     if n_dev > 1:
         mesh = Mesh(np.asarray(devs), ("targets",))
@@ -679,4 +726,5 @@ def ridge_cv(
         penalty_sweep=sweep_kind,
         shared_folds=shared_folds,
         folds_from="rows" if layout is None else "grams",
+        stacked_folds=stacked_folds,
     )
