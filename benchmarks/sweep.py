@@ -658,6 +658,9 @@ def parse_args(argv=None):
     ap.add_argument("--cpus-per-job", type=int, default=None, metavar="C",
                     help="with --processes: CPUs each worker is pinned to (default: the launcher's even "
                          "share of this machine's CPUs; 1 measures efficiency at a fixed core per worker)")
+    ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                    help="keep: freed memory stays in this process for reuse, as the jaxalign command sets it "
+                         "(jaxalign._core.memory.keep_freed_memory; both sides run here); default: glibc's")
     ap.add_argument("--output-json", default=None, help="write every number to this file")
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
     args = ap.parse_args(argv)
@@ -695,11 +698,19 @@ def main(argv=None):
     def log(*a):
         print(*a, flush=True)
 
+    # as the jaxalign command's process does (jaxalign.cli.entry): freed memory kept for reuse; both
+    # sides run in this process, so both get it (--malloc default leaves glibc as it is)
+    kept = False
+    if args.malloc == "keep":
+        from jaxalign._core.memory import keep_freed_memory
+
+        kept = keep_freed_memory()
     info = H.machine_info()
     log("=" * 78)
     log("jaxalign sweep benchmark: study runner vs a himalaya RidgeCV loop")
     log("=" * 78)
     log(H.format_machine_info(info))
+    log(f"malloc    : {'freed memory kept for reuse (as the jaxalign command)' if kept else 'glibc default'}")
     sizes = dict(revisions=args.revisions, layers=args.layers, subjects=args.subjects, voxels=args.voxels,
                  trs=args.trs, dim=args.dim)
     full = PRESETS["full"]

@@ -357,5 +357,16 @@ def main(argv=None) -> int:
         jaxalign_logger.handlers[:] = previous_logging[1]
 
 
+def entry() -> int:
+    """The ``jaxalign`` command's process (console script, ``python -m jaxalign.cli``): freed
+    memory is kept for reuse in this process (:func:`jaxalign._core.memory.keep_freed_memory`;
+    ``JAXALIGN_KEEP_FREED_MEMORY=0`` disables it), then :func:`main`. ``main`` itself, called
+    from Python, leaves the caller's process as it is."""
+    from jaxalign._core.memory import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    raise SystemExit(entry())

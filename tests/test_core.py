@@ -6,6 +6,10 @@ timing, studies); each now has one home and one test here.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -88,6 +92,45 @@ def test_target_batch_size_fits_the_budget_and_the_devices():
 
 
 # ---------------------------------------------------------------------- files
+
+
+_RETAINED = """
+import sys
+import numpy as np, psutil
+from jaxalign._core.memory import keep_freed_memory
+import jaxalign.cli as cli
+if sys.argv[1] == "entry":  # the jaxalign command's process: --version, then exits
+    sys.argv = ["jaxalign", "--version"]
+    try:
+        cli.entry()
+    except SystemExit:
+        pass
+kept = keep_freed_memory() if sys.argv[1] == "call" else None
+rss = psutil.Process().memory_info().rss
+a = np.ones(16_000_000)  # 122 MiB, above glibc's largest mmap threshold (32 MiB)
+del a
+print(kept, (psutil.Process().memory_info().rss - rss) / 2**20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings (Linux)")
+def test_keep_freed_memory_keeps_a_freed_block_for_reuse():
+    """After keep_freed_memory() a freed 122 MiB block stays in the process (the next allocation
+    reuses it instead of faulting in fresh pages); by default glibc unmaps it at once. The jaxalign
+    command's entry point sets it; JAXALIGN_KEEP_FREED_MEMORY=0 turns it off."""
+    def run(how, **env):
+        out = subprocess.run([sys.executable, "-c", _RETAINED, how], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, **env}, check=True).stdout.split()
+        return out[-2], float(out[-1])
+
+    kept, mib = run("call")
+    assert kept == "True" and mib > 100, mib
+    kept, mib = run("none")
+    assert kept == "None" and mib < 30, mib  # glibc's default: unmapped when freed
+    kept, mib = run("call", JAXALIGN_KEEP_FREED_MEMORY="0")
+    assert kept == "False" and mib < 30, mib
+    kept, mib = run("entry")
+    assert mib > 100, mib
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):

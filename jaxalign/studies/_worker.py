@@ -53,7 +53,10 @@ class StudyWorker(submitit.helpers.Checkpointable):
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = value
         from jaxalign._compile_cache import enable_compilation_cache
+        from jaxalign._core.memory import keep_freed_memory
         from jaxalign.studies.runner import STAGES, run_study
+
+        keep_freed_memory()  # a task's own process, as the jaxalign command's
 
         _log_to_stderr()
         enable_compilation_cache()  # tasks on one node (or a shared cache folder) compile once
