@@ -547,10 +547,25 @@ def probe(args, log):
         fn()
         return time.process_time() - c
 
-    out = {}
+    out, stacked = {}, {}
+
+    def fit(T):
+        res = ridge_cv(XL, Y[:, :T], alphas, inner, scoring="pearson", progress=False)
+        stacked[T] = res.stacked_folds
+        return np.asarray(res.coef)
+
     for T in (args.subjects * 10, args.subjects * args.voxels):
-        out[f"jaxalign_{T}"] = cpu(lambda: np.asarray(ridge_cv(XL, Y[:, :T], alphas, inner, scoring="pearson",
-                                                               progress=False).coef))
+        out[f"jaxalign_{T}"] = cpu(lambda: fit(T))
+    # the same fit without the stacked sweep (the engine's choice switched off), for comparison
+    import jaxalign.ridge._engine as engine
+
+    n_stacked = stacked[args.subjects * args.voxels]
+    choose, engine._stack_pays = engine._stack_pays, lambda *a, **k: False
+    try:
+        unstacked = cpu(lambda: fit(args.subjects * args.voxels))
+    finally:
+        engine._stack_pays = choose
+    stacked[args.subjects * args.voxels] = n_stacked
     for T in (10, args.voxels):
         out[f"himalaya_{T}"] = cpu(lambda: RidgeCV(
             alphas=alphas.astype(np.float32), cv=inner, fit_intercept=False,
@@ -563,10 +578,12 @@ def probe(args, log):
     res = dict(n_train=n, p=p, cpu_s=out, jaxalign_fixed_per_fold_s=j_small - S * 10 * j_target,
                jaxalign_per_target_per_fold_s=j_target, himalaya_fixed_per_fit_s=h_small - 10 * h_target,
                himalaya_per_target_per_fit_s=h_target,
-               per_target_ratio=(h_target * L) / j_target)  # himalaya over jaxalign, per target x layer x fold
+               per_target_ratio=(h_target * L) / j_target,  # himalaya over jaxalign, per target x layer x fold
+               stacked_folds=stacked[S * V], unstacked_cpu_s=unstacked)
     log(f"probe     : one outer fold (n_train {n}, p {p}), CPU s, warm: jaxalign ridge_cv on {L} layers: "
         f"{j_small:.2f} s with {S * 10} targets, {j_big:.2f} s with {S * V}; himalaya RidgeCV on 1 layer: "
-        f"{h_small:.2f} s with 10 targets, {h_big:.2f} s with {V}")
+        f"{h_small:.2f} s with 10 targets, {h_big:.2f} s with {V}; jaxalign with {S * V} targets took the "
+        f"stacked sweep on {stacked[S * V]} of {len(inner)} folds, {unstacked:.2f} s without it")
     log(f"probe     : per target x layer x outer fold, himalaya / jaxalign = {res['per_target_ratio']:.2f}; "
         f"per revision at V voxels/subject ~ himalaya {L * S * K} x ({res['himalaya_fixed_per_fit_s']:.2f} + "
         f"V x {1e3 * h_target:.3f} ms), jaxalign {K} x ({res['jaxalign_fixed_per_fold_s']:.2f} + "

@@ -326,9 +326,9 @@ def _decompose(X, x_offset, splits, alphas, method, fit_intercept, precision, n_
                                    V_ref=V_ref, X_out=jnp.take(Xj, out_j, axis=-2))
             if not _use_shared(basis):
                 basis = None
-        if basis is None:
+        if basis is None:  # (a fold is scored, never refitted: no coef_map in the dual)
             basis = spectral_basis(X_tr, X_va, method=method, fit_intercept=fit_intercept,
-                                   project=project)
+                                   project=project, with_coef=False)
         plans.append(plan_fn(basis))
         idx.append((tr_j, va_j, out_j))
     XT = None if project else jnp.swapaxes(Xj, -1, -2).copy()

@@ -118,7 +118,7 @@ def _eigh64(gram64: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool, project: bool,
-           V_ref=None, X_out=None, keep_v64: bool = False) -> Basis:
+           V_ref=None, X_out=None, keep_v64: bool = False, with_coef: bool = True) -> Basis:
     """Traced under ``jax.enable_x64(True)``; inputs are float32 (``V_ref``
     float64)."""
     f32, f64 = jnp.float32, jnp.float64
@@ -150,8 +150,12 @@ def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool, project
         s2, U = _eigh64(X64 @ X64.T)
         U32 = U.astype(f32)
         projT = U32.T
-        coef_map = jnp.dot(X64.T, U).astype(f32)
-        ev = E @ coef_map
+        if with_coef:
+            coef_map = jnp.dot(X64.T, U).astype(f32)
+            ev = E @ coef_map
+        else:  # a CV fold: no refit, so no (p x n) coef_map; ev = (E X^T) U, in float64
+            coef_map = None
+            ev = jnp.dot(jnp.dot(E.astype(f64), X64.T), U).astype(f32)
     coef_mapT = coef_map.T if projT is None and V_ref is None else None
     V64 = K = EoutT = mean_proj = None
     if method == "primal" and project:
@@ -163,9 +167,9 @@ def _basis(X: jax.Array, E: jax.Array, method: str, fit_intercept: bool, project
     return Basis(projT, s2.astype(f32), coef_map, ev, x_mean, coef_mapT, V64, K, EoutT, mean_proj)
 
 
-_STATIC = ("method", "fit_intercept", "project", "keep_v64")
+_STATIC = ("method", "fit_intercept", "project", "keep_v64", "with_coef")
 _basis_jit = _jit(_basis, static_argnames=_STATIC)
-_basis_jit_layers = _jit(jax.vmap(_basis, in_axes=(0, 0, None, None, None, 0, 0, None)),
+_basis_jit_layers = _jit(jax.vmap(_basis, in_axes=(0, 0, None, None, None, 0, 0, None, None)),
                          static_argnames=_STATIC)
 
 
@@ -191,6 +195,7 @@ def spectral_basis(
     V_ref=None,
     X_out=None,
     keep_v64: bool = False,
+    with_coef: bool = True,
 ) -> Basis:
     """Decompose a training design once for all penalties and targets.
 
@@ -215,6 +220,10 @@ def spectral_basis(
         replaces ``projT``.
     keep_v64 : bool
         Keep the float64 eigenvectors (``Basis.V64``; primal with ``project``).
+    with_coef : bool
+        Dual only: form ``coef_map = X^T U`` (p x n float64 GEMM), which only
+        a refit needs. Without it (CV folds) ``coef_map`` is None and ``ev`` is
+        ``(E X^T) U``, a cheaper product.
 
     Returns
     -------
@@ -229,4 +238,4 @@ def spectral_basis(
     if V_ref is not None:
         X_out = jnp.asarray(X_out, jnp.float32)
     with jax.enable_x64(True):
-        return fn(X_train, X_eval, method, fit_intercept, project, V_ref, X_out, keep_v64)
+        return fn(X_train, X_eval, method, fit_intercept, project, V_ref, X_out, keep_v64, with_coef)
