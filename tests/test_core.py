@@ -81,6 +81,8 @@ def test_default_memory_budget_cpu_is_capped():
 
     budget = memory.default_memory_budget(jax.devices("cpu"))
     assert 0 < budget <= 8 * 2**30
+    k = 4 * np.log2(budget)  # on the 2^(k/4) grid: free memory moving a little leaves it unchanged
+    assert abs(k - round(k)) < 1e-6
 
 
 def test_target_batch_size_fits_the_budget_and_the_devices():
@@ -89,6 +91,16 @@ def test_target_batch_size_fits_the_budget_and_the_devices():
     assert size % 2 == 0 and size <= 300 * 2
     with pytest.raises(MemoryError, match="raise memory_budget"):
         memory.target_batch_size(10, 1000, 10)
+    # a budget a few % off gives the same batch: another shape would be another XLA compilation
+    # (it used to follow the budget to the byte whenever the rounded-up batch did not fit)
+    assert {memory.target_batch_size(6000, 10**6, b * 10**6) for b in range(1540, 2048, 7)} == {1536}
+    rng = np.random.default_rng(0)
+    for _ in range(500):  # always within the budget, a multiple of the devices, enough batches
+        T, bpt, nd = int(rng.integers(1, 50_000)), int(rng.integers(1, 10**6)), int(rng.choice([1, 2, 8]))
+        budget = int(rng.integers(bpt, 10**10))
+        size = memory.target_batch_size(T, bpt, budget, n_devices=nd)
+        assert size % nd == 0 and size <= max(budget // bpt * nd, nd) and size >= min(T, nd), (T, bpt, budget, nd)
+        assert size <= max(16384 * nd, nd)
 
 
 # ---------------------------------------------------------------------- files
