@@ -94,6 +94,9 @@ def test_target_batch_size_fits_the_budget_and_the_devices():
     # a budget a few % off gives the same batch: another shape would be another XLA compilation
     # (it used to follow the budget to the byte whenever the rounded-up batch did not fit)
     assert {memory.target_batch_size(6000, 10**6, b * 10**6) for b in range(1540, 2048, 7)} == {1536}
+    # all the targets fit: one batch of them, not two rounded ones
+    assert memory.target_batch_size(1000, 10**6, 1000 * 10**6) == 1000
+    assert memory.target_batch_size(129, 10**6, 200 * 10**6) == 129
     rng = np.random.default_rng(0)
     for _ in range(500):  # always within the budget, a multiple of the devices, enough batches
         T, bpt, nd = int(rng.integers(1, 50_000)), int(rng.integers(1, 10**6)), int(rng.choice([1, 2, 8]))

@@ -110,13 +110,11 @@ def target_batch_size(n_targets, bytes_per_target, budget, n_devices=1, max_batc
     quantum = 128 * n_devices
     if size > quantum:
         up = math.ceil(size / quantum) * quantum
-        if up <= mem_cap:
+        if up <= mem_cap or n_batches == 1:  # (one batch of all targets: its shape is the targets')
             size = min(up, cap - cap % n_devices or n_devices)
-        elif mem_cap >= quantum:  # more batches, each a multiple of the quantum, balanced again
+        else:  # more batches, each a multiple of the quantum, balanced again
             size = mem_cap // quantum * quantum
             size = math.ceil(math.ceil(n_targets / math.ceil(n_targets / size)) / quantum) * quantum
-        else:
-            size = cap - cap % n_devices or n_devices
     size = math.ceil(size / n_devices) * n_devices
     return int(size)
 
@@ -137,8 +135,9 @@ def keep_freed_memory() -> bool:
     machine that hands freed pages back to its host (free page reporting,
     as on this project's machines) fresh memory costs ~5-10 s per GiB.
     After this call freed memory stays in the process (``M_MMAP_MAX = 0``:
-    no block gets its own mapping; ``M_TRIM_THRESHOLD``: the heap is never
-    trimmed) and is reused: the same fit took 8.0-8.4 s instead of
+    no block gets its own mapping, except requests over 64 MiB from a
+    thread's own arena, which glibc still maps; ``M_TRIM_THRESHOLD``: the
+    heap is never trimmed) and is reused: the same fit took 8.0-8.4 s instead of
     10.3-11.8 s, 2.2 s in the kernel.
 
     The cost: the process keeps its peak memory until it exits. So the

@@ -227,10 +227,11 @@ def _stack_pays(A, m, r, n_train, n_targets, n_layers=1) -> bool:
 def _plan_stacks(plans, alphas_j, n_targets, max_bytes=_STACK_MAX_BYTES):
     """Stack the direct sweep of each fold where it pays (see :func:`_stack_pays`) and its matrices
     fit in ``max_bytes`` (all folds): folds projected through ``projT`` (dual, primal accurate)
-    whose every penalty is swept directly. Returns ``(plans, count)``."""
+    whose every penalty is swept directly, taken from the last fold (``ridge_cv_flops`` counts
+    them so). Returns ``(plans, count, bytes)``."""
     A = int(alphas_j.shape[0])
     out, total, count = [], 0, 0
-    for plan in plans:
+    for plan in reversed(plans):
         ok = plan.fr is None and plan.projT is not None and plan.K is None
         if ok:
             m, r = plan.R.shape[-2:]
@@ -243,7 +244,7 @@ def _plan_stacks(plans, alphas_j, n_targets, max_bytes=_STACK_MAX_BYTES):
             total += nbytes
             count += 1
         out.append(plan)
-    return tuple(out), count
+    return tuple(reversed(out)), count, total
 
 
 def _resolve_devices(devices):
@@ -600,7 +601,10 @@ def ridge_cv(
     if layout is None:
         # (a budget from free memory may differ between processes; their decisions must not)
         max_bytes = _STACK_MAX_BYTES if budget is None or multi else min(_STACK_MAX_BYTES, budget // 4)
-        plans, stacked_folds = _plan_stacks(plans, jnp.asarray(alphas_s, jnp.float32), n_targets, max_bytes)
+        plans, stacked_folds, stacked_bytes = _plan_stacks(plans, jnp.asarray(alphas_s, jnp.float32),
+                                                           n_targets, max_bytes)
+        if budget is not None:  # the stacked matrices stay on the device with the batches
+            budget = max(budget - stacked_bytes, 1)
     use_x64 = sweep_kind != "direct" or layout is not None
     if batch_size is None:
         if layout is not None:

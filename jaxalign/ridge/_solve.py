@@ -355,11 +355,15 @@ def ridge_cv_flops(n_samples, n_features, n_targets, n_alphas, splits, n_layers=
     fast = primal and precision == "fast"
     fractions = penalty_sweep in ("partial_fractions", "mixed")
 
-    def decomposition(n_fit, n_eval):
+    def decomposition(n_fit, n_eval, refit=False):
         r = p if primal else n_fit
-        gram = 2 * n_fit * p * p if primal else 2 * n_fit * n_fit * p + 2 * n_fit * p * r
         proj = 2 * n_fit * p * r if primal and not fast else 0  # (X V)^T
-        return gram + proj + 9 * r**3 + 2 * n_eval * p * r, r
+        if primal:
+            return 2 * n_fit * p * p + proj + 9 * r**3 + 2 * n_eval * p * r, r
+        if refit:  # coef_map = X^T U
+            return 2 * n_fit * n_fit * p + 2 * n_fit * p * r + 9 * r**3, r
+        # a CV fold: ev = (E X^T) U, no coef_map
+        return 2 * n_fit * n_fit * p + 9 * r**3 + 2 * n_eval * p * n_fit + 2 * n_eval * n_fit * r, r
 
     total = 2.0 * n * p * T if fast else 0.0  # X^T Y, shared by folds and refit
     f64 = 0.0
@@ -386,7 +390,7 @@ def ridge_cv_flops(n_samples, n_features, n_targets, n_alphas, splits, n_layers=
             per_target += 2 * A * m * r
         per_target += 2 * A * m + 4 * A * r + r + 4 * n_val
         total += f + qr + per_target * T
-    f, r = decomposition(n, 0)
+    f, r = decomposition(n, 0, refit=True)
     total += f + ((2 * p * r) if fast else (2 * n * r)) * T + (2 * p * r + r) * T
     total = float(total) * n_layers
     return (total, float(f64)) if float64_part else total

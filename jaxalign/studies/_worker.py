@@ -44,8 +44,10 @@ class StudyWorker(submitit.helpers.Checkpointable):
         self.cpus = cpus  # local tasks: the CPUs this task is pinned to (None: not pinned)
 
     def __call__(self, task: int) -> dict:
-        if self.cpus is not None:  # before JAX starts its backends: XLA sizes its thread pool to these
-            pin_process(self.cpus)
+        _log_to_stderr()
+        cpus = getattr(self, "cpus", None)  # (a task pickled by an older jaxalign has none)
+        if cpus is not None:  # before JAX starts its backends: XLA sizes its thread pool to these
+            pin_process(cpus)
         if self.cuda_devices is not None:  # before JAX starts its backends
             (value,) = self.cuda_devices
             if value is None:
@@ -57,8 +59,6 @@ class StudyWorker(submitit.helpers.Checkpointable):
         from jaxalign.studies.runner import STAGES, run_study
 
         keep_freed_memory()  # a task's own process, as the jaxalign command's
-
-        _log_to_stderr()
         enable_compilation_cache()  # tasks on one node (or a shared cache folder) compile once
         t0 = time.perf_counter()
         job = _job_id()
@@ -71,7 +71,7 @@ class StudyWorker(submitit.helpers.Checkpointable):
                 "reused": summary.reused, "models_loaded": summary.models_loaded,
                 "seconds": time.perf_counter() - t0,
                 "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-                "threads_off_cpus": None if self.cpus is None else _threads_off(self.cpus)}
+                "threads_off_cpus": None if cpus is None else _threads_off(cpus)}
 
     def checkpoint(self, *args, **kwargs):
         log.warning("preempted or near the time limit: requeued (finished units are kept; the unit in progress "
@@ -88,6 +88,10 @@ def pin_process(cpus) -> None:
             os.sched_setaffinity(int(tid), cpus)
         except (ProcessLookupError, FileNotFoundError):  # a thread that has just ended
             pass
+        except OSError as error:  # e.g. CPUs outside this job's cpuset: run unpinned, say so
+            log.warning("could not pin this task to CPUs %s (%s): it runs on every CPU it may use",
+                        sorted(cpus), error)
+            return
 
 
 def _threads_off(cpus) -> int:
