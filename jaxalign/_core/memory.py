@@ -137,8 +137,9 @@ def keep_freed_memory() -> bool:
     After this call freed memory stays in the process (``M_MMAP_MAX = 0``:
     no block gets its own mapping, except requests over 64 MiB from a
     thread's own arena, which glibc still maps; ``M_TRIM_THRESHOLD``: the
-    heap is never trimmed) and is reused: the same fit took 8.0-8.4 s instead of
-    10.3-11.8 s, 2.2 s in the kernel.
+    heap is never trimmed) and is reused: kernel time per fit fell to ~1 s, and
+    one outer fold of the sweep benchmark from 11.1 to 7.9 s on one core
+    (``benchmarks/sweep.py --probe-only --malloc keep|default``).
 
     The cost: the process keeps its peak memory until it exits. So the
     ``jaxalign`` command and its workers call this (a study's process

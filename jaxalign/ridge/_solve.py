@@ -137,10 +137,10 @@ def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, f
     else:
         Y_tr = jnp.take(Y, train_idx, axis=0)
         y_tr_sum = jnp.sum(Y_tr, axis=0)
+    Yc, y_mean = center(Y_val)
+    Yq = Yc if plan.Q is None else plan.Q.T @ Yc  # (m, T)
     if plan.B is not None:  # stacked sweep: predictions straight from the training targets
         Y_tr = jnp.take(Y, train_idx, axis=0)
-        Yc, y_mean = center(Y_val)
-        Yq = Yc if plan.Q is None else plan.Q.T @ Yc
 
         def stats(B_a):  # one penalty's centred predictions, reduced at once (cache-sized, as below)
             P = B_a @ Y_tr
@@ -162,8 +162,6 @@ def _fold_scores(plan: FoldPlan, fold_idx, XT, Y, XtY, y_sum, alphas, scoring, f
         else:
             XtY_tr = jnp.take(XT, train_idx, axis=1) @ Y_tr
         Z = _spectral_targets(plan.Vt, plan.x_mean, XtY_tr, y_tr_sum, fit_intercept)
-    Yc, y_mean = center(Y_val)
-    Yq = Yc if plan.Q is None else plan.Q.T @ Yc  # (m, T)
     return score_fold(plan, Z, plan.Rt @ Yq, Yc, y_mean, y_tr_sum, n_tr, alphas, scoring,
                       fit_intercept, direct)
 
